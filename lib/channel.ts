@@ -1,0 +1,213 @@
+/**
+ * The byte channel between the main thread and one worker: every connection's bytes, and the
+ * flow-control credits that bound them, travel through here and nowhere else.
+ *
+ * Runs on both threads; each side of a worker link owns one {@linkcode FrameWriter} and decodes
+ * what the other side sends with {@linkcode readFrames}.
+ *
+ * Why this shape: the per-message cost of crossing threads dwarfs the per-byte cost, so the
+ * channel is one link per worker (not per connection) and each side batches every frame produced
+ * in one event-loop turn into one buffer, handed over in one `postMessage` as a transfer, not a
+ * copy. A frame is a 9-byte header (kind, connection id, value) followed, for `DATA` and `OPEN`,
+ * by `value` bytes of payload.
+ *
+ * @module
+ */
+
+import { setImmediate } from "node:timers";
+
+/** Frame kinds. Which side sends which is noted on each. */
+export const Frame = {
+  /** main → worker: a new connection; payload is its remote address as JSON. */
+  OPEN: 1,
+  /** both ways: bytes of one connection; payload is the bytes. */
+  DATA: 2,
+  /** main → worker: the peer shut its write side; no more DATA follows. */
+  EOF: 3,
+  /** main → worker: the connection is gone (reset, timeout, shutdown); stop serving it. */
+  CLOSE: 4,
+  /** both ways: `value` bytes of the receiver's earlier DATA were consumed; more may be sent. */
+  ACK: 5,
+  /** worker → main: the handler finished its output; flush it, then close the connection. */
+  END: 6,
+  /** worker → main: the handler failed; close the connection now, dropping unsent output. */
+  ABORT: 7,
+} as const;
+
+/** One of the {@linkcode Frame} kinds. */
+export type FrameKind = typeof Frame[keyof typeof Frame];
+
+/** Size of a frame header: kind (1 byte), connection id (4), value (4). */
+export const HEADER_SIZE = 9;
+
+/**
+ * Most bytes of one connection that a side may send before the receiver acknowledges them.
+ * With the stream and socket buffers this bounds a connection's memory well under 1 MiB.
+ */
+export const WINDOW = 256 * 1024;
+
+/**
+ * A receiver acknowledges once it has consumed this many unacknowledged bytes. A sender only
+ * stalls with `WINDOW` bytes unacknowledged, which is past this mark, so no ack is ever owed
+ * forever, while small request/response traffic sends almost no acks.
+ */
+export const ACK_THRESHOLD = WINDOW / 2;
+
+const MIN_CAPACITY = 16 * 1024;
+const MAX_IDLE_CAPACITY = 1024 * 1024;
+
+/** Receives a finished batch: `length` bytes of frames at the start of `buffer`. */
+export type BatchSender = (buffer: ArrayBuffer, length: number) => void;
+
+/**
+ * Collects frames produced during one event-loop turn and sends them as one batch when the turn
+ * ends.
+ *
+ * @example
+ * ```ts
+ * import { Frame, FrameWriter, readFrames } from "./channel.ts";
+ * const writer = new FrameWriter((buffer, length) => {
+ *   readFrames(buffer, length, (kind, id, value, payload) => {
+ *     // kind === Frame.DATA, id === 7, payload holds "hi"
+ *   });
+ * });
+ * writer.data(7, new TextEncoder().encode("hi"));
+ * writer.flush();
+ * ```
+ */
+export class FrameWriter {
+  #send: BatchSender;
+  #bytes = new Uint8Array(MIN_CAPACITY);
+  #view = new DataView(this.#bytes.buffer);
+  #length = 0;
+  #scheduled = false;
+  #flushSoon = () => {
+    this.#scheduled = false;
+    this.flush();
+  };
+
+  /**
+   * @param send Called with each batch; the buffer is the receiver's from then on (transfer it).
+   */
+  constructor(send: BatchSender) {
+    this.#send = send;
+  }
+
+  /** Number of bytes waiting to be sent. */
+  get pending(): number {
+    return this.#length;
+  }
+
+  /**
+   * Queues a `DATA` frame carrying a copy of `bytes`.
+   *
+   * @param id Connection id.
+   * @param bytes The payload; copied, so the caller may reuse its buffer at once.
+   */
+  data(id: number, bytes: Uint8Array): void {
+    this.#header(Frame.DATA, id, bytes.length, bytes.length);
+    this.#bytes.set(bytes, this.#length);
+    this.#length += bytes.length;
+  }
+
+  /**
+   * Queues a frame with a payload (`OPEN`).
+   *
+   * @param kind Frame kind.
+   * @param id Connection id.
+   * @param payload The payload.
+   */
+  payload(kind: FrameKind, id: number, payload: Uint8Array): void {
+    this.#header(kind, id, payload.length, payload.length);
+    this.#bytes.set(payload, this.#length);
+    this.#length += payload.length;
+  }
+
+  /**
+   * Queues a frame without payload (`EOF`, `CLOSE`, `ACK`, `END`, `ABORT`).
+   *
+   * @param kind Frame kind.
+   * @param id Connection id.
+   * @param value For `ACK`, the number of bytes consumed; otherwise 0.
+   */
+  control(kind: FrameKind, id: number, value = 0): void {
+    this.#header(kind, id, value, 0);
+  }
+
+  /** Sends what is queued now instead of at the end of the turn. */
+  flush(): void {
+    if (this.#length === 0) return;
+    const buffer = this.#bytes.buffer as ArrayBuffer;
+    const length = this.#length;
+    // The next batch is likely the size of this one; start there rather than grow again.
+    const capacity = Math.min(
+      MAX_IDLE_CAPACITY,
+      Math.max(MIN_CAPACITY, 2 ** Math.ceil(Math.log2(length + 1))),
+    );
+    this.#bytes = new Uint8Array(capacity);
+    this.#view = new DataView(this.#bytes.buffer);
+    this.#length = 0;
+    this.#send(buffer, length);
+  }
+
+  #header(kind: FrameKind, id: number, value: number, payloadLength: number): void {
+    const needed = this.#length + HEADER_SIZE + payloadLength;
+    if (needed > this.#bytes.length) this.#grow(needed);
+    const at = this.#length;
+    this.#bytes[at] = kind;
+    this.#view.setUint32(at + 1, id, true);
+    this.#view.setUint32(at + 5, value, true);
+    this.#length = at + HEADER_SIZE;
+    if (!this.#scheduled) {
+      this.#scheduled = true;
+      // setImmediate runs once this turn's I/O callbacks and microtasks are done: the batch
+      // then holds everything the turn produced. (setTimeout(0) waits milliseconds here.)
+      setImmediate(this.#flushSoon);
+    }
+  }
+
+  #grow(needed: number): void {
+    const bigger = new Uint8Array(Math.max(needed, this.#bytes.length * 2));
+    bigger.set(this.#bytes.subarray(0, this.#length));
+    this.#bytes = bigger;
+    this.#view = new DataView(bigger.buffer);
+  }
+}
+
+/** Called by {@linkcode readFrames} for each frame; `payload` views the batch, without a copy. */
+export type FrameVisitor = (
+  kind: FrameKind,
+  id: number,
+  value: number,
+  payload: Uint8Array | undefined,
+) => void;
+
+/**
+ * Decodes a batch produced by a {@linkcode FrameWriter}.
+ *
+ * @param buffer The batch's buffer.
+ * @param length Bytes of frames at its start.
+ * @param visit Called once per frame, in order.
+ * @throws {RangeError} If the batch is truncated or has an unknown frame kind.
+ */
+export function readFrames(buffer: ArrayBuffer, length: number, visit: FrameVisitor): void {
+  const bytes = new Uint8Array(buffer, 0, length);
+  const view = new DataView(buffer, 0, length);
+  let at = 0;
+  while (at < length) {
+    if (at + HEADER_SIZE > length) throw new RangeError(`Truncated frame header at ${at}`);
+    const kind = bytes[at] as FrameKind;
+    const id = view.getUint32(at + 1, true);
+    const value = view.getUint32(at + 5, true);
+    at += HEADER_SIZE;
+    if (kind === Frame.DATA || kind === Frame.OPEN) {
+      if (at + value > length) throw new RangeError(`Truncated frame payload at ${at}`);
+      visit(kind, id, value, bytes.subarray(at, at + value));
+      at += value;
+    } else if (kind >= Frame.OPEN && kind <= Frame.ABORT) {
+      visit(kind, id, value, undefined);
+    } else {
+      throw new RangeError(`Unknown frame kind ${kind} at ${at - HEADER_SIZE}`);
+    }
+  }
+}

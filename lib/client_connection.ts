@@ -1,0 +1,258 @@
+/**
+ * One accepted TCP connection, on the main thread: reads its socket into the worker's channel,
+ * writes what the worker sends back to the socket, and closes it the right way.
+ *
+ * Runs on the main thread only.
+ *
+ * Flow control: at most `WINDOW` bytes read from the socket may wait unacknowledged in the
+ * worker; past that the read loop pauses, so a client whose echo is not being read (a slow
+ * reader) stops being read from, and memory stays bounded. The socket is read with `read()`
+ * loops, not `conn.readable`, because the latter closes the whole socket at the peer's EOF and
+ * the half-closed client would lose its echo.
+ *
+ * @module
+ */
+
+import { ACK_THRESHOLD, Frame, WINDOW } from "./channel.ts";
+import type { WorkerLink } from "./worker_pool.ts";
+
+/** Why a connection closed, for logs and counters. */
+export type CloseReason =
+  | "done" // the handler finished (client half-closed, or sent quit)
+  | "reset" // the socket failed: reset by peer, broken pipe
+  | "idle" // --idle-timeout passed without traffic
+  | "shutdown" // the server stopped before the connection finished
+  | "worker-lost" // its worker died
+  | "handler-error"; // the handler threw
+
+/** Called once when a connection has closed. */
+export type CloseListener = (connection: ClientConnection, reason: CloseReason) => void;
+
+const MIN_READ = 1024;
+const MAX_READ = 64 * 1024;
+/** After the handler ends, how long to drain (and drop) what the client still sends. */
+const LINGER_MS = 1000;
+
+const encoder = new TextEncoder();
+
+/** The main thread's side of one client connection. */
+export class ClientConnection {
+  /** Server-wide connection id. */
+  readonly id: number;
+  /** The worker serving this connection. */
+  readonly link: WorkerLink;
+  /** Client address, IPv4-mapped IPv6 shown as IPv4. */
+  readonly remoteAddr: Deno.NetAddr;
+  /** `performance.now()` of the last byte read or written. */
+  lastActive = performance.now();
+  /** Bytes read from the client. */
+  bytesIn = 0;
+  /** Bytes written to the client. */
+  bytesOut = 0;
+
+  #conn: Deno.TcpConn;
+  #onClose: CloseListener;
+  #buffer = new Uint8Array(MIN_READ);
+  /** Bytes sent to the worker and not yet acknowledged. */
+  #inFlight = 0;
+  #resumeRead: (() => void) | undefined;
+  #writeQueue: Uint8Array[] = [];
+  #writing = false;
+  #written = 0;
+  /** The peer sent EOF, or reading failed. */
+  #readDone = false;
+  /** Input is no longer passed to the worker (it ended, or the server is draining). */
+  #inputStopped = false;
+  /** The worker sent END: flush, then close. */
+  #ending = false;
+  #closed = false;
+  #lingerTimer: ReturnType<typeof setTimeout> | undefined;
+
+  /**
+   * @param id Connection id.
+   * @param conn The accepted socket.
+   * @param link The worker that serves it.
+   * @param onClose Called once when it has closed.
+   */
+  constructor(id: number, conn: Deno.TcpConn, link: WorkerLink, onClose: CloseListener) {
+    this.id = id;
+    this.#conn = conn;
+    this.link = link;
+    this.#onClose = onClose;
+    this.remoteAddr = displayAddr(conn.remoteAddr);
+  }
+
+  /** Tells the worker about the connection and starts reading. */
+  start(): void {
+    try {
+      // Echoes are small writes that must leave at once, not wait for Nagle's timer.
+      this.#conn.setNoDelay(true);
+    } catch {
+      // The peer may already have gone; the read loop will find out.
+    }
+    this.link.writer.payload(Frame.OPEN, this.id, encoder.encode(JSON.stringify(this.remoteAddr)));
+    this.#readLoop();
+  }
+
+  /** Whether the connection has closed. */
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  /** The worker's output for this connection: queue it for the socket. */
+  receive(bytes: Uint8Array): void {
+    if (this.#closed || this.#ending) return;
+    this.#writeQueue.push(bytes);
+    if (!this.#writing) this.#writeLoop();
+  }
+
+  /** The worker consumed `bytes` more of this connection's input. */
+  acknowledge(bytes: number): void {
+    this.#inFlight -= bytes;
+    if (this.#inFlight < WINDOW) this.#wakeReader();
+  }
+
+  /** The handler is done: send what it wrote, then close. */
+  end(): void {
+    if (this.#closed || this.#ending) return;
+    this.#ending = true;
+    this.#inputStopped = true;
+    this.#wakeReader();
+    if (!this.#writing) this.#finish();
+  }
+
+  /**
+   * Stops passing input to the worker and tells it the input has ended, as if the client had
+   * half-closed: what was already received is still served. Used by the graceful shutdown.
+   */
+  stopInput(): void {
+    if (this.#closed || this.#inputStopped) return;
+    this.#inputStopped = true;
+    if (!this.#readDone) this.link.writer.control(Frame.EOF, this.id);
+    this.#wakeReader();
+  }
+
+  /**
+   * Closes the connection now, dropping unsent output.
+   *
+   * @param reason Why, for the close listener.
+   */
+  close(reason: CloseReason): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    clearTimeout(this.#lingerTimer);
+    // Tell the worker unless it is the one that ended the connection, or is gone.
+    if (!this.#ending && reason !== "handler-error" && this.link.alive) {
+      this.link.writer.control(Frame.CLOSE, this.id);
+    }
+    this.#writeQueue = [];
+    this.#wakeReader();
+    try {
+      this.#conn.close();
+    } catch {
+      // Already closed.
+    }
+    this.#onClose(this, reason);
+  }
+
+  async #readLoop(): Promise<void> {
+    while (!this.#closed) {
+      if (this.#inFlight >= WINDOW && !this.#inputStopped) {
+        await new Promise<void>((resolve) => this.#resumeRead = resolve);
+        continue;
+      }
+      let n: number | null;
+      try {
+        n = await this.#conn.read(this.#buffer);
+      } catch {
+        n = -1;
+      }
+      if (this.#closed) return;
+      if (n === null || n < 0) {
+        this.#readDone = true;
+        if (n !== null && !this.#ending) this.close("reset");
+        else if (this.#ending && !this.#writing) this.close("done");
+        else if (!this.#inputStopped) {
+          this.#inputStopped = true;
+          this.link.writer.control(Frame.EOF, this.id);
+        }
+        return;
+      }
+      this.lastActive = performance.now();
+      this.bytesIn += n;
+      if (this.#inputStopped) continue; // draining: read and drop
+      this.link.writer.data(this.id, this.#buffer.subarray(0, n));
+      this.#inFlight += n;
+      this.#adaptBuffer(n);
+    }
+  }
+
+  /** Grows the read buffer while reads fill it and shrinks it when they stay small, so idle
+   * connections cost 1 KiB each and bulk ones read 64 KiB at a time. */
+  #adaptBuffer(n: number): void {
+    const size = this.#buffer.length;
+    if (n === size && size < MAX_READ) this.#buffer = new Uint8Array(size * 2);
+    else if (n <= size / 8 && size > MIN_READ) this.#buffer = new Uint8Array(size / 2);
+  }
+
+  async #writeLoop(): Promise<void> {
+    this.#writing = true;
+    while (this.#writeQueue.length > 0 && !this.#closed) {
+      const chunk = this.#writeQueue[0]!;
+      try {
+        let offset = 0;
+        while (offset < chunk.length) offset += await this.#conn.write(chunk.subarray(offset));
+      } catch {
+        this.close("reset");
+        break;
+      }
+      this.#writeQueue.shift();
+      this.lastActive = performance.now();
+      this.bytesOut += chunk.length;
+      this.#written += chunk.length;
+      if (this.#written >= ACK_THRESHOLD) {
+        this.link.writer.control(Frame.ACK, this.id, this.#written);
+        this.#written = 0;
+      }
+    }
+    this.#writing = false;
+    if (this.#ending && !this.#closed) this.#finish();
+  }
+
+  /** All output is written: send FIN, then close once the client has finished too. */
+  #finish(): void {
+    if (this.#readDone) {
+      this.close("done");
+      return;
+    }
+    try {
+      this.#conn.closeWrite();
+    } catch {
+      this.close("done");
+      return;
+    }
+    // Closing with unread input would send a reset, which can destroy the echo the client has
+    // not read yet; so keep reading (and dropping) until its EOF, for a short while.
+    this.#lingerTimer = setTimeout(() => this.close("done"), LINGER_MS);
+  }
+
+  #wakeReader(): void {
+    const resume = this.#resumeRead;
+    this.#resumeRead = undefined;
+    resume?.();
+  }
+}
+
+/**
+ * An address as a person reads it: IPv4-mapped IPv6 (`::ffff:127.0.0.1`) becomes IPv4.
+ *
+ * @param addr A socket address.
+ * @returns The same address, with the mapping removed.
+ */
+export function displayAddr(addr: Deno.Addr): Deno.NetAddr {
+  const net = addr as Deno.NetAddr;
+  const hostname = net.hostname.startsWith("::ffff:") && net.hostname.includes(".")
+    ? net.hostname.slice(7)
+    : net.hostname;
+  return { transport: "tcp", hostname, port: net.port };
+}

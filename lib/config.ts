@@ -1,0 +1,211 @@
+/**
+ * Command-line parsing for the server: turns `Deno.args` into a validated {@linkcode Config}.
+ *
+ * Runs on the main thread only. Pure: it reads nothing but its arguments, so every error path is
+ * unit-tested without starting a process.
+ *
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+
+/** Log levels a user may pick with `--log-level`. */
+export const LOG_LEVELS = ["debug", "info", "warning", "error"] as const;
+
+/** One of {@linkcode LOG_LEVELS}. */
+export type LogLevelName = typeof LOG_LEVELS[number];
+
+/** The server's settings, after validation. */
+export interface Config {
+  /** TCP port to listen on; 0 asks the OS for a free one. */
+  port: number;
+  /** Listen address; `undefined` means all interfaces, IPv4 and IPv6. */
+  host: string | undefined;
+  /** Number of worker threads. */
+  workers: number;
+  /** Seconds of silence after which a connection is closed; 0 disables the timeout. */
+  idleTimeout: number;
+  /** Most connections served at once; the ones past it are closed on accept. */
+  maxConnections: number;
+  /** Seconds that SIGINT/SIGTERM lets open connections drain before they are closed. */
+  shutdownTimeout: number;
+  /** Least severe level that is logged. */
+  logLevel: LogLevelName;
+  /** Protocol handler: a built-in name (`echo`) or a module path or URL. */
+  handler: string;
+}
+
+/** What the command line asked for: run the server, or print help or the version and exit. */
+export type Command =
+  | { kind: "serve"; config: Config }
+  | { kind: "help" }
+  | { kind: "version" };
+
+/**
+ * A command line the server cannot run with. The message is one line, meant for the user as is.
+ *
+ * @example Catching a bad flag
+ * ```ts
+ * import { parseCommandLine, UsageError } from "./config.ts";
+ * try {
+ *   parseCommandLine(["--port", "http"], { cpus: 2 });
+ * } catch (error) {
+ *   if (!(error instanceof UsageError)) throw error;
+ * }
+ * ```
+ */
+export class UsageError extends Error {
+  /** Creates the error with a one-line, user-facing message. */
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = "UsageError";
+  }
+}
+
+/** Options for {@linkcode parseCommandLine}. */
+export interface ParseOptions {
+  /** CPU count, the default for `--workers`. */
+  cpus: number;
+}
+
+/** The usage text printed by `--help`. */
+export const USAGE = `Usage: echoserver [options]
+
+A multi-threaded TCP echo server: the main thread accepts connections and hands them
+round-robin to a pool of worker threads, each serving many connections at once.
+
+Options:
+  -p, --port <n>             TCP port; default 5555; 0 picks a free port
+      --host <addr>          listen address; default all interfaces, IPv4 and IPv6 ("::")
+  -w, --workers <n>          worker threads; default: CPU cores
+      --idle-timeout <s>     close a connection idle this many seconds; default 300; 0 = never
+      --max-connections <n>  default 10000; beyond it new connections are closed at once
+      --shutdown-timeout <s> on SIGINT/SIGTERM, how long to let connections drain; default 10
+      --log-level <level>    debug | info | warning | error; default info
+      --handler <name|path>  protocol handler: built-in name or module path/URL; default echo
+  -h, --help                 show this help
+  -V, --version              print the version
+
+Try it: telnet localhost 5555, type a line, see it echoed; type quit to leave.`;
+
+const OPTIONS = {
+  port: { type: "string", short: "p" },
+  host: { type: "string" },
+  workers: { type: "string", short: "w" },
+  "idle-timeout": { type: "string" },
+  "max-connections": { type: "string" },
+  "shutdown-timeout": { type: "string" },
+  "log-level": { type: "string" },
+  handler: { type: "string" },
+  help: { type: "boolean", short: "h" },
+  version: { type: "boolean", short: "V" },
+} as const;
+
+/**
+ * Parses and validates the command line.
+ *
+ * @param args The arguments after the program name, as in `Deno.args`.
+ * @param options Where defaults come from.
+ * @returns What to do: serve with a config, or print help or the version.
+ * @throws {UsageError} On an unknown flag, a missing value or a value out of range.
+ *
+ * @example Defaults
+ * ```ts
+ * import { parseCommandLine } from "./config.ts";
+ * import assert from "node:assert/strict";
+ * const command = parseCommandLine([], { cpus: 4 });
+ * assert.equal(command.kind, "serve");
+ * if (command.kind === "serve") assert.equal(command.config.workers, 4);
+ * ```
+ */
+export function parseCommandLine(args: readonly string[], options: ParseOptions): Command {
+  let values;
+  try {
+    ({ values } = parseArgs({ args: [...args], options: OPTIONS, strict: true }));
+  } catch (error) {
+    throw new UsageError(_describeParseError(error), { cause: error });
+  }
+  if (values.help) return { kind: "help" };
+  if (values.version) return { kind: "version" };
+
+  const host = values.host === undefined
+    ? undefined
+    : _nonEmpty("--host", values.host, "", "an address such as 127.0.0.1 or ::");
+  const logLevel = values["log-level"] ?? "info";
+  if (!(LOG_LEVELS as readonly string[]).includes(logLevel)) {
+    throw new UsageError(
+      `'--log-level' must be one of ${LOG_LEVELS.join(", ")}, got "${logLevel}"`,
+    );
+  }
+  return {
+    kind: "serve",
+    config: {
+      port: _integer("--port", values.port, 5555, 0, 65535),
+      host,
+      workers: _integer("--workers", values.workers, Math.max(1, options.cpus), 1, 256),
+      idleTimeout: _seconds("--idle-timeout", values["idle-timeout"], 300, 0),
+      maxConnections: _integer("--max-connections", values["max-connections"], 10000, 1, 1e7),
+      shutdownTimeout: _seconds("--shutdown-timeout", values["shutdown-timeout"], 10, 0),
+      logLevel: logLevel as LogLevelName,
+      handler: _nonEmpty(
+        "--handler",
+        values.handler,
+        "echo",
+        "a built-in name such as echo, or a module path",
+      ),
+    },
+  };
+}
+
+function _integer(
+  flag: string,
+  raw: string | undefined,
+  fallback: number,
+  min: number,
+  max: number,
+): number {
+  if (raw === undefined) return fallback;
+  const value = /^\s*\d+\s*$/.test(raw) ? Number(raw) : NaN;
+  if (!Number.isSafeInteger(value) || value < min || value > max) {
+    throw new UsageError(`'${flag}' must be an integer from ${min} to ${max}, got "${raw}"`);
+  }
+  return value;
+}
+
+function _nonEmpty(flag: string, raw: string | undefined, fallback: string, what: string): string {
+  if (raw === undefined) return fallback;
+  if (raw.trim() === "") throw new UsageError(`'${flag}' must be ${what}, got "${raw}"`);
+  return raw.trim();
+}
+
+function _seconds(flag: string, raw: string | undefined, fallback: number, min: number): number {
+  if (raw === undefined) return fallback;
+  const value = /^\s*\d+(\.\d+)?\s*$/.test(raw) ? Number(raw) : NaN;
+  // Timers take a 32-bit millisecond count; longer than ~24 days would fire at once.
+  const max = 2_000_000;
+  if (!Number.isFinite(value) || value < min || value > max) {
+    throw new UsageError(
+      `'${flag}' must be a number of seconds from ${min} to ${max}, got "${raw}"`,
+    );
+  }
+  return value;
+}
+
+function _describeParseError(error: unknown): string {
+  const code = (error as { code?: string }).code;
+  const message = error instanceof Error ? error.message : String(error);
+  const quoted = /'([^']+)'/.exec(message)?.[1] ?? message;
+  const option = /--[a-z][a-z-]*/.exec(quoted)?.[0] ?? quoted;
+  switch (code) {
+    case "ERR_PARSE_ARGS_UNKNOWN_OPTION":
+      return `Unknown option '${option}'`;
+    case "ERR_PARSE_ARGS_INVALID_OPTION_VALUE":
+      return message.includes("does not take")
+        ? `Option '${option}' does not take a value`
+        : `Option '${option}' needs a value`;
+    case "ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL":
+      return `Unexpected argument '${quoted}': the server takes only options`;
+    default:
+      return message.split("\n")[0] ?? "Bad command line";
+  }
+}

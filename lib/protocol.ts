@@ -1,0 +1,58 @@
+/**
+ * The messages exchanged between the main thread and a worker, as typed unions split by
+ * direction. Connection bytes do not appear here one by one: they travel inside `frames` batches
+ * encoded by `channel.ts`.
+ *
+ * Used on both threads.
+ *
+ * @module
+ */
+
+import type { LogLevelName } from "./config.ts";
+
+/** Sent by the main thread to a worker. */
+export type ToWorker =
+  /** First message: who the worker is and how to serve. Answered with `ready` or `failed`. */
+  | {
+    type: "init";
+    /** Worker's slot in the pool, from 1; used in its name. */
+    index: number;
+    logLevel: LogLevelName;
+    /** Built-in handler name, or a module URL. */
+    handler: string;
+  }
+  /** A batch of frames (see `channel.ts`); the buffer is transferred. */
+  | { type: "frames"; buffer: ArrayBuffer; length: number };
+
+/** Sent by a worker to the main thread. */
+export type FromWorker =
+  /** The worker has loaded its handler and serves connections from now on. */
+  | { type: "ready" }
+  /** The worker could not start (for example, its handler failed to load). */
+  | { type: "failed"; message: string }
+  /** A batch of frames (see `channel.ts`); the buffer is transferred. */
+  | { type: "frames"; buffer: ArrayBuffer; length: number };
+
+/**
+ * Checks that a value received from another thread is a {@linkcode FromWorker} message.
+ *
+ * @param value The `data` of a message event.
+ * @returns Whether it has a known `type`.
+ */
+export function isFromWorker(value: unknown): value is FromWorker {
+  if (typeof value !== "object" || value === null) return false;
+  const type = (value as { type?: unknown }).type;
+  return type === "ready" || type === "failed" || type === "frames";
+}
+
+/**
+ * Checks that a value received from the main thread is a {@linkcode ToWorker} message.
+ *
+ * @param value The `data` of a message event.
+ * @returns Whether it has a known `type`.
+ */
+export function isToWorker(value: unknown): value is ToWorker {
+  if (typeof value !== "object" || value === null) return false;
+  const type = (value as { type?: unknown }).type;
+  return type === "init" || type === "frames";
+}

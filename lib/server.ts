@@ -1,0 +1,347 @@
+/**
+ * The server on the main thread: listens, accepts, hands each connection to the next worker,
+ * routes the workers' frames back to their connections, enforces the connection limit and idle
+ * timeout, and drains on shutdown.
+ *
+ * Runs on the main thread only.
+ *
+ * @module
+ */
+
+import { Frame, readFrames } from "./channel.ts";
+import { ClientConnection, type CloseReason } from "./client_connection.ts";
+import type { Config } from "./config.ts";
+import { getLog } from "./log.ts";
+import { type WorkerFactory, type WorkerLink, WorkerPool } from "./worker_pool.ts";
+
+/** Listening failed: port in use, permission denied, bad address. The message is one line. */
+export class ListenError extends Error {
+  /**
+   * @param message One line naming the address and the reason.
+   * @param options The underlying error as `cause`.
+   */
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = "ListenError";
+  }
+}
+
+/** Counters kept by the server. */
+export interface ServerStats {
+  /** Connections accepted and handed to a worker. */
+  accepted: number;
+  /** Connections closed on accept because of `--max-connections` (or no worker ready). */
+  rejected: number;
+  /** `accept()` calls that failed (EMFILE and others). */
+  failedAccepts: number;
+  /** Connections closed, by reason. */
+  closed: Record<CloseReason, number>;
+}
+
+/** Settings the server needs (a subset of {@linkcode Config}). */
+export type ServerConfig = Pick<
+  Config,
+  "port" | "host" | "workers" | "idleTimeout" | "maxConnections" | "logLevel" | "handler"
+>;
+
+/** How long, after a shutdown signal, bytes already on their way are still taken in. */
+const DRAIN_GRACE_MS = 200;
+/** After a failed accept (such as EMFILE), wait this long before the next, as memcached does. */
+const ACCEPT_BACKOFF_MS = 10;
+const SWEEP_MS = 250;
+
+/**
+ * The echo server's main-thread half.
+ *
+ * @example
+ * ```ts ignore
+ * const server = new Server(config, spawn);
+ * const addr = await server.start();
+ * // ... later, on SIGTERM:
+ * await server.shutdown(10);
+ * ```
+ */
+export class Server {
+  #config: ServerConfig;
+  #pool: WorkerPool;
+  #listener: Deno.TcpListener | undefined;
+  #connections = new Map<number, ClientConnection>();
+  #nextId = 1;
+  #stopping = false;
+  #sweepTimer: ReturnType<typeof setInterval> | undefined;
+  #acceptLoopDone: Promise<void> = Promise.resolve();
+  #onEmpty: (() => void) | undefined;
+  #lastAcceptWarning = 0;
+  #log = getLog();
+  #stats: ServerStats = {
+    accepted: 0,
+    rejected: 0,
+    failedAccepts: 0,
+    closed: { done: 0, reset: 0, idle: 0, shutdown: 0, "worker-lost": 0, "handler-error": 0 },
+  };
+
+  /**
+   * @param config Validated settings.
+   * @param spawn Creates a connection worker.
+   */
+  constructor(config: ServerConfig, spawn: WorkerFactory) {
+    this.#config = config;
+    this.#pool = new WorkerPool({
+      size: config.workers,
+      spawn,
+      init: (slot) => ({
+        type: "init",
+        index: slot + 1,
+        logLevel: config.logLevel,
+        handler: config.handler,
+      }),
+      onFrames: (link, buffer, length) => this.#receive(link, buffer, length),
+      onLost: (link) => this.#closeAll("worker-lost", link),
+    });
+  }
+
+  /** Counters so far. */
+  get stats(): Readonly<ServerStats> {
+    return this.#stats;
+  }
+
+  /** Connections open now. */
+  get activeConnections(): number {
+    return this.#connections.size;
+  }
+
+  /** Workers replaced since start. */
+  get workerRestarts(): number {
+    return this.#pool.restarts;
+  }
+
+  /**
+   * Listens, starts the workers, waits until all are ready, then starts accepting.
+   *
+   * @returns The address listened on (with the real port when `port` was 0).
+   * @throws {ListenError} If the address cannot be listened on.
+   * @throws {WorkerStartError} If a worker cannot start.
+   */
+  async start(): Promise<Deno.NetAddr> {
+    const listener = this.#listen();
+    try {
+      await this.#pool.start();
+    } catch (error) {
+      listener.close();
+      throw error;
+    }
+    this.#listener = listener;
+    this.#acceptLoopDone = this.#acceptLoop(listener);
+    if (this.#config.idleTimeout > 0) {
+      this.#sweepTimer = setInterval(() => this.#sweepIdle(), SWEEP_MS);
+    }
+    return listener.addr;
+  }
+
+  /**
+   * Stops accepting, lets each connection finish what it was sent, and closes those still open
+   * after `timeout` seconds. Then stops the workers.
+   *
+   * @param timeout Seconds to wait for connections to finish.
+   */
+  async shutdown(timeout: number): Promise<void> {
+    if (this.#stopping) return;
+    this.#stopping = true;
+    clearInterval(this.#sweepTimer);
+    this.#listener?.close();
+    await this.#acceptLoopDone;
+    const deadline = performance.now() + timeout * 1000;
+    if (this.#connections.size > 0) {
+      this.#log.info("Shutting down: draining {count} connection(s), up to {timeout} s", {
+        count: this.#connections.size,
+        timeout,
+      });
+      await this.#waitForEmpty(Math.min(DRAIN_GRACE_MS, timeout * 1000));
+      for (const connection of this.#connections.values()) connection.stopInput();
+      await this.#waitForEmpty(deadline - performance.now());
+      if (this.#connections.size > 0) {
+        this.#log.warning("Shutdown timeout: closing {count} connection(s) still open", {
+          count: this.#connections.size,
+        });
+        this.#closeAll("shutdown");
+      }
+    }
+    this.#pool.close();
+  }
+
+  #listen(): Deno.TcpListener {
+    const { host, port } = this.#config;
+    let failure: unknown;
+    try {
+      return Deno.listen({ hostname: host ?? "::", port, transport: "tcp" });
+    } catch (error) {
+      failure = error;
+    }
+    // Default host on a machine without IPv6: fall back to IPv4 only.
+    if (host === undefined && !_isAddressError(failure)) {
+      try {
+        const listener = Deno.listen({ hostname: "0.0.0.0", port, transport: "tcp" });
+        this.#log.warning("IPv6 unavailable ({reason}); listening on IPv4 only", {
+          reason: _reason(failure),
+        });
+        return listener;
+      } catch (error) {
+        failure = error;
+      }
+    }
+    throw new ListenError(
+      `Cannot listen on ${formatAddr(host ?? "::", port)}: ${_reason(failure)}`,
+      { cause: failure },
+    );
+  }
+
+  async #acceptLoop(listener: Deno.TcpListener): Promise<void> {
+    while (!this.#stopping) {
+      let conn: Deno.TcpConn;
+      try {
+        conn = await listener.accept();
+      } catch (error) {
+        if (this.#stopping) return;
+        this.#stats.failedAccepts++;
+        this.#warnAcceptFailure(error);
+        await new Promise((resolve) => setTimeout(resolve, ACCEPT_BACKOFF_MS));
+        continue;
+      }
+      this.#admit(conn);
+    }
+  }
+
+  #admit(conn: Deno.TcpConn): void {
+    const link = this.#connections.size < this.#config.maxConnections
+      ? this.#pool.next()
+      : undefined;
+    if (link === undefined) {
+      this.#stats.rejected++;
+      this.#log.debug("Connection from {addr} rejected: {count} open, limit {limit}", {
+        addr: _remote(conn),
+        count: this.#connections.size,
+        limit: this.#config.maxConnections,
+      });
+      try {
+        conn.close();
+      } catch {
+        // Already gone.
+      }
+      return;
+    }
+    const id = this.#nextId;
+    // Ids are 32-bit in the channel's frames; skip 0 and any still in use after a wrap.
+    do this.#nextId = (this.#nextId + 1) >>> 0 || 1; while (this.#connections.has(this.#nextId));
+    const connection = new ClientConnection(id, conn, link, (c, reason) => this.#closed(c, reason));
+    this.#connections.set(id, connection);
+    this.#stats.accepted++;
+    this.#log.debug("Connection {id} from {addr} to worker-{worker}", {
+      id,
+      addr: formatAddr(connection.remoteAddr.hostname, connection.remoteAddr.port),
+      worker: link.slot + 1,
+    });
+    connection.start();
+  }
+
+  #closed(connection: ClientConnection, reason: CloseReason): void {
+    this.#connections.delete(connection.id);
+    this.#stats.closed[reason]++;
+    this.#log.debug("Connection {id} closed: {reason} ({bytesIn} B in, {bytesOut} B out)", {
+      id: connection.id,
+      reason,
+      bytesIn: connection.bytesIn,
+      bytesOut: connection.bytesOut,
+    });
+    if (this.#connections.size === 0) this.#onEmpty?.();
+  }
+
+  #receive(link: WorkerLink, buffer: ArrayBuffer, length: number): void {
+    readFrames(buffer, length, (kind, id, value, payload) => {
+      const connection = this.#connections.get(id);
+      // Frames for a connection closed meanwhile are stale: drop them.
+      if (connection === undefined || connection.link !== link) return;
+      switch (kind) {
+        case Frame.DATA:
+          connection.receive(payload!);
+          break;
+        case Frame.ACK:
+          connection.acknowledge(value);
+          break;
+        case Frame.END:
+          connection.end();
+          break;
+        case Frame.ABORT:
+          connection.close("handler-error");
+          break;
+        default:
+          throw new RangeError(`Unexpected frame kind ${kind} from worker-${link.slot + 1}`);
+      }
+    });
+  }
+
+  #sweepIdle(): void {
+    const cutoff = performance.now() - this.#config.idleTimeout * 1000;
+    for (const connection of this.#connections.values()) {
+      if (connection.lastActive < cutoff) connection.close("idle");
+    }
+  }
+
+  #closeAll(reason: CloseReason, link?: WorkerLink): void {
+    for (const connection of [...this.#connections.values()]) {
+      if (link === undefined || connection.link === link) connection.close(reason);
+    }
+  }
+
+  #waitForEmpty(ms: number): Promise<void> {
+    if (this.#connections.size === 0 || ms <= 0) return Promise.resolve();
+    return new Promise((resolve) => {
+      const timer = setTimeout(done, ms);
+      this.#onEmpty = done;
+      function done() {
+        clearTimeout(timer);
+        resolve();
+      }
+    });
+  }
+
+  #warnAcceptFailure(error: unknown): void {
+    // EMFILE repeats every few milliseconds: one line a second is enough.
+    const now = performance.now();
+    if (now - this.#lastAcceptWarning < 1000) return;
+    this.#lastAcceptWarning = now;
+    this.#log.warning("Accept failed: {reason} ({count} failed so far); retrying", {
+      reason: _reason(error),
+      count: this.#stats.failedAccepts,
+    });
+  }
+}
+
+/**
+ * Formats a host and port as `host:port`, with IPv6 hosts in brackets.
+ *
+ * @param hostname Host name or address.
+ * @param port Port number.
+ * @returns Such as `127.0.0.1:5555` or `[::]:5555`.
+ */
+export function formatAddr(hostname: string, port: number): string {
+  return hostname.includes(":") ? `[${hostname}]:${port}` : `${hostname}:${port}`;
+}
+
+function _remote(conn: Deno.TcpConn): string {
+  try {
+    return formatAddr(conn.remoteAddr.hostname, conn.remoteAddr.port);
+  } catch {
+    return "unknown";
+  }
+}
+
+function _isAddressError(error: unknown): boolean {
+  return error instanceof Deno.errors.AddrInUse || error instanceof Deno.errors.PermissionDenied ||
+    error instanceof Deno.errors.NotCapable;
+}
+
+function _reason(error: unknown): string {
+  const message = error instanceof Error ? error.message : String(error);
+  const line = (message.split("\n")[0] ?? message).replace(/\s*\(os error \d+\)$/, "");
+  return line.charAt(0).toLowerCase() + line.slice(1);
+}

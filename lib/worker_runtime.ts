@@ -1,0 +1,275 @@
+/**
+ * The inside of a connection worker: turns the frames arriving from the main thread into one
+ * Web Streams pair per connection, runs the protocol handler on each, and sends the handler's
+ * output back as frames. Many connections are served at once on the worker's own event loop.
+ *
+ * Runs inside a worker only (entry: `workers/connection_worker.ts`).
+ *
+ * @module
+ */
+
+import { ACK_THRESHOLD, Frame, FrameWriter, readFrames, WINDOW } from "./channel.ts";
+import type { Connection, Handler } from "./handler.ts";
+import { loadHandler } from "./handlers.ts";
+import { getLog, setupLogging } from "./log.ts";
+import { type FromWorker, isToWorker } from "./protocol.ts";
+
+/** The parts of a worker's global scope that the runtime uses. */
+export interface WorkerScope {
+  /** Receives messages from the main thread. */
+  onmessage: ((event: MessageEvent) => void) | null;
+  /** Sends a message to the main thread. */
+  postMessage(message: FromWorker, transfer?: Transferable[]): void;
+  /** Ends the worker. */
+  close(): void;
+}
+
+/**
+ * Serves connections for the main thread: waits for `init`, loads the handler, reports `ready`,
+ * then handles frame batches until the worker is terminated.
+ *
+ * @param scope The worker's global scope (`self`).
+ */
+export function runWorker(scope: WorkerScope): void {
+  let runtime: WorkerRuntime | undefined;
+  // An error that escapes a handler (a throw in a stray callback) may have left this isolate in
+  // any state: report it in one line and stop; the main thread replaces the worker.
+  const die = (error: unknown) => {
+    const message = error instanceof Error ? error.message : String(error);
+    getLog().error("Uncaught error: {message}", { message });
+    scope.postMessage({ type: "failed", message: `uncaught error: ${message}` });
+    scope.close();
+  };
+  globalThis.addEventListener("error", (event) => {
+    event.preventDefault();
+    die(event.error ?? event.message);
+  });
+  globalThis.addEventListener("unhandledrejection", (event) => {
+    event.preventDefault();
+    die(event.reason);
+  });
+  scope.onmessage = async (event: MessageEvent) => {
+    const message = event.data;
+    if (!isToWorker(message)) return;
+    switch (message.type) {
+      case "init": {
+        setupLogging(message.logLevel, `worker-${message.index}`);
+        try {
+          const handler = await loadHandler(message.handler);
+          runtime = new WorkerRuntime(handler, scope);
+          scope.postMessage({ type: "ready" });
+        } catch (error) {
+          scope.postMessage({ type: "failed", message: (error as Error).message });
+        }
+        break;
+      }
+      case "frames":
+        runtime?.receive(message.buffer, message.length);
+        break;
+      default: {
+        const _never: never = message;
+        throw new TypeError(`Unknown message: ${JSON.stringify(_never)}`);
+      }
+    }
+  };
+}
+
+/** Runs handlers for the connections that the main thread assigns to this worker. */
+class WorkerRuntime {
+  #handler: Handler;
+  #writer: FrameWriter;
+  #connections = new Map<number, WorkerConnection>();
+  #log = getLog();
+
+  constructor(handler: Handler, scope: WorkerScope) {
+    this.#handler = handler;
+    this.#writer = new FrameWriter((buffer, length) => {
+      scope.postMessage({ type: "frames", buffer, length }, [buffer]);
+    });
+  }
+
+  receive(buffer: ArrayBuffer, length: number): void {
+    readFrames(buffer, length, (kind, id, value, payload) => {
+      if (kind === Frame.OPEN) {
+        this.#open(id, payload!);
+        return;
+      }
+      // Frames for a connection that has already finished here are stale: drop them.
+      const connection = this.#connections.get(id);
+      if (connection === undefined) return;
+      switch (kind) {
+        case Frame.DATA:
+          connection.receive(payload!);
+          break;
+        case Frame.EOF:
+          connection.receiveEof();
+          break;
+        case Frame.ACK:
+          connection.acknowledge(value);
+          break;
+        case Frame.CLOSE:
+          connection.closeFromOutside();
+          this.#connections.delete(id);
+          break;
+        default:
+          throw new RangeError(`Unexpected frame kind ${kind} from the main thread`);
+      }
+    });
+  }
+
+  #open(id: number, payload: Uint8Array): void {
+    const remoteAddr = JSON.parse(new TextDecoder().decode(payload)) as Deno.NetAddr;
+    const connection = new WorkerConnection(id, remoteAddr, this.#writer);
+    this.#connections.set(id, connection);
+    this.#serve(connection);
+  }
+
+  async #serve(connection: WorkerConnection): Promise<void> {
+    let failed = false;
+    try {
+      await this.#handler(connection.view);
+      await connection.closeWritable();
+    } catch (error) {
+      // Errors caused by the connection closing under the handler are not the handler's fault.
+      if (!connection.closed) {
+        failed = true;
+        this.#log.warn("Connection {id}: handler failed: {error}", {
+          id: connection.id,
+          error: (error as Error)?.message ?? String(error),
+        });
+      }
+    }
+    connection.finish(failed);
+    this.#connections.delete(connection.id);
+  }
+}
+
+/** A connection's state inside the worker: its streams and its flow-control counters. */
+class WorkerConnection {
+  readonly id: number;
+  readonly view: Connection;
+  #writer: FrameWriter;
+  #controller!: ReadableStreamDefaultController<Uint8Array>;
+  /** Received bytes not yet read by the handler; bounded by the main thread's window. */
+  #pending: Uint8Array[] = [];
+  /** The handler is waiting in `read()` with nothing pending. */
+  #waiting = false;
+  #eof = false;
+  #readableDone = false;
+  /** Bytes read by the handler but not yet acknowledged to the main thread. */
+  #consumed = 0;
+  /** Bytes sent to the main thread and not yet written to the socket. */
+  #outstanding = 0;
+  #drained: (() => void) | undefined;
+  #ended = false;
+  #abort = new AbortController();
+
+  constructor(id: number, remoteAddr: Deno.NetAddr, writer: FrameWriter) {
+    this.id = id;
+    this.#writer = writer;
+    const readable = new ReadableStream<Uint8Array>({
+      start: (controller) => {
+        this.#controller = controller;
+      },
+      pull: () => this.#deliver(),
+      cancel: () => {
+        this.#readableDone = true;
+        this.#pending = [];
+      },
+    }, { highWaterMark: 0 });
+    const writable = new WritableStream<Uint8Array>({
+      write: (chunk) => this.#send(chunk),
+      close: () => this.#end(Frame.END),
+      abort: () => this.#end(Frame.ABORT),
+    });
+    this.view = { id, remoteAddr, readable, writable, signal: this.#abort.signal };
+  }
+
+  /** Whether the connection was closed from outside (the main thread said so). */
+  get closed(): boolean {
+    return this.#abort.signal.aborted;
+  }
+
+  receive(bytes: Uint8Array): void {
+    if (this.#readableDone) return;
+    this.#pending.push(bytes);
+    if (this.#waiting) this.#deliver();
+  }
+
+  receiveEof(): void {
+    this.#eof = true;
+    if (this.#waiting) this.#deliver();
+  }
+
+  acknowledge(bytes: number): void {
+    this.#outstanding -= bytes;
+    if (this.#outstanding < WINDOW && this.#drained !== undefined) {
+      this.#drained();
+      this.#drained = undefined;
+    }
+  }
+
+  closeFromOutside(): void {
+    if (this.closed) return;
+    const reason = new Error("Connection closed");
+    this.#abort.abort(reason);
+    this.#pending = [];
+    if (!this.#readableDone) {
+      this.#readableDone = true;
+      this.#controller.error(reason);
+    }
+    this.#drained?.();
+    this.#drained = undefined;
+  }
+
+  /** Closes the writable if the handler left it open, so that queued writes are sent. */
+  async closeWritable(): Promise<void> {
+    if (!this.#ended && !this.view.writable.locked) await this.view.writable.close();
+  }
+
+  /** Tells the main thread the handler is done, unless its writable already did. */
+  finish(failed: boolean): void {
+    this.#end(failed ? Frame.ABORT : Frame.END);
+  }
+
+  #deliver(): void {
+    if (this.#readableDone) return;
+    const chunk = this.#pending.shift();
+    if (chunk === undefined) {
+      if (this.#eof) {
+        this.#readableDone = true;
+        this.#controller.close();
+      } else {
+        this.#waiting = true;
+      }
+      return;
+    }
+    this.#waiting = false;
+    this.#controller.enqueue(chunk);
+    this.#consumed += chunk.length;
+    if (this.#consumed >= ACK_THRESHOLD) {
+      this.#writer.control(Frame.ACK, this.id, this.#consumed);
+      this.#consumed = 0;
+    }
+  }
+
+  #send(chunk: Uint8Array): Promise<void> | void {
+    if (this.closed || this.#ended) throw new Error("Connection closed");
+    if (!(chunk instanceof Uint8Array)) {
+      throw new TypeError("Handlers must write Uint8Array chunks");
+    }
+    if (chunk.length === 0) return;
+    this.#writer.data(this.id, chunk);
+    this.#outstanding += chunk.length;
+    // Backpressure: the handler's next write waits until the client has read enough.
+    if (this.#outstanding >= WINDOW) {
+      return new Promise((resolve) => this.#drained = resolve);
+    }
+  }
+
+  #end(kind: typeof Frame.END | typeof Frame.ABORT): void {
+    if (this.#ended) return;
+    this.#ended = true;
+    if (!this.closed) this.#writer.control(kind, this.id);
+  }
+}

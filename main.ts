@@ -1,0 +1,111 @@
+/**
+ * Entry point of the echo server: parses the command line, starts the worker pool and the
+ * listener, and turns SIGINT/SIGTERM into a graceful drain.
+ *
+ * Runs on the main thread.
+ *
+ * @module
+ */
+
+import { pathToFileURL } from "node:url";
+import denoJson from "./deno.json" with { type: "json" };
+import { type Config, parseCommandLine, USAGE, UsageError } from "./lib/config.ts";
+import { resolveHandlerSpec } from "./lib/handlers.ts";
+import { getLog, printError, printOut, setupLogging } from "./lib/log.ts";
+import { formatAddr, ListenError, Server } from "./lib/server.ts";
+import { WorkerStartError } from "./lib/worker_pool.ts";
+
+/** Exit code for a bad command line (or a handler that cannot be loaded). */
+const EXIT_USAGE = 2;
+/** Exit code when the address cannot be listened on. */
+const EXIT_LISTEN = 1;
+
+function spawnConnectionWorker(name: string): Worker {
+  return new Worker(new URL("./workers/connection_worker.ts", import.meta.url), {
+    type: "module",
+    name,
+  });
+}
+
+function parse(): Config {
+  try {
+    const command = parseCommandLine(Deno.args, { cpus: navigator.hardwareConcurrency });
+    switch (command.kind) {
+      case "help":
+        printOut(USAGE);
+        Deno.exit(0);
+        break;
+      case "version":
+        printOut(`echoserver ${denoJson.version}`);
+        Deno.exit(0);
+        break;
+      case "serve":
+        return command.config;
+      default: {
+        const _never: never = command;
+        throw new TypeError(`Unknown command: ${JSON.stringify(_never)}`);
+      }
+    }
+  } catch (error) {
+    if (!(error instanceof UsageError)) throw error;
+    printError(`echoserver: ${error.message}`);
+    printError("Try 'echoserver --help' for the list of options.");
+    Deno.exit(EXIT_USAGE);
+  }
+}
+
+async function main(): Promise<void> {
+  const parsed = parse();
+  setupLogging(parsed.logLevel, "main");
+  const log = getLog();
+  const config = {
+    ...parsed,
+    handler: resolveHandlerSpec(parsed.handler, () => pathToFileURL(Deno.cwd() + "/")),
+  };
+  const server = new Server(config, spawnConnectionWorker);
+
+  let addr: Deno.NetAddr;
+  try {
+    addr = await server.start();
+  } catch (error) {
+    if (error instanceof ListenError) {
+      log.error(error.message);
+      Deno.exit(EXIT_LISTEN);
+    }
+    if (error instanceof WorkerStartError) {
+      log.error(error.message);
+      Deno.exit(EXIT_USAGE);
+    }
+    throw error;
+  }
+
+  let signalled = false;
+  const onSignal = (signal: Deno.Signal) => {
+    if (signalled) {
+      log.warning("{signal} again: exiting now", { signal });
+      Deno.exit(signal === "SIGINT" ? 130 : 143);
+    }
+    signalled = true;
+    log.info("{signal} received: stopping (send it again to exit at once)", { signal });
+    server.shutdown(config.shutdownTimeout).then(() => {
+      log.info("Stopped");
+      Deno.exit(0);
+    });
+  };
+  for (const signal of ["SIGINT", "SIGTERM"] as const) {
+    try {
+      Deno.addSignalListener(signal, () => onSignal(signal));
+    } catch {
+      // Windows has no SIGTERM: skip the signals this platform cannot deliver.
+    }
+  }
+
+  log.info("echoserver {version} listening on {address} with {workers} workers ({handler})", {
+    version: denoJson.version,
+    address: formatAddr(addr.hostname, addr.port),
+    workers: config.workers,
+    handler: parsed.handler,
+  });
+}
+
+if (import.meta.main) await main();

@@ -1,0 +1,86 @@
+import assert from "node:assert/strict";
+import { Frame, FrameWriter, HEADER_SIZE, readFrames } from "../lib/channel.ts";
+import { isFromWorker, isToWorker } from "../lib/protocol.ts";
+
+type Seen = [number, number, number, string | undefined];
+
+function decode(buffer: ArrayBuffer, length: number): Seen[] {
+  const seen: Seen[] = [];
+  readFrames(buffer, length, (kind, id, value, payload) => {
+    seen.push([kind, id, value, payload && new TextDecoder().decode(payload)]);
+  });
+  return seen;
+}
+
+Deno.test("FrameWriter batches every frame of a turn into one send", async () => {
+  const batches: Seen[][] = [];
+  const writer = new FrameWriter((buffer, length) => batches.push(decode(buffer, length)));
+  writer.payload(Frame.OPEN, 1, new TextEncoder().encode('{"a":1}'));
+  writer.data(1, new TextEncoder().encode("hello"));
+  writer.control(Frame.ACK, 1, 131072);
+  writer.control(Frame.EOF, 4294967295);
+  assert.equal(batches.length, 0, "sent before the turn ended");
+  await new Promise((resolve) => setTimeout(resolve, 10));
+  assert.deepEqual(batches, [[
+    [Frame.OPEN, 1, 7, '{"a":1}'],
+    [Frame.DATA, 1, 5, "hello"],
+    [Frame.ACK, 1, 131072, undefined],
+    [Frame.EOF, 4294967295, 0, undefined],
+  ]]);
+  writer.data(2, new TextEncoder().encode("next"));
+  await new Promise((resolve) => setTimeout(resolve, 10));
+  assert.equal(batches.length, 2);
+  assert.deepEqual(batches[1], [[Frame.DATA, 2, 4, "next"]]);
+});
+
+Deno.test("FrameWriter.data() copies, so the caller may reuse its buffer", () => {
+  let sent: Seen[] = [];
+  const writer = new FrameWriter((buffer, length) => sent = decode(buffer, length));
+  const buffer = new TextEncoder().encode("abc");
+  writer.data(9, buffer);
+  buffer.fill(0x7a);
+  writer.flush();
+  assert.deepEqual(sent, [[Frame.DATA, 9, 3, "abc"]]);
+  assert.equal(writer.pending, 0);
+});
+
+Deno.test("FrameWriter grows past its initial capacity without losing bytes", () => {
+  let total = 0;
+  let frames = 0;
+  const writer = new FrameWriter((buffer, length) => {
+    readFrames(buffer, length, (_kind, id, _value, payload) => {
+      frames++;
+      assert.ok(payload!.every((b) => b === id % 256));
+      total += payload!.length;
+    });
+  });
+  for (let id = 0; id < 50; id++) writer.data(id, new Uint8Array(10_000).fill(id % 256));
+  assert.equal(writer.pending, 50 * (10_000 + HEADER_SIZE));
+  writer.flush();
+  assert.equal(frames, 50);
+  assert.equal(total, 500_000);
+});
+
+Deno.test("readFrames() rejects truncated and unknown frames", () => {
+  const bytes = new Uint8Array(HEADER_SIZE + 2);
+  bytes[0] = Frame.DATA;
+  new DataView(bytes.buffer).setUint32(5, 10, true);
+  assert.throws(() => readFrames(bytes.buffer, bytes.length, () => {}), /Truncated frame payload/);
+  assert.throws(() => readFrames(bytes.buffer, 4, () => {}), /Truncated frame header/);
+  bytes[0] = 99;
+  assert.throws(() => readFrames(bytes.buffer, HEADER_SIZE, () => {}), /Unknown frame kind 99/);
+});
+
+Deno.test("isToWorker() and isFromWorker() accept only their own message types", () => {
+  const frames = { type: "frames", buffer: new ArrayBuffer(0), length: 0 };
+  assert.ok(isToWorker({ type: "init", index: 1, logLevel: "info", handler: "echo" }));
+  assert.ok(isToWorker(frames));
+  assert.ok(!isToWorker({ type: "ready" }));
+  assert.ok(isFromWorker({ type: "ready" }));
+  assert.ok(isFromWorker({ type: "failed", message: "x" }));
+  assert.ok(isFromWorker(frames));
+  assert.ok(!isFromWorker({ type: "init" }));
+  for (const junk of [null, undefined, 1, "ready", {}]) {
+    assert.ok(!isToWorker(junk) && !isFromWorker(junk));
+  }
+});

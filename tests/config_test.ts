@@ -1,0 +1,106 @@
+import assert from "node:assert/strict";
+import { parseCommandLine, UsageError } from "../lib/config.ts";
+
+const parse = (args: string[]) => parseCommandLine(args, { cpus: 3 });
+
+function serveConfig(args: string[]) {
+  const command = parse(args);
+  assert.equal(command.kind, "serve");
+  return command.kind === "serve" ? command.config : undefined!;
+}
+
+Deno.test("parseCommandLine() gives the documented defaults", () => {
+  assert.deepEqual(serveConfig([]), {
+    port: 5555,
+    host: undefined,
+    workers: 3,
+    idleTimeout: 300,
+    maxConnections: 10000,
+    shutdownTimeout: 10,
+    logLevel: "info",
+    handler: "echo",
+  });
+});
+
+Deno.test("parseCommandLine() reads every flag, long and short", () => {
+  assert.deepEqual(
+    serveConfig([
+      "-p",
+      "0",
+      "--host",
+      "127.0.0.1",
+      "-w",
+      "8",
+      "--idle-timeout",
+      "0",
+      "--max-connections=5",
+      "--shutdown-timeout",
+      "2.5",
+      "--log-level",
+      "debug",
+      "--handler",
+      "./h.ts",
+    ]),
+    {
+      port: 0,
+      host: "127.0.0.1",
+      workers: 8,
+      idleTimeout: 0,
+      maxConnections: 5,
+      shutdownTimeout: 2.5,
+      logLevel: "debug",
+      handler: "./h.ts",
+    },
+  );
+  assert.equal(serveConfig(["--port", "65535", "--workers", "1"]).port, 65535);
+});
+
+Deno.test("parseCommandLine() recognises --help and --version", () => {
+  assert.deepEqual(parse(["--help"]), { kind: "help" });
+  assert.deepEqual(parse(["-h", "--port", "x"]), { kind: "help" });
+  assert.deepEqual(parse(["-V"]), { kind: "version" });
+  assert.deepEqual(parse(["--version"]), { kind: "version" });
+});
+
+Deno.test("parseCommandLine() falls back to one worker when the CPU count is unknown", () => {
+  const command = parseCommandLine([], { cpus: 0 });
+  assert.equal(command.kind === "serve" && command.config.workers, 1);
+});
+
+const BAD: [string[], RegExp][] = [
+  [["--foo"], /^Unknown option '--foo'$/],
+  [["-x"], /^Unknown option '-x'$/],
+  [["extra"], /^Unexpected argument 'extra'/],
+  [["--port"], /^Option '--port' needs a value$/],
+  [["-p"], /^Option '--port' needs a value$/],
+  [["--help=yes"], /^Option '--help' does not take a value$/],
+  [["--port", "http"], /^'--port' must be an integer from 0 to 65535, got "http"$/],
+  [["--port", "65536"], /^'--port' must be an integer from 0 to 65535, got "65536"$/],
+  [["--port", "-1"], /'--port'/],
+  [["--port=1.5"], /^'--port' must be an integer/],
+  [["--port="], /^'--port' must be an integer from 0 to 65535, got ""$/],
+  [["--workers", "0"], /^'--workers' must be an integer from 1 to 256, got "0"$/],
+  [["-w", "1000"], /^'--workers' must be an integer from 1 to 256/],
+  [["--max-connections", "0"], /^'--max-connections' must be an integer from 1/],
+  [["--idle-timeout", "-5"], /'--idle-timeout'/],
+  [["--idle-timeout", "soon"], /^'--idle-timeout' must be a number of seconds from 0/],
+  [["--shutdown-timeout", "1e3"], /^'--shutdown-timeout' must be a number of seconds/],
+  [["--shutdown-timeout", "99999999"], /^'--shutdown-timeout' must be a number of seconds/],
+  [
+    ["--log-level", "loud"],
+    /^'--log-level' must be one of debug, info, warning, error, got "loud"$/,
+  ],
+  [["--host", ""], /^'--host' must be an address/],
+  [["--handler", " "], /^'--handler' must be a built-in name/],
+];
+
+for (const [args, message] of BAD) {
+  Deno.test(`parseCommandLine() rejects ${JSON.stringify(args)} with one line`, () => {
+    assert.throws(() => parse(args), (error: unknown) => {
+      assert.ok(error instanceof UsageError, `not a UsageError: ${error}`);
+      assert.match(error.message, message);
+      assert.ok(!error.message.includes("\n"), "message spans lines");
+      return true;
+    });
+  });
+}

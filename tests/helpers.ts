@@ -1,0 +1,231 @@
+/**
+ * Test helpers: start the real server as a child process on a free port, and talk to it.
+ *
+ * @module
+ */
+
+const MAIN = new URL("../main.ts", import.meta.url).pathname;
+const decoder = new TextDecoder();
+
+/** A server process started by {@linkcode startServer}. Stop it with `await using`. */
+export interface ServerProcess extends AsyncDisposable {
+  /** The port it listens on. */
+  port: number;
+  /** The child process. */
+  process: Deno.ChildProcess;
+  /** Everything it wrote to stderr so far (its log). */
+  log(): string;
+  /** Waits until the log matches `pattern`, or fails after `timeoutMs`. */
+  waitForLog(pattern: RegExp, timeoutMs?: number): Promise<string>;
+  /** Sends a signal and waits for the exit status. */
+  stop(signal?: Deno.Signal): Promise<Deno.CommandStatus>;
+}
+
+/** Options for {@linkcode startServer}. */
+export interface StartOptions {
+  /** Extra environment variables. */
+  env?: Record<string, string>;
+  /** Run from this directory. */
+  cwd?: string;
+}
+
+/**
+ * Starts `main.ts` with `args` (plus `--port 0` unless a port is given) and waits until it
+ * logs that it is listening.
+ *
+ * @param args Server flags.
+ * @param options Environment.
+ * @returns The running server.
+ */
+export async function startServer(
+  args: string[] = [],
+  options: StartOptions = {},
+): Promise<ServerProcess> {
+  const hasPort = args.some((a) => a === "-p" || a === "--port" || a.startsWith("--port="));
+  const command = new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "--allow-net",
+      "--allow-read",
+      MAIN,
+      ...(hasPort ? [] : ["--port", "0"]),
+      ...args,
+    ],
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+    env: { NO_COLOR: "1", ...options.env },
+    ...(options.cwd ? { cwd: options.cwd } : {}),
+  });
+  const process = command.spawn();
+  let text = "";
+  const waiters = new Set<() => void>();
+  const pump = async (stream: ReadableStream<Uint8Array>) => {
+    for await (const chunk of stream) {
+      text += decoder.decode(chunk, { stream: true });
+      for (const wake of waiters) wake();
+    }
+  };
+  const pumps = Promise.all([pump(process.stdout), pump(process.stderr)]);
+  let status: Deno.CommandStatus | undefined;
+  const exited = process.status.then((s) => {
+    status = s;
+    for (const wake of waiters) wake();
+    return s;
+  });
+
+  const waitForLog = (pattern: RegExp, timeoutMs = 15_000): Promise<string> => {
+    return new Promise((resolve, reject) => {
+      const check = () => {
+        const match = pattern.exec(text);
+        if (match) return finish(() => resolve(match[0]));
+        if (status !== undefined) {
+          return finish(() =>
+            reject(new Error(`Server exited (${status!.code}) before ${pattern}:\n${text}`))
+          );
+        }
+      };
+      const timer = setTimeout(
+        () => finish(() => reject(new Error(`Timed out waiting for ${pattern}:\n${text}`))),
+        timeoutMs,
+      );
+      const finish = (then: () => void) => {
+        clearTimeout(timer);
+        waiters.delete(check);
+        then();
+      };
+      waiters.add(check);
+      check();
+    });
+  };
+
+  const stop = async (signal: Deno.Signal = "SIGTERM"): Promise<Deno.CommandStatus> => {
+    if (status === undefined) {
+      try {
+        process.kill(signal);
+      } catch {
+        // Already exited.
+      }
+    }
+    const result = await exited;
+    await pumps;
+    return result;
+  };
+
+  let port = 0;
+  try {
+    const line = await waitForLog(/listening on \S+:(\d+)/);
+    port = Number(/:(\d+)$/.exec(line.split(" ").pop()!)![1]);
+  } catch (error) {
+    await stop("SIGKILL");
+    throw error;
+  }
+  return {
+    port,
+    process,
+    log: () => text,
+    waitForLog,
+    stop,
+    async [Symbol.asyncDispose]() {
+      if (status === undefined) {
+        const timer = setTimeout(() => {
+          try {
+            process.kill("SIGKILL");
+          } catch { /* gone */ }
+        }, 15_000);
+        await stop("SIGTERM");
+        clearTimeout(timer);
+      } else {
+        await pumps;
+      }
+    },
+  };
+}
+
+/**
+ * Runs `main.ts` with `args` to completion (for flags that make it exit).
+ *
+ * @param args Flags.
+ * @returns Exit code and output.
+ */
+export async function runServer(
+  args: string[],
+): Promise<{ code: number; stdout: string; stderr: string }> {
+  const output = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "--allow-net", "--allow-read", MAIN, ...args],
+    stdin: "null",
+    env: { NO_COLOR: "1" },
+  }).output();
+  return {
+    code: output.code,
+    stdout: decoder.decode(output.stdout),
+    stderr: decoder.decode(output.stderr),
+  };
+}
+
+/**
+ * Reads from `conn` until `length` bytes have arrived or the peer closes.
+ *
+ * @param conn A connection.
+ * @param length Bytes wanted; `Infinity` reads to EOF.
+ * @returns The bytes read.
+ */
+export async function readBytes(conn: Deno.Conn, length: number): Promise<Uint8Array> {
+  const chunks: Uint8Array[] = [];
+  let total = 0;
+  const buffer = new Uint8Array(64 * 1024);
+  while (total < length) {
+    let n: number | null;
+    try {
+      n = await conn.read(buffer);
+    } catch (error) {
+      if (error instanceof Deno.errors.ConnectionReset) break;
+      throw error;
+    }
+    if (n === null) break;
+    chunks.push(buffer.slice(0, n));
+    total += n;
+  }
+  const result = new Uint8Array(total);
+  let offset = 0;
+  for (const chunk of chunks) {
+    result.set(chunk, offset);
+    offset += chunk.length;
+  }
+  return result;
+}
+
+/**
+ * Writes all of `bytes` to `conn`.
+ *
+ * @param conn A connection.
+ * @param bytes What to send.
+ */
+export async function writeAll(conn: Deno.Conn, bytes: Uint8Array): Promise<void> {
+  let offset = 0;
+  while (offset < bytes.length) offset += await conn.write(bytes.subarray(offset));
+}
+
+/** Encodes text as UTF-8. */
+export function utf8(text: string): Uint8Array {
+  return new TextEncoder().encode(text);
+}
+
+/** Decodes UTF-8 text. */
+export function text(bytes: Uint8Array): string {
+  return decoder.decode(bytes);
+}
+
+/**
+ * Bytes `0..n-1` of a fixed pattern that is not periodic in small powers of two, so that a
+ * dropped, duplicated or reordered chunk shows as a mismatch.
+ *
+ * @param n Length.
+ * @param seed Varies the pattern between connections.
+ * @returns The bytes.
+ */
+export function pattern(n: number, seed = 0): Uint8Array {
+  const bytes = new Uint8Array(n);
+  for (let i = 0; i < n; i++) bytes[i] = (i * 7 + seed + (i >> 8)) % 251;
+  return bytes;
+}
