@@ -1,0 +1,246 @@
+/**
+ * End-to-end tests: each starts the real server process on port 0 with 2 workers and talks to
+ * it over loopback.
+ */
+
+import assert from "node:assert/strict";
+import { pattern, readBytes, runServer, startServer, text, utf8, writeAll } from "./helpers.ts";
+
+const TWO_WORKERS = ["--workers", "2"];
+
+Deno.test("server echoes many lines on 100 concurrent connections, byte-exact", async () => {
+  await using server = await startServer(TWO_WORKERS);
+  const clients = Array.from({ length: 100 }, async (_, c) => {
+    using conn = await Deno.connect({ hostname: "127.0.0.1", port: server.port });
+    for (let line = 0; line < 20; line++) {
+      const message = utf8(`client ${c} line ${line} ${"x".repeat(line * 7)}\r\n`);
+      await writeAll(conn, message);
+      assert.deepEqual(await readBytes(conn, message.length), message);
+    }
+  });
+  await Promise.all(clients);
+});
+
+Deno.test("server echoes all 256 byte values, binary and invalid UTF-8 included", async () => {
+  await using server = await startServer(TWO_WORKERS);
+  using conn = await Deno.connect({ hostname: "127.0.0.1", port: server.port });
+  const all = new Uint8Array(256 * 4).map((_, i) => (i * 37) % 256);
+  all.set([0xff, 0xfe, 0x00, 0xc3, 0x28, 0xed, 0xa0, 0x80], 0);
+  await writeAll(conn, all);
+  assert.deepEqual(await readBytes(conn, all.length), all);
+});
+
+Deno.test("server echoes a large transfer in order and flushes it all on half-close", async () => {
+  await using server = await startServer(TWO_WORKERS);
+  using conn = await Deno.connect({ hostname: "127.0.0.1", port: server.port });
+  const payload = pattern(8 * 1024 * 1024, 3);
+  const reading = readBytes(conn, Infinity);
+  await writeAll(conn, payload);
+  await conn.closeWrite();
+  const echoed = await reading;
+  assert.equal(echoed.length, payload.length);
+  assert.ok(echoed.every((b, i) => b === payload[i]), "echo differs from what was sent");
+});
+
+Deno.test("half-close: every byte sent before the client's FIN comes back, then EOF", async () => {
+  await using server = await startServer(TWO_WORKERS);
+  using conn = await Deno.connect({ hostname: "127.0.0.1", port: server.port });
+  await writeAll(conn, utf8("hi\nthere"));
+  await conn.closeWrite();
+  assert.equal(text(await readBytes(conn, Infinity)), "hi\nthere");
+});
+
+Deno.test("quit closes only its own connection; the others and the server carry on", async () => {
+  await using server = await startServer(TWO_WORKERS);
+  using quitter = await Deno.connect({ hostname: "127.0.0.1", port: server.port });
+  using others = await Promise.all(
+    [1, 2, 3].map(() => Deno.connect({ hostname: "127.0.0.1", port: server.port })),
+  ).then((conns) =>
+    Object.assign(conns, { [Symbol.dispose]: () => conns.forEach((c) => c.close()) })
+  );
+
+  await writeAll(quitter, utf8("before\r\nquit\r\nafter\r\n"));
+  assert.equal(text(await readBytes(quitter, Infinity)), "before\r\n", "not closed after quit");
+
+  for (const conn of others) {
+    await writeAll(conn, utf8("still here\n"));
+    assert.equal(text(await readBytes(conn, 11)), "still here\n");
+  }
+  using late = await Deno.connect({ hostname: "127.0.0.1", port: server.port });
+  await writeAll(late, utf8("qu"));
+  await new Promise((r) => setTimeout(r, 50));
+  await writeAll(late, utf8("it\n"));
+  assert.equal(text(await readBytes(late, Infinity)), "qu", "split quit line not seen");
+  assert.equal(
+    server.process.pid > 0 && (await Promise.race([
+      server.process.status.then(() => "exited"),
+      new Promise((r) => setTimeout(() => r("running"), 100)),
+    ])),
+    "running",
+  );
+});
+
+Deno.test("default host serves IPv4 127.0.0.1 and IPv6 ::1", async () => {
+  await using server = await startServer(TWO_WORKERS);
+  for (const hostname of ["127.0.0.1", "::1"]) {
+    using conn = await Deno.connect({ hostname, port: server.port });
+    await writeAll(conn, utf8(`via ${hostname}\n`));
+    assert.equal(text(await readBytes(conn, 5 + hostname.length)), `via ${hostname}\n`);
+  }
+});
+
+Deno.test("connections are spread round-robin over every worker", async () => {
+  await using server = await startServer([...TWO_WORKERS, "--log-level", "debug"]);
+  for (let i = 0; i < 4; i++) {
+    using conn = await Deno.connect({ hostname: "127.0.0.1", port: server.port });
+    await writeAll(conn, utf8("x"));
+    await readBytes(conn, 1);
+  }
+  await server.waitForLog(/Connection 4 from \S+ to worker-2/);
+  const workers = [...server.log().matchAll(/Connection (\d+) from \S+ to worker-(\d)/g)]
+    .map((m) => [Number(m[1]), Number(m[2])]);
+  assert.deepEqual(workers, [[1, 1], [2, 2], [3, 1], [4, 2]]);
+});
+
+Deno.test("backpressure: a client that never reads is stopped, and gets every byte later", async () => {
+  await using server = await startServer(TWO_WORKERS);
+  using conn = await Deno.connect({ hostname: "127.0.0.1", port: server.port });
+  const chunk = pattern(64 * 1024, 5);
+  const limit = 256 * 1024 * 1024;
+  let sent = 0;
+  let stalled: Promise<void> | undefined;
+  // Write until a write makes no progress for a second: the server has stopped reading.
+  while (sent < limit) {
+    const write = writeAll(conn, chunk);
+    const progressed = await Promise.race([
+      write.then(() => true),
+      new Promise<boolean>((r) => setTimeout(() => r(false), 1000)),
+    ]);
+    if (!progressed) {
+      stalled = write;
+      break;
+    }
+    sent += chunk.length;
+  }
+  assert.ok(
+    stalled !== undefined,
+    `server kept reading ${sent} bytes from a client that reads nothing`,
+  );
+  // Kernel buffers on both sides take some megabytes; the server itself holds under 1 MiB.
+  assert.ok(sent < 64 * 1024 * 1024, `${sent} bytes accepted before the stall`);
+  const expected = sent + chunk.length;
+  const echoed = await readBytes(conn, expected);
+  await stalled;
+  assert.equal(echoed.length, expected);
+  for (let i = 0; i < echoed.length; i += chunk.length) {
+    assert.deepEqual(echoed.subarray(i, i + chunk.length), chunk, `mismatch at ${i}`);
+  }
+});
+
+Deno.test("bad flags exit 2 with a one-line message and a hint, no stack trace", async () => {
+  for (
+    const [args, message] of [
+      [["--bogus"], "Unknown option '--bogus'"],
+      [["--port", "99999"], `'--port' must be an integer from 0 to 65535, got "99999"`],
+      [["--workers", "none"], `'--workers' must be an integer`],
+      [["--log-level", "verbose"], `'--log-level' must be one of debug, info, warning, error`],
+    ] as const
+  ) {
+    const { code, stderr, stdout } = await runServer([...args]);
+    assert.equal(code, 2, `${args}: exit ${code}`);
+    const lines = stderr.trim().split("\n");
+    assert.equal(lines.length, 2, `${args}: ${stderr}`);
+    assert.ok(lines[0]!.includes(message), `${args}: ${lines[0]}`);
+    assert.match(lines[1]!, /--help/);
+    assert.doesNotMatch(stderr, /\bat .*:\d+:\d+/);
+    assert.equal(stdout, "");
+  }
+});
+
+Deno.test("--help and --version print to stdout and exit 0", async () => {
+  const help = await runServer(["--help"]);
+  assert.equal(help.code, 0);
+  for (const flag of ["--port", "--host", "--workers", "--idle-timeout", "--max-connections"]) {
+    assert.ok(help.stdout.includes(flag), `help lacks ${flag}`);
+  }
+  const version = await runServer(["-V"]);
+  assert.equal(version.code, 0);
+  const { default: config } = await import("../deno.json", { with: { type: "json" } });
+  assert.equal(version.stdout.trim(), `echoserver ${config.version}`);
+});
+
+Deno.test("a port in use exits 1 with one line naming the address", async () => {
+  using taken = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const { code, stderr } = await runServer(["--host", "127.0.0.1", "--port", `${taken.addr.port}`]);
+  assert.equal(code, 1);
+  const lines = stderr.trim().split("\n");
+  assert.equal(lines.length, 1, stderr);
+  assert.match(
+    lines[0]!,
+    new RegExp(`Cannot listen on 127\\.0\\.0\\.1:${taken.addr.port}: .*in use`),
+  );
+});
+
+Deno.test("a bad listen address exits 1 with one line", async () => {
+  const { code, stderr } = await runServer(["--host", "256.1.1.1", "--port", "0"]);
+  assert.equal(code, 1);
+  assert.match(stderr.trim(), /^[^\n]*Cannot listen on 256\.1\.1\.1:0: [^\n]+$/);
+});
+
+Deno.test("a handler module that exports no function fails start-up with exit 2", async () => {
+  const { code, stderr } = await runServer(["--handler", "tests/fixtures/not_a_handler.ts"]);
+  assert.equal(code, 2);
+  assert.match(
+    stderr.trim(),
+    /^[^\n]*Cannot load handler .*not_a_handler\.ts.*export a function[^\n]*$/,
+  );
+});
+
+Deno.test("SIGTERM: stops accepting, a client mid-echo gets its bytes, exit 0", async () => {
+  await using server = await startServer(TWO_WORKERS);
+  using conn = await Deno.connect({ hostname: "127.0.0.1", port: server.port });
+  const payload = pattern(1024 * 1024, 9);
+  const reading = readBytes(conn, Infinity);
+  await writeAll(conn, payload);
+  const status = await server.stop("SIGTERM");
+  const echoed = await reading;
+  assert.equal(status.code, 0);
+  assert.equal(echoed.length, payload.length);
+  assert.ok(echoed.every((b, i) => b === payload[i]));
+  await assert.rejects(Deno.connect({ hostname: "127.0.0.1", port: server.port }));
+});
+
+Deno.test("SIGINT with idle connections open stops within the grace, exit 0", async () => {
+  await using server = await startServer([...TWO_WORKERS, "--shutdown-timeout", "5"]);
+  using _idle = await Deno.connect({ hostname: "127.0.0.1", port: server.port });
+  const started = performance.now();
+  const status = await server.stop("SIGINT");
+  assert.equal(status.code, 0);
+  assert.ok(performance.now() - started < 4000, "waited for the idle client");
+});
+
+Deno.test("a worker that dies is replaced: only its connections close, new ones are served", async () => {
+  await using server = await startServer([
+    ...TWO_WORKERS,
+    "--handler",
+    "tests/fixtures/crash_handler.ts",
+  ]);
+  using onWorker1 = await Deno.connect({ hostname: "127.0.0.1", port: server.port });
+  using onWorker2 = await Deno.connect({ hostname: "127.0.0.1", port: server.port });
+  await writeAll(onWorker2, utf8("hello\n"));
+  assert.equal(text(await readBytes(onWorker2, 6)), "hello\n");
+
+  await writeAll(onWorker1, utf8("crash\n"));
+  await readBytes(onWorker1, Infinity); // the echo, if any, then the close
+  await server.waitForLog(/worker-1 died: .*crash requested by the test/);
+  await server.waitForLog(/worker-1 replaced/);
+
+  await writeAll(onWorker2, utf8("still served\n"));
+  assert.equal(text(await readBytes(onWorker2, 13)), "still served\n");
+  for (let i = 0; i < 4; i++) {
+    using conn = await Deno.connect({ hostname: "127.0.0.1", port: server.port });
+    await writeAll(conn, utf8(`new ${i}\n`));
+    assert.equal(text(await readBytes(conn, 6)), `new ${i}\n`);
+  }
+  assert.doesNotMatch(server.log(), /\n\s+at /, "a stack trace was printed");
+});
