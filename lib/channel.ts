@@ -53,7 +53,7 @@ export const WINDOW = 256 * 1024;
  */
 export const ACK_THRESHOLD = WINDOW / 2;
 
-const MIN_CAPACITY = 16 * 1024;
+const MIN_CAPACITY = 64 * 1024;
 const MAX_IDLE_CAPACITY = 1024 * 1024;
 
 /** Receives a finished batch: `length` bytes of frames at the start of `buffer`. */
@@ -136,18 +136,15 @@ export class FrameWriter {
 
   /** Sends what is queued now instead of at the end of the turn. */
   flush(): void {
-    if (this.#length === 0) return;
-    const buffer = this.#bytes.buffer as ArrayBuffer;
     const length = this.#length;
-    // The next batch is likely the size of this one; start there rather than grow again.
-    const capacity = Math.min(
-      MAX_IDLE_CAPACITY,
-      Math.max(MIN_CAPACITY, 2 ** Math.ceil(Math.log2(length + 1))),
-    );
-    this.#bytes = new Uint8Array(capacity);
-    this.#view = new DataView(this.#bytes.buffer);
+    if (length === 0) return;
+    // The staging buffer stays here for the next batch; the receiver gets an exact-size copy.
+    // Every ArrayBuffer allocated counts toward V8's external-memory budget, whose overrun
+    // forces full GCs, so a batch allocates only the bytes it carries.
+    const batch = this.#bytes.slice(0, length).buffer;
     this.#length = 0;
-    this.#send(buffer, length);
+    if (this.#bytes.length > MAX_IDLE_CAPACITY) this.#resize(MIN_CAPACITY);
+    this.#send(batch, length);
   }
 
   #header(kind: FrameKind, id: number, value: number, payloadLength: number): void {
@@ -167,10 +164,14 @@ export class FrameWriter {
   }
 
   #grow(needed: number): void {
-    const bigger = new Uint8Array(Math.max(needed, this.#bytes.length * 2));
-    bigger.set(this.#bytes.subarray(0, this.#length));
-    this.#bytes = bigger;
-    this.#view = new DataView(bigger.buffer);
+    this.#resize(Math.max(needed, this.#bytes.length * 2));
+  }
+
+  #resize(capacity: number): void {
+    const next = new Uint8Array(capacity);
+    next.set(this.#bytes.subarray(0, this.#length));
+    this.#bytes = next;
+    this.#view = new DataView(next.buffer);
   }
 }
 

@@ -1,0 +1,425 @@
+/**
+ * `deno task bench`: measures the server against the single-isolate baseline, scenario by
+ * scenario, alternating the two so that drift hits both, and prints a table per scenario.
+ * Results also go to `bench/results/latest.json` and `latest.md`.
+ *
+ * Usage: deno task bench [--quick] [--scenarios S1,S3] [--duration 5] [--warmup 2]
+ *        [--rounds 2] [--clients 2] [--workers 2] [--external host:port]
+ *
+ * Runs on the main thread of the benchmark process; the load itself comes from
+ * `bench/load_worker.ts` threads.
+ *
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+import process from "node:process";
+import type { LoadJob, LoadReport } from "./load_worker.ts";
+
+interface Scenario {
+  name: string;
+  connections: number;
+  size: number;
+}
+
+const SCENARIOS: Scenario[] = [
+  { name: "S1", connections: 50, size: 64 },
+  { name: "S2", connections: 1000, size: 64 },
+  { name: "S3", connections: 8, size: 64 * 1024 },
+  { name: "S4", connections: 10_000, size: 16 },
+];
+
+interface Result {
+  scenario: string;
+  server: string;
+  round: number;
+  connections: number;
+  size: number;
+  seconds: number;
+  roundTrips: number;
+  roundTripsPerSec: number;
+  mbPerSec: number;
+  p50: number;
+  p99: number;
+  p999: number;
+  errors: number;
+  mismatches: number;
+  connectFailures: number;
+  peakRssMb: number | null;
+  serverCpuPct: number | null;
+  clientCpuPct: number;
+  firstError: string | undefined;
+}
+
+const ROOT = new URL("../", import.meta.url);
+const encoder = new TextEncoder();
+
+function say(line: string): void {
+  Deno.stderr.writeSync(encoder.encode(line + "\n"));
+}
+
+function usage(message: string): never {
+  say(`bench: ${message}`);
+  say("Usage: deno task bench [--quick] [--scenarios S1,S2,S3,S4] [--duration s] [--warmup s]");
+  say("       [--rounds n] [--clients n] [--workers n] [--servers ours,baseline]");
+  say("       [--external host:port]");
+  Deno.exit(2);
+}
+
+function parse() {
+  let values;
+  try {
+    ({ values } = parseArgs({
+      args: Deno.args,
+      options: {
+        quick: { type: "boolean" },
+        scenarios: { type: "string" },
+        duration: { type: "string" },
+        warmup: { type: "string" },
+        rounds: { type: "string" },
+        clients: { type: "string" },
+        workers: { type: "string" },
+        servers: { type: "string" },
+        external: { type: "string" },
+        help: { type: "boolean", short: "h" },
+      },
+    }));
+  } catch (error) {
+    usage((error as Error).message.split("\n")[0]!);
+  }
+  if (values.help) usage("measures round trips/s, MB/s and latency of echo servers");
+  const quick = values.quick ?? false;
+  const number = (flag: string, raw: string | undefined, fallback: number) => {
+    if (raw === undefined) return fallback;
+    const value = Number(raw);
+    if (!Number.isFinite(value) || value <= 0) usage(`'--${flag}' must be a positive number`);
+    return value;
+  };
+  const names = (values.scenarios ?? "S1,S2,S3,S4").split(",").map((s) => s.trim().toUpperCase());
+  const scenarios = names.map((name) =>
+    SCENARIOS.find((s) => s.name === name) ?? usage(`unknown scenario '${name}'`)
+  );
+  const servers = (values.servers ?? "ours,baseline").split(",").map((s) => s.trim());
+  for (const s of servers) if (s !== "ours" && s !== "baseline") usage(`unknown server '${s}'`);
+  if (values.external !== undefined && !/^\[?[\w.:-]+\]?:\d+$/.test(values.external)) {
+    usage("'--external' must be host:port");
+  }
+  return {
+    quick,
+    scenarios,
+    servers,
+    external: values.external,
+    duration: number("duration", values.duration, quick ? 1 : 5),
+    warmup: number("warmup", values.warmup, quick ? 0.3 : 2),
+    rounds: Math.round(number("rounds", values.rounds, quick ? 1 : 2)),
+    clients: Math.round(number("clients", values.clients, 2)),
+    workers: Math.round(number("workers", values.workers, 2)),
+  };
+}
+
+type Options = ReturnType<typeof parse>;
+
+interface RunningServer {
+  hostname: string;
+  port: number;
+  pid: number | null;
+  stop(): Promise<void>;
+}
+
+async function startServer(kind: string, options: Options): Promise<RunningServer> {
+  if (kind === "external") {
+    const [, host, port] = /^\[?(.+?)\]?:(\d+)$/.exec(options.external!)!;
+    return { hostname: host!, port: Number(port), pid: null, stop: () => Promise.resolve() };
+  }
+  const args = kind === "ours"
+    ? [
+      "run",
+      "--allow-net",
+      "--allow-read",
+      new URL("main.ts", ROOT).pathname,
+      "--port",
+      "0",
+      "--workers",
+      String(options.workers),
+    ]
+    : ["run", "--allow-net", new URL("bench/baseline_server.ts", ROOT).pathname, "0"];
+  const child = new Deno.Command(Deno.execPath(), {
+    args,
+    stdin: "null",
+    stdout: "null",
+    stderr: "piped",
+    env: { NO_COLOR: "1" },
+  }).spawn();
+  const reader = child.stderr.pipeThrough(new TextDecoderStream()).getReader();
+  let log = "";
+  while (true) {
+    const { value, done } = await reader.read();
+    if (done) throw new Error(`${kind} server exited before listening:\n${log}`);
+    log += value;
+    const match = /listening on \S+:(\d+)/.exec(log);
+    if (match) {
+      // Keep draining its stderr so that it never blocks on a full pipe.
+      (async () => {
+        while (!(await reader.read()).done) { /* drain */ }
+      })();
+      return {
+        hostname: "127.0.0.1",
+        port: Number(match[1]),
+        pid: child.pid,
+        async stop() {
+          try {
+            child.kill("SIGKILL");
+          } catch {
+            // Already gone.
+          }
+          await child.status;
+        },
+      };
+    }
+  }
+}
+
+/** Reads a /proc file through `cat`: Deno grants /proc only to --allow-all, `cat` needs less. */
+async function readProc(path: string): Promise<string | null> {
+  try {
+    const output = await new Deno.Command("cat", { args: [path], stderr: "null" }).output();
+    return output.success ? new TextDecoder().decode(output.stdout) : null;
+  } catch {
+    return null;
+  }
+}
+
+/** CPU seconds used so far by a process (all its threads), from /proc; null elsewhere. */
+async function cpuSeconds(pid: number): Promise<number | null> {
+  const stat = await readProc(`/proc/${pid}/stat`);
+  if (stat === null) return null;
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  return (Number(fields[11]) + Number(fields[12])) / 100; // utime + stime, in 1/100 s ticks
+}
+
+/** Peak resident set size of a process in MB, from /proc; null elsewhere. */
+async function peakRssMb(pid: number): Promise<number | null> {
+  const status = await readProc(`/proc/${pid}/status`);
+  const kb = status === null ? undefined : /VmHWM:\s+(\d+) kB/.exec(status)?.[1];
+  return kb === undefined ? null : Number(kb) / 1024;
+}
+
+function percentile(sorted: Float32Array, p: number): number {
+  if (sorted.length === 0) return NaN;
+  return sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * p))]!;
+}
+
+async function measure(
+  scenario: Scenario,
+  kind: string,
+  round: number,
+  options: Options,
+): Promise<Result> {
+  const server = await startServer(kind, options);
+  const clients = Math.min(options.clients, scenario.connections);
+  const workers = Array.from(
+    { length: clients },
+    () => new Worker(new URL("./load_worker.ts", import.meta.url), { type: "module" }),
+  );
+  const progress = new Array(clients).fill(0);
+  const label = `${scenario.name} ${kind}${options.rounds > 1 ? ` (round ${round + 1})` : ""}`;
+  const ticker = setInterval(() => {
+    const total = progress.reduce((a, b) => a + b, 0);
+    say(`  ${label}: ${total.toLocaleString("en-US")} round trips so far`);
+  }, 1000);
+  const cpuClientStart = process.cpuUsage();
+  let cpuServerStart: number | null = null;
+  const measureStart = setTimeout(async () => {
+    cpuServerStart = server.pid === null ? null : await cpuSeconds(server.pid);
+  }, options.warmup * 1000);
+  const started = performance.now();
+  const reports = await Promise.all(
+    workers.map((worker, i) =>
+      new Promise<Extract<LoadReport, { type: "done" }>>((resolve, reject) => {
+        worker.onmessage = (event: MessageEvent<LoadReport>) => {
+          if (event.data.type === "progress") progress[i] = event.data.roundTrips;
+          else resolve(event.data);
+        };
+        worker.onerror = (event) => {
+          event.preventDefault();
+          reject(new Error(`load worker failed: ${event.message}`));
+        };
+        const share = Math.floor(scenario.connections / clients) +
+          (i < scenario.connections % clients ? 1 : 0);
+        const job: LoadJob = {
+          type: "run",
+          hostname: server.hostname,
+          port: server.port,
+          connections: share,
+          size: scenario.size,
+          warmupMs: options.warmup * 1000,
+          durationMs: options.duration * 1000,
+          seed: i + 1,
+        };
+        worker.postMessage(job);
+      })
+    ),
+  );
+  const wall = (performance.now() - started) / 1000;
+  clearInterval(ticker);
+  clearTimeout(measureStart);
+  const cpuServerEnd = server.pid === null ? null : await cpuSeconds(server.pid);
+  const cpuClient = process.cpuUsage(cpuClientStart);
+  const rss = server.pid === null ? null : await peakRssMb(server.pid);
+  await server.stop();
+  for (const worker of workers) worker.terminate();
+
+  const roundTrips = reports.reduce((a, r) => a + r.roundTrips, 0);
+  const latencies = new Float32Array(reports.reduce((a, r) => a + r.latencies.length, 0));
+  let offset = 0;
+  for (const r of reports) {
+    latencies.set(r.latencies, offset);
+    offset += r.latencies.length;
+  }
+  latencies.sort();
+  const seconds = options.duration;
+  return {
+    scenario: scenario.name,
+    server: kind,
+    round,
+    connections: scenario.connections,
+    size: scenario.size,
+    seconds,
+    roundTrips,
+    roundTripsPerSec: roundTrips / seconds,
+    mbPerSec: (roundTrips * scenario.size) / seconds / 1e6,
+    p50: percentile(latencies, 0.5),
+    p99: percentile(latencies, 0.99),
+    p999: percentile(latencies, 0.999),
+    errors: reports.reduce((a, r) => a + r.errors, 0),
+    mismatches: reports.reduce((a, r) => a + r.mismatches, 0),
+    connectFailures: reports.reduce((a, r) => a + r.connectFailures, 0),
+    peakRssMb: rss,
+    serverCpuPct: cpuServerStart !== null && cpuServerEnd !== null
+      ? ((cpuServerEnd - cpuServerStart) / seconds) * 100
+      : null,
+    clientCpuPct: ((cpuClient.user + cpuClient.system) / 1e6 / wall) * 100,
+    firstError: reports.find((r) => r.firstError !== undefined)?.firstError,
+  };
+}
+
+function mean(values: number[]): number {
+  return values.reduce((a, b) => a + b, 0) / values.length;
+}
+
+function summarize(results: Result[], scenario: Scenario, servers: string[]) {
+  return servers.map((server) => {
+    const runs = results.filter((r) => r.scenario === scenario.name && r.server === server);
+    const nullable = (pick: (r: Result) => number | null) => {
+      const values = runs.map(pick).filter((v): v is number => v !== null);
+      return values.length === 0 ? null : values;
+    };
+    const rss = nullable((r) => r.peakRssMb);
+    const cpu = nullable((r) => r.serverCpuPct);
+    return {
+      server,
+      roundTripsPerSec: mean(runs.map((r) => r.roundTripsPerSec)),
+      mbPerSec: mean(runs.map((r) => r.mbPerSec)),
+      p50: mean(runs.map((r) => r.p50)),
+      p99: mean(runs.map((r) => r.p99)),
+      p999: mean(runs.map((r) => r.p999)),
+      errors: runs.reduce((a, r) => a + r.errors + r.connectFailures, 0),
+      mismatches: runs.reduce((a, r) => a + r.mismatches, 0),
+      peakRssMb: rss === null ? null : Math.max(...rss),
+      serverCpuPct: cpu === null ? null : mean(cpu),
+      clientCpuPct: mean(runs.map((r) => r.clientCpuPct)),
+    };
+  });
+}
+
+function table(scenario: Scenario, rows: ReturnType<typeof summarize>): string {
+  const baseline = rows.find((r) => r.server === "baseline");
+  const fixed = (v: number | null, digits = 1) =>
+    v === null || Number.isNaN(v) ? "-" : v.toFixed(digits);
+  const lines = [
+    `### ${scenario.name}: ${scenario.connections.toLocaleString("en-US")} connections x ${
+      scenario.size >= 1024 ? `${scenario.size / 1024} KiB` : `${scenario.size} B`
+    }`,
+    "",
+    "| server | round trips/s | MB/s | p50 ms | p99 ms | p99.9 ms | errors | mismatched | peak RSS MB | server CPU % | client CPU % | vs baseline |",
+    "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+  ];
+  for (const row of rows) {
+    const ratio = baseline && row.server !== "baseline" && baseline.roundTripsPerSec > 0
+      ? `${(row.roundTripsPerSec / baseline.roundTripsPerSec).toFixed(2)}x`
+      : "-";
+    lines.push(
+      `| ${row.server} | ${Math.round(row.roundTripsPerSec).toLocaleString("en-US")} | ${
+        fixed(row.mbPerSec)
+      } | ${fixed(row.p50, 2)} | ${fixed(row.p99, 2)} | ${
+        fixed(row.p999, 2)
+      } | ${row.errors} | ${row.mismatches} | ${fixed(row.peakRssMb, 0)} | ${
+        fixed(row.serverCpuPct, 0)
+      } | ${fixed(row.clientCpuPct, 0)} | ${ratio} |`,
+    );
+  }
+  return lines.join("\n");
+}
+
+async function main(): Promise<void> {
+  const options = parse();
+  const servers = [...options.servers, ...(options.external ? ["external"] : [])];
+  say(
+    `bench: ${options.scenarios.map((s) => s.name).join(", ")}; servers ${servers.join(", ")}; ` +
+      `${options.rounds} round(s) of ${options.warmup} s warm-up + ${options.duration} s; ` +
+      `${options.clients} client thread(s); ${navigator.hardwareConcurrency} CPUs`,
+  );
+  const results: Result[] = [];
+  for (const scenario of options.scenarios) {
+    for (let round = 0; round < options.rounds; round++) {
+      // Alternate the order each round so that drift (thermal, noise) hits every server alike.
+      const order = round % 2 === 0 ? servers : [...servers].reverse();
+      for (const server of order) {
+        const result = await measure(scenario, server, round, options);
+        results.push(result);
+        say(
+          `  ${scenario.name} ${server}: ${
+            Math.round(result.roundTripsPerSec).toLocaleString("en-US")
+          } rt/s, ` +
+            `${result.errors + result.connectFailures} errors, ${result.mismatches} mismatched` +
+            (result.firstError ? ` (${result.firstError})` : ""),
+        );
+      }
+    }
+  }
+  const sections = options.scenarios.map((s) => table(s, summarize(results, s, servers)));
+  const header = [
+    `## Benchmark run ${new Date().toISOString()}`,
+    "",
+    `Deno ${Deno.version.deno}, ${Deno.build.target}, ${navigator.hardwareConcurrency} CPUs; ` +
+    `server: ${options.workers} workers, default settings; ${options.clients} load-generator threads ` +
+    `on the same machine; ${options.rounds} round(s) of ${options.warmup} s warm-up + ` +
+    `${options.duration} s per server, alternating; closed loop, every echoed byte verified.`,
+    "",
+  ].join("\n");
+  const markdown = `${header}\n${sections.join("\n\n")}\n`;
+  Deno.stdout.writeSync(encoder.encode("\n" + markdown));
+  if (!options.quick) {
+    const dir = new URL("bench/results/", ROOT);
+    Deno.mkdirSync(dir, { recursive: true });
+    Deno.writeTextFileSync(new URL("latest.md", dir), markdown);
+    Deno.writeTextFileSync(
+      new URL("latest.json", dir),
+      JSON.stringify({ date: new Date().toISOString(), options, results }, null, 2) + "\n",
+    );
+    say("bench: wrote bench/results/latest.md and latest.json");
+  }
+  const bad = results.filter((r) => r.errors + r.connectFailures + r.mismatches > 0);
+  if (bad.length > 0) {
+    for (const r of bad) {
+      say(
+        `bench: FAILED ${r.scenario} ${r.server}: ${r.errors + r.connectFailures} errors, ` +
+          `${r.mismatches} mismatched (${r.firstError})`,
+      );
+    }
+    Deno.exit(1);
+  }
+  say(`bench: ${results.length} runs, 0 errors, 0 mismatched bytes`);
+}
+
+if (import.meta.main) await main();

@@ -1,0 +1,192 @@
+/**
+ * One thread of the load generator: opens its share of the connections and drives each in a
+ * closed loop (send a message, wait for its whole echo, verify every byte, repeat), recording
+ * round trips and latencies during the measured window.
+ *
+ * Runs inside a worker started by `bench/bench.ts`.
+ *
+ * @module
+ */
+
+/** Work for one load worker. */
+export interface LoadJob {
+  type: "run";
+  hostname: string;
+  port: number;
+  connections: number;
+  /** Message size in bytes (at least 8). */
+  size: number;
+  warmupMs: number;
+  durationMs: number;
+  /** Distinguishes this worker's messages from other workers'. */
+  seed: number;
+}
+
+/** What a load worker reports. */
+export type LoadReport =
+  | { type: "progress"; roundTrips: number }
+  | {
+    type: "done";
+    roundTrips: number;
+    errors: number;
+    mismatches: number;
+    connectFailures: number;
+    /** Round-trip latencies in ms, measured window only. */
+    latencies: Float32Array;
+    firstError: string | undefined;
+  };
+
+const CONNECT_CONCURRENCY = 200;
+const HEX = new TextEncoder().encode("0123456789abcdef");
+
+interface Totals {
+  measuring: boolean;
+  stopping: boolean;
+  roundTrips: number;
+  progress: number;
+  errors: number;
+  mismatches: number;
+  latencies: Float32Array;
+  firstError: string | undefined;
+}
+
+/** A message body with no newline, so that no line of it can ever read `quit`. */
+function makeMessage(size: number, seed: number): Uint8Array {
+  const message = new Uint8Array(size);
+  let x = seed * 2654435761 + 1;
+  for (let i = 0; i < size; i++) {
+    x = (x * 1103515245 + 12345) >>> 0;
+    const byte = x >>> 24;
+    message[i] = byte === 0x0a ? 0x0b : byte;
+  }
+  return message;
+}
+
+/** Stamps the round-trip counter into the first 8 bytes, so a stale echo cannot pass. */
+function stamp(message: Uint8Array, counter: number): void {
+  for (let i = 0; i < 8; i++) message[i] = HEX[(counter >>> (28 - 4 * i)) & 0xf]!;
+}
+
+function same(a: Uint8Array, b: Uint8Array): boolean {
+  if (a.length !== b.length) return false;
+  const words = a.length >>> 2;
+  if (a.byteOffset % 4 === 0 && b.byteOffset % 4 === 0 && words > 16) {
+    const a32 = new Uint32Array(a.buffer, a.byteOffset, words);
+    const b32 = new Uint32Array(b.buffer, b.byteOffset, words);
+    for (let i = 0; i < words; i++) if (a32[i] !== b32[i]) return false;
+    for (let i = words * 4; i < a.length; i++) if (a[i] !== b[i]) return false;
+    return true;
+  }
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+
+async function drive(conn: Deno.TcpConn, job: LoadJob, index: number, totals: Totals) {
+  const message = makeMessage(job.size, job.seed * 100_003 + index);
+  const echo = new Uint8Array(job.size);
+  let counter = 0;
+  try {
+    while (!totals.stopping) {
+      stamp(message, counter++);
+      const started = performance.now();
+      let written = 0;
+      while (written < message.length) written += await conn.write(message.subarray(written));
+      let got = 0;
+      while (got < echo.length) {
+        const n = await conn.read(echo.subarray(got));
+        if (n === null) throw new Error("server closed the connection");
+        got += n;
+      }
+      const elapsed = performance.now() - started;
+      if (!same(message, echo)) {
+        totals.mismatches++;
+        totals.firstError ??= "echo differs from the message sent";
+        break;
+      }
+      totals.progress++;
+      if (totals.measuring) {
+        if (totals.roundTrips < totals.latencies.length) {
+          totals.latencies[totals.roundTrips] = elapsed;
+        }
+        totals.roundTrips++;
+      }
+    }
+  } catch (error) {
+    if (!totals.stopping) {
+      totals.errors++;
+      totals.firstError ??= (error as Error).message;
+    }
+  }
+}
+
+async function run(job: LoadJob, post: (report: LoadReport, transfer?: Transferable[]) => void) {
+  const totals: Totals = {
+    measuring: false,
+    stopping: false,
+    roundTrips: 0,
+    progress: 0,
+    errors: 0,
+    mismatches: 0,
+    latencies: new Float32Array(4_000_000),
+    firstError: undefined,
+  };
+  const conns: Deno.TcpConn[] = [];
+  let connectFailures = 0;
+  for (let i = 0; i < job.connections; i += CONNECT_CONCURRENCY) {
+    const batch = Array.from(
+      { length: Math.min(CONNECT_CONCURRENCY, job.connections - i) },
+      () => Deno.connect({ hostname: job.hostname, port: job.port }),
+    );
+    for (const result of await Promise.allSettled(batch)) {
+      if (result.status === "fulfilled") {
+        result.value.setNoDelay(true);
+        conns.push(result.value);
+      } else {
+        connectFailures++;
+        totals.firstError ??= `connect: ${(result.reason as Error).message}`;
+      }
+    }
+  }
+  const loops = conns.map((conn, i) => drive(conn, job, i, totals));
+  const progress = setInterval(() => post({ type: "progress", roundTrips: totals.progress }), 500);
+  await new Promise((resolve) => setTimeout(resolve, job.warmupMs));
+  totals.measuring = true;
+  await new Promise((resolve) => setTimeout(resolve, job.durationMs));
+  totals.measuring = false;
+  totals.stopping = true;
+  clearInterval(progress);
+  // Let round trips in flight finish; one that never does counts as an error (a stall).
+  const settled = await Promise.race([
+    Promise.all(loops).then(() => true),
+    new Promise<boolean>((resolve) => setTimeout(() => resolve(false), 5000)),
+  ]);
+  if (!settled) {
+    totals.errors++;
+    totals.firstError ??= "round trips still unanswered 5 s after the end";
+  }
+  for (const conn of conns) {
+    try {
+      conn.close();
+    } catch {
+      // Already closed.
+    }
+  }
+  const latencies = totals.latencies.slice(0, Math.min(totals.roundTrips, totals.latencies.length));
+  post({
+    type: "done",
+    roundTrips: totals.roundTrips,
+    errors: totals.errors,
+    mismatches: totals.mismatches,
+    connectFailures,
+    latencies,
+    firstError: totals.firstError,
+  }, [latencies.buffer]);
+}
+
+const scope = self as unknown as {
+  onmessage: (event: MessageEvent<LoadJob>) => void;
+  postMessage: (message: LoadReport, transfer?: Transferable[]) => void;
+};
+scope.onmessage = (event) => {
+  run(event.data, (report, transfer) => scope.postMessage(report, transfer ?? []));
+};
