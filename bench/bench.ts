@@ -228,9 +228,10 @@ async function measure(
     say(`  ${label}: ${total.toLocaleString("en-US")} round trips so far`);
   }, 1000);
   const cpuClientStart = process.cpuUsage();
-  let cpuServerStart: number | null = null;
+  let cpuServerStart: { cpu: number; at: number } | null = null;
   const measureStart = setTimeout(async () => {
-    cpuServerStart = server.pid === null ? null : await cpuSeconds(server.pid);
+    const cpu = server.pid === null ? null : await cpuSeconds(server.pid);
+    if (cpu !== null) cpuServerStart = { cpu, at: performance.now() };
   }, options.warmup * 1000);
   const started = performance.now();
   const reports = await Promise.all(
@@ -264,6 +265,7 @@ async function measure(
   clearInterval(ticker);
   clearTimeout(measureStart);
   const cpuServerEnd = server.pid === null ? null : await cpuSeconds(server.pid);
+  const cpuServerEndAt = performance.now();
   const cpuClient = process.cpuUsage(cpuClientStart);
   const rss = server.pid === null ? null : await peakRssMb(server.pid);
   await server.stop();
@@ -295,8 +297,9 @@ async function measure(
     mismatches: reports.reduce((a, r) => a + r.mismatches, 0),
     connectFailures: reports.reduce((a, r) => a + r.connectFailures, 0),
     peakRssMb: rss,
+    // Sampled from warm-up end to after the last round trip, by the wall clock between samples.
     serverCpuPct: cpuServerStart !== null && cpuServerEnd !== null
-      ? ((cpuServerEnd - cpuServerStart) / seconds) * 100
+      ? ((cpuServerEnd - cpuServerStart.cpu) / ((cpuServerEndAt - cpuServerStart.at) / 1000)) * 100
       : null,
     clientCpuPct: ((cpuClient.user + cpuClient.system) / 1e6 / wall) * 100,
     firstError: reports.find((r) => r.firstError !== undefined)?.firstError,

@@ -32,6 +32,11 @@ export const Frame = {
   END: 6,
   /** worker → main: the handler failed; close the connection now, dropping unsent output. */
   ABORT: 7,
+  /**
+   * both ways: like DATA, but the `value` bytes travel as the next of the batch's attached
+   * (transferred) buffers instead of being copied into the batch. Readers see it as DATA.
+   */
+  DATA_REF: 8,
 } as const;
 
 /** One of the {@linkcode Frame} kinds. */
@@ -56,8 +61,35 @@ export const ACK_THRESHOLD = WINDOW / 2;
 const MIN_CAPACITY = 64 * 1024;
 const MAX_IDLE_CAPACITY = 1024 * 1024;
 
-/** Receives a finished batch: `length` bytes of frames at the start of `buffer`. */
-export type BatchSender = (buffer: ArrayBuffer, length: number) => void;
+/**
+ * Payloads at least this big travel as attached buffers (`DATA_REF`), moved to the other thread
+ * without a copy; smaller ones are copied into the batch, which is cheaper than a transfer.
+ */
+export const ATTACH_THRESHOLD = 8 * 1024;
+
+/**
+ * Receives a finished batch: `length` bytes of frames at the start of `buffer`, plus the
+ * buffers that its `DATA_REF` frames refer to, in order. All of them are the receiver's from
+ * then on (transfer them).
+ */
+export type BatchSender = (
+  buffer: ArrayBuffer,
+  length: number,
+  attached: ArrayBuffer[],
+  done: boolean,
+) => void;
+
+/** Options for {@linkcode FrameWriter}. */
+export interface FrameWriterOptions {
+  /**
+   * Keep at most one batch in flight: hold the next one until {@linkcode FrameWriter.release}
+   * says the receiver has processed the last. Under load, batches then grow instead of
+   * multiplying, and the receiving thread is woken once per batch, not once per turn (each
+   * wake-up of a parked thread costs tens of microseconds here).
+   * @default {false}
+   */
+  oneInFlight?: boolean;
+}
 
 /**
  * Collects frames produced during one event-loop turn and sends them as one batch when the turn
@@ -66,8 +98,8 @@ export type BatchSender = (buffer: ArrayBuffer, length: number) => void;
  * @example
  * ```ts
  * import { Frame, FrameWriter, readFrames } from "./channel.ts";
- * const writer = new FrameWriter((buffer, length) => {
- *   readFrames(buffer, length, (kind, id, value, payload) => {
+ * const writer = new FrameWriter((buffer, length, attached) => {
+ *   readFrames(buffer, length, attached, (kind, id, value, payload) => {
  *     // kind === Frame.DATA, id === 7, payload holds "hi"
  *   });
  * });
@@ -80,17 +112,23 @@ export class FrameWriter {
   #bytes = new Uint8Array(MIN_CAPACITY);
   #view = new DataView(this.#bytes.buffer);
   #length = 0;
+  #attached: ArrayBuffer[] = [];
   #scheduled = false;
+  #oneInFlight: boolean;
+  #inFlight = false;
+  #owesDone = false;
   #flushSoon = () => {
     this.#scheduled = false;
-    this.flush();
+    if (!this.#inFlight) this.flush();
   };
 
   /**
    * @param send Called with each batch; the buffer is the receiver's from then on (transfer it).
+   * @param options Batching policy.
    */
-  constructor(send: BatchSender) {
+  constructor(send: BatchSender, options: FrameWriterOptions = {}) {
     this.#send = send;
+    this.#oneInFlight = options.oneInFlight ?? false;
   }
 
   /** Number of bytes waiting to be sent. */
@@ -108,6 +146,19 @@ export class FrameWriter {
     this.#header(Frame.DATA, id, bytes.length, bytes.length);
     this.#bytes.set(bytes, this.#length);
     this.#length += bytes.length;
+  }
+
+  /**
+   * Queues a `DATA` frame whose payload is the first `length` bytes of `buffer`, which is moved
+   * to the other thread without a copy: the caller must not use `buffer` again.
+   *
+   * @param id Connection id.
+   * @param buffer The payload's buffer; transferred.
+   * @param length Payload length.
+   */
+  attach(id: number, buffer: ArrayBuffer, length: number): void {
+    this.#header(Frame.DATA_REF, id, length, 0);
+    this.#attached.push(buffer);
   }
 
   /**
@@ -134,17 +185,37 @@ export class FrameWriter {
     this.#header(kind, id, value, 0);
   }
 
+  /**
+   * Notes that a batch from the other side has been processed; the next batch sent says so
+   * (`done`), and one is sent this turn even if it carries no frames.
+   */
+  markDone(): void {
+    this.#owesDone = true;
+    this.#schedule();
+  }
+
+  /** The receiver has processed the last batch: send the held one, if any. */
+  release(): void {
+    this.#inFlight = false;
+    if (this.#length > 0) this.flush();
+  }
+
   /** Sends what is queued now instead of at the end of the turn. */
   flush(): void {
     const length = this.#length;
-    if (length === 0) return;
+    if (length === 0 && !this.#owesDone) return;
     // The staging buffer stays here for the next batch; the receiver gets an exact-size copy.
     // Every ArrayBuffer allocated counts toward V8's external-memory budget, whose overrun
     // forces full GCs, so a batch allocates only the bytes it carries.
     const batch = this.#bytes.slice(0, length).buffer;
+    const attached = this.#attached;
+    const done = this.#owesDone;
     this.#length = 0;
+    this.#attached = [];
+    this.#owesDone = false;
     if (this.#bytes.length > MAX_IDLE_CAPACITY) this.#resize(MIN_CAPACITY);
-    this.#send(batch, length);
+    this.#inFlight = this.#oneInFlight && length > 0;
+    this.#send(batch, length, attached, done);
   }
 
   #header(kind: FrameKind, id: number, value: number, payloadLength: number): void {
@@ -155,12 +226,15 @@ export class FrameWriter {
     this.#view.setUint32(at + 1, id, true);
     this.#view.setUint32(at + 5, value, true);
     this.#length = at + HEADER_SIZE;
-    if (!this.#scheduled) {
-      this.#scheduled = true;
-      // setImmediate runs once this turn's I/O callbacks and microtasks are done: the batch
-      // then holds everything the turn produced. (setTimeout(0) waits milliseconds here.)
-      setImmediate(this.#flushSoon);
-    }
+    this.#schedule();
+  }
+
+  #schedule(): void {
+    if (this.#scheduled) return;
+    this.#scheduled = true;
+    // setImmediate runs once this turn's I/O callbacks and microtasks are done: the batch
+    // then holds everything the turn produced. (setTimeout(0) waits milliseconds here.)
+    setImmediate(this.#flushSoon);
   }
 
   #grow(needed: number): void {
@@ -188,13 +262,20 @@ export type FrameVisitor = (
  *
  * @param buffer The batch's buffer.
  * @param length Bytes of frames at its start.
- * @param visit Called once per frame, in order.
+ * @param attached The buffers sent with the batch, for its `DATA_REF` frames.
+ * @param visit Called once per frame, in order; `DATA_REF` frames are reported as `DATA`.
  * @throws {RangeError} If the batch is truncated or has an unknown frame kind.
  */
-export function readFrames(buffer: ArrayBuffer, length: number, visit: FrameVisitor): void {
+export function readFrames(
+  buffer: ArrayBuffer,
+  length: number,
+  attached: readonly ArrayBuffer[],
+  visit: FrameVisitor,
+): void {
   const bytes = new Uint8Array(buffer, 0, length);
   const view = new DataView(buffer, 0, length);
   let at = 0;
+  let nextAttached = 0;
   while (at < length) {
     if (at + HEADER_SIZE > length) throw new RangeError(`Truncated frame header at ${at}`);
     const kind = bytes[at] as FrameKind;
@@ -205,6 +286,12 @@ export function readFrames(buffer: ArrayBuffer, length: number, visit: FrameVisi
       if (at + value > length) throw new RangeError(`Truncated frame payload at ${at}`);
       visit(kind, id, value, bytes.subarray(at, at + value));
       at += value;
+    } else if (kind === Frame.DATA_REF) {
+      const payload = attached[nextAttached++];
+      if (payload === undefined || payload.byteLength < value) {
+        throw new RangeError(`Missing attached buffer for frame at ${at - HEADER_SIZE}`);
+      }
+      visit(Frame.DATA, id, value, new Uint8Array(payload, 0, value));
     } else if (kind >= Frame.OPEN && kind <= Frame.ABORT) {
       visit(kind, id, value, undefined);
     } else {

@@ -13,7 +13,7 @@
  * @module
  */
 
-import { ACK_THRESHOLD, Frame, WINDOW } from "./channel.ts";
+import { ACK_THRESHOLD, ATTACH_THRESHOLD, Frame, WINDOW } from "./channel.ts";
 import type { WorkerLink } from "./worker_pool.ts";
 
 /** Why a connection closed, for logs and counters. */
@@ -43,8 +43,13 @@ export class ClientConnection {
   readonly link: WorkerLink;
   /** Client address, IPv4-mapped IPv6 shown as IPv4. */
   readonly remoteAddr: Deno.NetAddr;
-  /** `performance.now()` of the last byte read or written. */
-  lastActive = performance.now();
+  /**
+   * Set when a byte is read or written; the idle sweep clears it and notes the time. A flag,
+   * not a clock read, because it is on the path of every chunk.
+   */
+  active = true;
+  /** `performance.now()` when the idle sweep last saw the connection active. */
+  lastSeenActive = performance.now();
   /** Bytes read from the client. */
   bytesIn = 0;
   /** Bytes written to the client. */
@@ -178,12 +183,20 @@ export class ClientConnection {
         }
         return;
       }
-      this.lastActive = performance.now();
+      this.active = true;
       this.bytesIn += n;
       if (this.#inputStopped) continue; // draining: read and drop
-      this.link.writer.data(this.id, this.#buffer.subarray(0, n));
       this.#inFlight += n;
-      this.#adaptBuffer(n);
+      if (n >= ATTACH_THRESHOLD) {
+        // Bulk: hand the read buffer itself to the worker (no copy) and read into a new one.
+        this.link.writer.attach(this.id, this.#buffer.buffer as ArrayBuffer, n);
+        this.#buffer = new Uint8Array(
+          n === this.#buffer.length ? Math.min(n * 2, MAX_READ) : this.#buffer.length,
+        );
+      } else {
+        this.link.writer.data(this.id, this.#buffer.subarray(0, n));
+        this.#adaptBuffer(n);
+      }
     }
   }
 
@@ -207,7 +220,7 @@ export class ClientConnection {
         break;
       }
       this.#writeQueue.shift();
-      this.lastActive = performance.now();
+      this.active = true;
       this.bytesOut += chunk.length;
       this.#written += chunk.length;
       if (this.#written >= ACK_THRESHOLD) {

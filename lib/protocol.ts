@@ -10,6 +10,18 @@
 
 import type { LogLevelName } from "./config.ts";
 
+/** A batch of frames (see `channel.ts`), either way. */
+export interface FramesMessage {
+  type: "frames";
+  /** Frames in the first `length` bytes; transferred. */
+  buffer: ArrayBuffer;
+  length: number;
+  /** Payload buffers of the batch's `DATA_REF` frames, in order; transferred. */
+  attached: ArrayBuffer[];
+  /** The sender has processed the receiver's last batch (the receiver may send the next). */
+  done: boolean;
+}
+
 /** Sent by the main thread to a worker. */
 export type ToWorker =
   /** First message: who the worker is and how to serve. Answered with `ready` or `failed`. */
@@ -21,8 +33,8 @@ export type ToWorker =
     /** Built-in handler name, or a module URL. */
     handler: string;
   }
-  /** A batch of frames (see `channel.ts`); the buffer is transferred. */
-  | { type: "frames"; buffer: ArrayBuffer; length: number };
+  /** A batch of frames (see `channel.ts`); the buffers are transferred. */
+  | FramesMessage;
 
 /** Sent by a worker to the main thread. */
 export type FromWorker =
@@ -30,8 +42,8 @@ export type FromWorker =
   | { type: "ready" }
   /** The worker could not start (for example, its handler failed to load). */
   | { type: "failed"; message: string }
-  /** A batch of frames (see `channel.ts`); the buffer is transferred. */
-  | { type: "frames"; buffer: ArrayBuffer; length: number };
+  /** A batch of frames (see `channel.ts`); the buffers are transferred. */
+  | FramesMessage;
 
 /**
  * Checks that a value received from another thread is a {@linkcode FromWorker} message.

@@ -95,7 +95,7 @@ export class Server {
         logLevel: config.logLevel,
         handler: config.handler,
       }),
-      onFrames: (link, buffer, length) => this.#receive(link, buffer, length),
+      onFrames: (link, buffer, length, attached) => this.#receive(link, buffer, length, attached),
       onLost: (link) => this.#closeAll("worker-lost", link),
     });
   }
@@ -255,8 +255,13 @@ export class Server {
     if (this.#connections.size === 0) this.#onEmpty?.();
   }
 
-  #receive(link: WorkerLink, buffer: ArrayBuffer, length: number): void {
-    readFrames(buffer, length, (kind, id, value, payload) => {
+  #receive(
+    link: WorkerLink,
+    buffer: ArrayBuffer,
+    length: number,
+    attached: ArrayBuffer[],
+  ): void {
+    readFrames(buffer, length, attached, (kind, id, value, payload) => {
       const connection = this.#connections.get(id);
       // Frames for a connection closed meanwhile are stale: drop them.
       if (connection === undefined || connection.link !== link) return;
@@ -280,9 +285,15 @@ export class Server {
   }
 
   #sweepIdle(): void {
-    const cutoff = performance.now() - this.#config.idleTimeout * 1000;
+    const now = performance.now();
+    const cutoff = now - this.#config.idleTimeout * 1000;
     for (const connection of this.#connections.values()) {
-      if (connection.lastActive < cutoff) connection.close("idle");
+      if (connection.active) {
+        connection.active = false;
+        connection.lastSeenActive = now;
+      } else if (connection.lastSeenActive < cutoff) {
+        connection.close("idle");
+      }
     }
   }
 

@@ -34,7 +34,12 @@ export interface WorkerPoolOptions {
   /** The `init` message for a slot's worker. */
   init: (slot: number) => ToWorker;
   /** Called with each batch of frames a worker sends. */
-  onFrames: (link: WorkerLink, buffer: ArrayBuffer, length: number) => void;
+  onFrames: (
+    link: WorkerLink,
+    buffer: ArrayBuffer,
+    length: number,
+    attached: ArrayBuffer[],
+  ) => void;
   /** Called when a worker dies, before its replacement starts. */
   onLost: (link: WorkerLink) => void;
   /**
@@ -63,9 +68,11 @@ class Link implements WorkerLink {
   constructor(slot: number, worker: Worker) {
     this.slot = slot;
     this.worker = worker;
-    this.writer = new FrameWriter((buffer, length) => {
-      if (this.alive) worker.postMessage({ type: "frames", buffer, length }, [buffer]);
-    });
+    this.writer = new FrameWriter((buffer, length, attached, done) => {
+      if (!this.alive) return;
+      const message: ToWorker = { type: "frames", buffer, length, attached, done };
+      worker.postMessage(message, [buffer, ...attached]);
+    }, { oneInFlight: true });
   }
 }
 
@@ -165,7 +172,9 @@ export class WorkerPool {
   ): void {
     switch (message.type) {
       case "frames":
-        if (link.alive) this.#options.onFrames(link, message.buffer, message.length);
+        if (!link.alive) break;
+        this.#options.onFrames(link, message.buffer, message.length, message.attached);
+        if (message.done) link.writer.release();
         break;
       case "ready":
         link.ready = true;

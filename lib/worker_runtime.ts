@@ -8,7 +8,14 @@
  * @module
  */
 
-import { ACK_THRESHOLD, Frame, FrameWriter, readFrames, WINDOW } from "./channel.ts";
+import {
+  ACK_THRESHOLD,
+  ATTACH_THRESHOLD,
+  Frame,
+  FrameWriter,
+  readFrames,
+  WINDOW,
+} from "./channel.ts";
 import type { Connection, Handler } from "./handler.ts";
 import { loadHandler } from "./handlers.ts";
 import { getLog, setupLogging } from "./log.ts";
@@ -64,7 +71,7 @@ export function runWorker(scope: WorkerScope): void {
         break;
       }
       case "frames":
-        runtime?.receive(message.buffer, message.length);
+        runtime?.receive(message.buffer, message.length, message.attached);
         break;
       default: {
         const _never: never = message;
@@ -83,13 +90,16 @@ class WorkerRuntime {
 
   constructor(handler: Handler, scope: WorkerScope) {
     this.#handler = handler;
-    this.#writer = new FrameWriter((buffer, length) => {
-      scope.postMessage({ type: "frames", buffer, length }, [buffer]);
+    this.#writer = new FrameWriter((buffer, length, attached, done) => {
+      const message: FromWorker = { type: "frames", buffer, length, attached, done };
+      scope.postMessage(message, [buffer, ...attached]);
     });
   }
 
-  receive(buffer: ArrayBuffer, length: number): void {
-    readFrames(buffer, length, (kind, id, value, payload) => {
+  receive(buffer: ArrayBuffer, length: number, attached: ArrayBuffer[]): void {
+    // The main thread holds its next batch until this one is done: say so in this turn's batch.
+    this.#writer.markDone();
+    readFrames(buffer, length, attached, (kind, id, value, payload) => {
       if (kind === Frame.OPEN) {
         this.#open(id, payload!);
         return;
@@ -144,6 +154,8 @@ class WorkerRuntime {
   }
 }
 
+const CLOSED = new Error("Connection closed");
+
 /** A connection's state inside the worker: its streams and its flow-control counters. */
 class WorkerConnection {
   readonly id: number;
@@ -162,7 +174,9 @@ class WorkerConnection {
   #outstanding = 0;
   #drained: (() => void) | undefined;
   #ended = false;
-  #abort = new AbortController();
+  /** Created on first use of `signal`: most handlers never look, and it costs memory. */
+  #abort: AbortController | undefined;
+  #closed = false;
 
   constructor(id: number, remoteAddr: Deno.NetAddr, writer: FrameWriter) {
     this.id = id;
@@ -182,12 +196,27 @@ class WorkerConnection {
       close: () => this.#end(Frame.END),
       abort: () => this.#end(Frame.ABORT),
     });
-    this.view = { id, remoteAddr, readable, writable, signal: this.#abort.signal };
+    const signal = () => this.#signal();
+    this.view = {
+      id,
+      remoteAddr,
+      readable,
+      writable,
+      get signal() {
+        return signal();
+      },
+    };
+  }
+
+  #signal(): AbortSignal {
+    this.#abort ??= new AbortController();
+    if (this.#closed && !this.#abort.signal.aborted) this.#abort.abort(CLOSED);
+    return this.#abort.signal;
   }
 
   /** Whether the connection was closed from outside (the main thread said so). */
   get closed(): boolean {
-    return this.#abort.signal.aborted;
+    return this.#closed;
   }
 
   receive(bytes: Uint8Array): void {
@@ -211,8 +240,9 @@ class WorkerConnection {
 
   closeFromOutside(): void {
     if (this.closed) return;
-    const reason = new Error("Connection closed");
-    this.#abort.abort(reason);
+    const reason = CLOSED;
+    this.#closed = true;
+    this.#abort?.abort(reason);
     this.#pending = [];
     if (!this.#readableDone) {
       this.#readableDone = true;
@@ -259,7 +289,10 @@ class WorkerConnection {
       throw new TypeError("Handlers must write Uint8Array chunks");
     }
     if (chunk.length === 0) return;
-    this.#writer.data(this.id, chunk);
+    // Large chunks move as their own buffer; the handler keeps its chunk, so move a copy.
+    if (chunk.length >= ATTACH_THRESHOLD) {
+      this.#writer.attach(this.id, chunk.slice().buffer, chunk.length);
+    } else this.#writer.data(this.id, chunk);
     this.#outstanding += chunk.length;
     // Backpressure: the handler's next write waits until the client has read enough.
     if (this.#outstanding >= WINDOW) {

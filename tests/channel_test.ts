@@ -4,9 +4,9 @@ import { isFromWorker, isToWorker } from "../lib/protocol.ts";
 
 type Seen = [number, number, number, string | undefined];
 
-function decode(buffer: ArrayBuffer, length: number): Seen[] {
+function decode(buffer: ArrayBuffer, length: number, attached: ArrayBuffer[] = []): Seen[] {
   const seen: Seen[] = [];
-  readFrames(buffer, length, (kind, id, value, payload) => {
+  readFrames(buffer, length, attached, (kind, id, value, payload) => {
     seen.push([kind, id, value, payload && new TextDecoder().decode(payload)]);
   });
   return seen;
@@ -48,7 +48,7 @@ Deno.test("FrameWriter grows past its initial capacity without losing bytes", ()
   let total = 0;
   let frames = 0;
   const writer = new FrameWriter((buffer, length) => {
-    readFrames(buffer, length, (_kind, id, _value, payload) => {
+    readFrames(buffer, length, [], (_kind, id, _value, payload) => {
       frames++;
       assert.ok(payload!.every((b) => b === id % 256));
       total += payload!.length;
@@ -61,18 +61,76 @@ Deno.test("FrameWriter grows past its initial capacity without losing bytes", ()
   assert.equal(total, 500_000);
 });
 
+Deno.test("FrameWriter.attach() moves the buffer itself, in order with copied frames", () => {
+  const sent: Seen[] = [];
+  let moved: ArrayBuffer[] = [];
+  const writer = new FrameWriter((buffer, length, attached) => {
+    moved = attached;
+    sent.push(...decode(buffer, length, attached));
+  });
+  const big = new TextEncoder().encode("big payload!").buffer;
+  writer.data(1, new TextEncoder().encode("a"));
+  writer.attach(2, big, 3);
+  writer.data(3, new TextEncoder().encode("c"));
+  writer.flush();
+  assert.deepEqual(sent, [
+    [Frame.DATA, 1, 1, "a"],
+    [Frame.DATA, 2, 3, "big"],
+    [Frame.DATA, 3, 1, "c"],
+  ]);
+  assert.equal(moved[0], big);
+});
+
+Deno.test("FrameWriter with oneInFlight holds the next batch until release()", async () => {
+  const batches: Seen[][] = [];
+  const writer = new FrameWriter(
+    (buffer, length) => batches.push(decode(buffer, length)),
+    { oneInFlight: true },
+  );
+  writer.control(Frame.EOF, 1);
+  await new Promise((resolve) => setTimeout(resolve, 5));
+  writer.control(Frame.EOF, 2);
+  writer.control(Frame.EOF, 3);
+  await new Promise((resolve) => setTimeout(resolve, 5));
+  assert.equal(batches.length, 1, "second batch sent before the first was released");
+  writer.release();
+  assert.deepEqual(batches, [[[Frame.EOF, 1, 0, undefined]], [
+    [Frame.EOF, 2, 0, undefined],
+    [Frame.EOF, 3, 0, undefined],
+  ]]);
+});
+
+Deno.test("FrameWriter.markDone() sends a batch even without frames, flagged done", async () => {
+  const dones: [number, boolean][] = [];
+  const writer = new FrameWriter((_buffer, length, _attached, done) => dones.push([length, done]));
+  writer.markDone();
+  await new Promise((resolve) => setTimeout(resolve, 5));
+  writer.control(Frame.END, 1);
+  await new Promise((resolve) => setTimeout(resolve, 5));
+  assert.deepEqual(dones, [[0, true], [HEADER_SIZE, false]]);
+});
+
 Deno.test("readFrames() rejects truncated and unknown frames", () => {
   const bytes = new Uint8Array(HEADER_SIZE + 2);
   bytes[0] = Frame.DATA;
   new DataView(bytes.buffer).setUint32(5, 10, true);
-  assert.throws(() => readFrames(bytes.buffer, bytes.length, () => {}), /Truncated frame payload/);
-  assert.throws(() => readFrames(bytes.buffer, 4, () => {}), /Truncated frame header/);
+  const read = (length: number) => readFrames(bytes.buffer, length, [], () => {});
+  assert.throws(() => read(bytes.length), /Truncated frame payload/);
+  assert.throws(() => read(4), /Truncated frame header/);
+  bytes[0] = Frame.DATA_REF;
+  assert.throws(() => read(HEADER_SIZE), /Missing attached buffer/);
   bytes[0] = 99;
-  assert.throws(() => readFrames(bytes.buffer, HEADER_SIZE, () => {}), /Unknown frame kind 99/);
+  assert.throws(() => read(HEADER_SIZE), /Unknown frame kind 99/);
 });
 
 Deno.test("isToWorker() and isFromWorker() accept only their own message types", () => {
-  const frames = { type: "frames", buffer: new ArrayBuffer(0), length: 0 };
+  const frames = {
+    type: "frames",
+    buffer: new ArrayBuffer(0),
+    length: 0,
+    attached: [],
+    done: false,
+  };
   assert.ok(isToWorker({ type: "init", index: 1, logLevel: "info", handler: "echo" }));
   assert.ok(isToWorker(frames));
   assert.ok(!isToWorker({ type: "ready" }));
