@@ -228,10 +228,10 @@ async function measure(
     say(`  ${label}: ${total.toLocaleString("en-US")} round trips so far`);
   }, 1000);
   const cpuClientStart = process.cpuUsage();
-  let cpuServerStart: { cpu: number; at: number } | null = null;
+  const cpuServerStart: { cpu?: number; at?: number } = {};
   const measureStart = setTimeout(async () => {
     const cpu = server.pid === null ? null : await cpuSeconds(server.pid);
-    if (cpu !== null) cpuServerStart = { cpu, at: performance.now() };
+    if (cpu !== null) Object.assign(cpuServerStart, { cpu, at: performance.now() });
   }, options.warmup * 1000);
   const started = performance.now();
   const reports = await Promise.all(
@@ -298,8 +298,9 @@ async function measure(
     connectFailures: reports.reduce((a, r) => a + r.connectFailures, 0),
     peakRssMb: rss,
     // Sampled from warm-up end to after the last round trip, by the wall clock between samples.
-    serverCpuPct: cpuServerStart !== null && cpuServerEnd !== null
-      ? ((cpuServerEnd - cpuServerStart.cpu) / ((cpuServerEndAt - cpuServerStart.at) / 1000)) * 100
+    serverCpuPct: cpuServerStart.cpu !== undefined && cpuServerEnd !== null
+      ? ((cpuServerEnd - cpuServerStart.cpu) / ((cpuServerEndAt - cpuServerStart.at!) / 1000)) *
+        100
       : null,
     clientCpuPct: ((cpuClient.user + cpuClient.system) / 1e6 / wall) * 100,
     firstError: reports.find((r) => r.firstError !== undefined)?.firstError,
