@@ -12,6 +12,7 @@ import denoJson from "./deno.json" with { type: "json" };
 import { type Config, parseCommandLine, USAGE, UsageError } from "./lib/config.ts";
 import { resolveHandlerSpec } from "./lib/handlers.ts";
 import { getLog, printError, printOut, setupLogging } from "./lib/log.ts";
+import { serveMetrics } from "./lib/metrics.ts";
 import { formatAddr, ListenError, Server } from "./lib/server.ts";
 import { WorkerStartError } from "./lib/worker_pool.ts";
 
@@ -79,6 +80,26 @@ async function main(): Promise<void> {
     throw error;
   }
 
+  let metrics: Deno.HttpServer<Deno.NetAddr> | undefined;
+  if (config.metricsPort !== undefined) {
+    try {
+      metrics = serveMetrics({
+        hostname: config.metricsHost,
+        port: config.metricsPort,
+        snapshot: () => server.snapshot(),
+      });
+    } catch (error) {
+      log.error("Cannot serve metrics on {address}: {reason}", {
+        address: formatAddr(config.metricsHost, config.metricsPort),
+        reason: (error as Error).message.replace(/\s*\(os error \d+\)$/, ""),
+      });
+      Deno.exit(EXIT_LISTEN);
+    }
+    log.info("Metrics on http://{address}/metrics", {
+      address: formatAddr(metrics.addr.hostname, metrics.addr.port),
+    });
+  }
+
   let signalled = false;
   const onSignal = (signal: Deno.Signal) => {
     if (signalled) {
@@ -87,7 +108,8 @@ async function main(): Promise<void> {
     }
     signalled = true;
     log.info("{signal} received: stopping (send it again to exit at once)", { signal });
-    server.shutdown(config.shutdownTimeout).then(() => {
+    server.shutdown(config.shutdownTimeout).then(async () => {
+      await metrics?.shutdown();
       log.info("Stopped");
       Deno.exit(0);
     });

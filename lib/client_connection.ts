@@ -22,8 +22,20 @@ export type CloseReason =
   | "reset" // the socket failed: reset by peer, broken pipe
   | "idle" // --idle-timeout passed without traffic
   | "shutdown" // the server stopped before the connection finished
+  | "write-timeout" // --write-timeout passed with output pending and none of it taken
   | "worker-lost" // its worker died
   | "handler-error"; // the handler threw
+
+/** Every close reason, in the order metrics list them. */
+export const CLOSE_REASONS: readonly CloseReason[] = [
+  "done",
+  "reset",
+  "idle",
+  "write-timeout",
+  "shutdown",
+  "worker-lost",
+  "handler-error",
+];
 
 /** Called once when a connection has closed. */
 export type CloseListener = (connection: ClientConnection, reason: CloseReason) => void;
@@ -50,6 +62,10 @@ export class ClientConnection {
   active = true;
   /** `performance.now()` when the idle sweep last saw the connection active. */
   lastSeenActive = performance.now();
+  /** Set when a socket write completes; cleared by the sweep, like `active`. */
+  wrote = false;
+  /** `performance.now()` when the sweep last saw output pending and moving (or none pending). */
+  lastWriteProgress = performance.now();
   /** Bytes read from the client. */
   bytesIn = 0;
   /** Bytes written to the client. */
@@ -102,6 +118,11 @@ export class ClientConnection {
   /** Whether the connection has closed. */
   get closed(): boolean {
     return this.#closed;
+  }
+
+  /** Whether output is waiting to be written to the socket. */
+  get writing(): boolean {
+    return this.#writing;
   }
 
   /** The worker's output for this connection: queue it for the socket. */
@@ -214,7 +235,10 @@ export class ClientConnection {
       const chunk = this.#writeQueue[0]!;
       try {
         let offset = 0;
-        while (offset < chunk.length) offset += await this.#conn.write(chunk.subarray(offset));
+        while (offset < chunk.length) {
+          offset += await this.#conn.write(chunk.subarray(offset));
+          this.wrote = true; // any byte taken counts as progress for --write-timeout
+        }
       } catch {
         this.close("reset");
         break;

@@ -29,6 +29,12 @@ export interface Config {
   maxConnections: number;
   /** Seconds that SIGINT/SIGTERM lets open connections drain before they are closed. */
   shutdownTimeout: number;
+  /** Seconds a client may leave its pending echo wholly unread before it is disconnected; 0 = never. */
+  writeTimeout: number;
+  /** Port of the Prometheus `/metrics` endpoint; `undefined` = off. */
+  metricsPort: number | undefined;
+  /** Address the metrics endpoint binds. */
+  metricsHost: string;
   /** Least severe level that is logged. */
   logLevel: LogLevelName;
   /** Protocol handler: a built-in name (`echo`) or a module path or URL. */
@@ -81,6 +87,11 @@ Options:
       --idle-timeout <s>     close a connection idle this many seconds; default 300; 0 = never
       --max-connections <n>  default 10000; beyond it new connections are closed at once
       --shutdown-timeout <s> on SIGINT/SIGTERM, how long to let connections drain; default 10
+      --write-timeout <s>    disconnect a client that reads none of its echo this long; default 30;
+                             0 = never
+      --metrics-port <n>     serve Prometheus metrics on http://<metrics-host>:<n>/metrics; off
+                             by default
+      --metrics-host <addr>  address of the metrics endpoint; default 127.0.0.1
       --log-level <level>    debug | info | warning | error; default info
       --handler <name|path>  protocol handler: built-in name or module path/URL; default echo
   -h, --help                 show this help
@@ -95,6 +106,9 @@ const OPTIONS = {
   "idle-timeout": { type: "string" },
   "max-connections": { type: "string" },
   "shutdown-timeout": { type: "string" },
+  "write-timeout": { type: "string" },
+  "metrics-port": { type: "string" },
+  "metrics-host": { type: "string" },
   "log-level": { type: "string" },
   handler: { type: "string" },
   help: { type: "boolean", short: "h" },
@@ -146,6 +160,16 @@ export function parseCommandLine(args: readonly string[], options: ParseOptions)
       idleTimeout: _seconds("--idle-timeout", values["idle-timeout"], 300, 0),
       maxConnections: _integer("--max-connections", values["max-connections"], 10000, 1, 1e7),
       shutdownTimeout: _seconds("--shutdown-timeout", values["shutdown-timeout"], 10, 0),
+      writeTimeout: _seconds("--write-timeout", values["write-timeout"], 30, 0),
+      metricsPort: values["metrics-port"] === undefined
+        ? undefined
+        : _integer("--metrics-port", values["metrics-port"], 0, 0, 65535),
+      metricsHost: _nonEmpty(
+        "--metrics-host",
+        values["metrics-host"],
+        "127.0.0.1",
+        "an address such as 127.0.0.1 or ::",
+      ),
       logLevel: logLevel as LogLevelName,
       handler: _nonEmpty(
         "--handler",

@@ -69,7 +69,8 @@ export class QuitDetector {
 
 /**
  * Echoes every byte back until the client half-closes or sends a `quit` line. Bytes before the
- * `quit` line are echoed; the line itself, and anything after it, is not.
+ * `quit` line are echoed; anything after it is not. Echo never holds bytes back, so the parts
+ * of a `quit` line that arrived before its end (in earlier chunks) have been echoed already.
  *
  * @param connection The connection to serve.
  */

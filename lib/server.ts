@@ -9,7 +9,7 @@
  */
 
 import { Frame, readFrames } from "./channel.ts";
-import { ClientConnection, type CloseReason } from "./client_connection.ts";
+import { ClientConnection, CLOSE_REASONS, type CloseReason } from "./client_connection.ts";
 import type { Config } from "./config.ts";
 import { getLog } from "./log.ts";
 import { type WorkerFactory, type WorkerLink, WorkerPool } from "./worker_pool.ts";
@@ -30,18 +30,42 @@ export class ListenError extends Error {
 export interface ServerStats {
   /** Connections accepted and handed to a worker. */
   accepted: number;
+  /** Of those, per worker slot. */
+  acceptedByWorker: number[];
   /** Connections closed on accept because of `--max-connections` (or no worker ready). */
   rejected: number;
   /** `accept()` calls that failed (EMFILE and others). */
   failedAccepts: number;
   /** Connections closed, by reason. */
   closed: Record<CloseReason, number>;
+  /** Bytes read from and written to clients, by connections already closed. */
+  closedBytesIn: number;
+  closedBytesOut: number;
+}
+
+/** A point-in-time view of the server, for metrics. */
+export interface ServerSnapshot {
+  stats: Readonly<ServerStats>;
+  /** Open connections per worker slot. */
+  activeByWorker: number[];
+  /** Bytes read from and written to clients, all connections. */
+  bytesIn: number;
+  bytesOut: number;
+  workerRestarts: number;
+  workers: number;
 }
 
 /** Settings the server needs (a subset of {@linkcode Config}). */
 export type ServerConfig = Pick<
   Config,
-  "port" | "host" | "workers" | "idleTimeout" | "maxConnections" | "logLevel" | "handler"
+  | "port"
+  | "host"
+  | "workers"
+  | "idleTimeout"
+  | "writeTimeout"
+  | "maxConnections"
+  | "logLevel"
+  | "handler"
 >;
 
 /** How long, after a shutdown signal, bytes already on their way are still taken in. */
@@ -71,14 +95,9 @@ export class Server {
   #sweepTimer: ReturnType<typeof setInterval> | undefined;
   #acceptLoopDone: Promise<void> = Promise.resolve();
   #onEmpty: (() => void) | undefined;
-  #lastAcceptWarning = 0;
+  #lastAcceptWarning = -Infinity;
   #log = getLog();
-  #stats: ServerStats = {
-    accepted: 0,
-    rejected: 0,
-    failedAccepts: 0,
-    closed: { done: 0, reset: 0, idle: 0, shutdown: 0, "worker-lost": 0, "handler-error": 0 },
-  };
+  #stats: ServerStats;
 
   /**
    * @param config Validated settings.
@@ -86,6 +105,15 @@ export class Server {
    */
   constructor(config: ServerConfig, spawn: WorkerFactory) {
     this.#config = config;
+    this.#stats = {
+      accepted: 0,
+      acceptedByWorker: new Array(config.workers).fill(0),
+      rejected: 0,
+      failedAccepts: 0,
+      closed: Object.fromEntries(CLOSE_REASONS.map((r) => [r, 0])) as Record<CloseReason, number>,
+      closedBytesIn: 0,
+      closedBytesOut: 0,
+    };
     this.#pool = new WorkerPool({
       size: config.workers,
       spawn,
@@ -116,6 +144,30 @@ export class Server {
   }
 
   /**
+   * Counters and gauges as of now.
+   *
+   * @returns A snapshot; walks the open connections, so take it at scrape rate, not per chunk.
+   */
+  snapshot(): ServerSnapshot {
+    const activeByWorker = new Array(this.#config.workers).fill(0);
+    let bytesIn = this.#stats.closedBytesIn;
+    let bytesOut = this.#stats.closedBytesOut;
+    for (const connection of this.#connections.values()) {
+      activeByWorker[connection.link.slot]++;
+      bytesIn += connection.bytesIn;
+      bytesOut += connection.bytesOut;
+    }
+    return {
+      stats: this.#stats,
+      activeByWorker,
+      bytesIn,
+      bytesOut,
+      workerRestarts: this.#pool.restarts,
+      workers: this.#config.workers,
+    };
+  }
+
+  /**
    * Listens, starts the workers, waits until all are ready, then starts accepting.
    *
    * @returns The address listened on (with the real port when `port` was 0).
@@ -132,8 +184,8 @@ export class Server {
     }
     this.#listener = listener;
     this.#acceptLoopDone = this.#acceptLoop(listener);
-    if (this.#config.idleTimeout > 0) {
-      this.#sweepTimer = setInterval(() => this.#sweepIdle(), SWEEP_MS);
+    if (this.#config.idleTimeout > 0 || this.#config.writeTimeout > 0) {
+      this.#sweepTimer = setInterval(() => this.#sweep(), SWEEP_MS);
     }
     return listener.addr;
   }
@@ -235,6 +287,7 @@ export class Server {
     const connection = new ClientConnection(id, conn, link, (c, reason) => this.#closed(c, reason));
     this.#connections.set(id, connection);
     this.#stats.accepted++;
+    this.#stats.acceptedByWorker[link.slot]!++;
     this.#log.debug("Connection {id} from {addr} to worker-{worker}", {
       id,
       addr: formatAddr(connection.remoteAddr.hostname, connection.remoteAddr.port),
@@ -246,6 +299,8 @@ export class Server {
   #closed(connection: ClientConnection, reason: CloseReason): void {
     this.#connections.delete(connection.id);
     this.#stats.closed[reason]++;
+    this.#stats.closedBytesIn += connection.bytesIn;
+    this.#stats.closedBytesOut += connection.bytesOut;
     this.#log.debug("Connection {id} closed: {reason} ({bytesIn} B in, {bytesOut} B out)", {
       id: connection.id,
       reason,
@@ -284,14 +339,25 @@ export class Server {
     });
   }
 
-  #sweepIdle(): void {
+  /** Closes connections past their idle or write timeout. Runs every `SWEEP_MS`. */
+  #sweep(): void {
     const now = performance.now();
-    const cutoff = now - this.#config.idleTimeout * 1000;
+    const { idleTimeout, writeTimeout } = this.#config;
+    const idleCutoff = now - idleTimeout * 1000;
+    const writeCutoff = now - writeTimeout * 1000;
     for (const connection of this.#connections.values()) {
+      // Output pending and not one byte of it taken since the last look: the clock runs.
+      if (!connection.writing || connection.wrote) {
+        connection.wrote = false;
+        connection.lastWriteProgress = now;
+      } else if (writeTimeout > 0 && connection.lastWriteProgress < writeCutoff) {
+        connection.close("write-timeout");
+        continue;
+      }
       if (connection.active) {
         connection.active = false;
         connection.lastSeenActive = now;
-      } else if (connection.lastSeenActive < cutoff) {
+      } else if (idleTimeout > 0 && connection.lastSeenActive < idleCutoff) {
         connection.close("idle");
       }
     }

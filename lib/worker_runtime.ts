@@ -45,7 +45,23 @@ export function runWorker(scope: WorkerScope): void {
     const message = error instanceof Error ? error.message : String(error);
     getLog().error("Uncaught error: {message}", { message });
     scope.postMessage({ type: "failed", message: `uncaught error: ${message}` });
-    scope.close();
+    close();
+  };
+  // A handler that ends its worker on purpose (Deno.exit, self.close) would leave the main
+  // thread none the wiser: Deno reports no event for it. Say so first, then go.
+  const exit = Deno.exit;
+  Object.defineProperty(Deno, "exit", {
+    configurable: true,
+    writable: true,
+    value: (code?: number): never => {
+      scope.postMessage({ type: "failed", message: `worker exited (code ${code ?? 0})` });
+      return exit(code);
+    },
+  });
+  const close = scope.close.bind(scope);
+  scope.close = () => {
+    scope.postMessage({ type: "failed", message: "worker closed itself" });
+    close();
   };
   globalThis.addEventListener("error", (event) => {
     event.preventDefault();

@@ -17,6 +17,9 @@ Deno.test("parseCommandLine() gives the documented defaults", () => {
     idleTimeout: 300,
     maxConnections: 10000,
     shutdownTimeout: 10,
+    writeTimeout: 30,
+    metricsPort: undefined,
+    metricsHost: "127.0.0.1",
     logLevel: "info",
     handler: "echo",
   });
@@ -40,6 +43,12 @@ Deno.test("parseCommandLine() reads every flag, long and short", () => {
       "debug",
       "--handler",
       "./h.ts",
+      "--write-timeout",
+      "0",
+      "--metrics-port",
+      "9100",
+      "--metrics-host",
+      "::",
     ]),
     {
       port: 0,
@@ -48,6 +57,9 @@ Deno.test("parseCommandLine() reads every flag, long and short", () => {
       idleTimeout: 0,
       maxConnections: 5,
       shutdownTimeout: 2.5,
+      writeTimeout: 0,
+      metricsPort: 9100,
+      metricsHost: "::",
       logLevel: "debug",
       handler: "./h.ts",
     },
@@ -92,6 +104,10 @@ const BAD: [string[], RegExp][] = [
   ],
   [["--host", ""], /^'--host' must be an address/],
   [["--handler", " "], /^'--handler' must be a built-in name/],
+  [["--write-timeout", "x"], /^'--write-timeout' must be a number of seconds from 0/],
+  [["--metrics-port", "70000"], /^'--metrics-port' must be an integer from 0 to 65535/],
+  [["--metrics-port"], /^Option '--metrics-port' needs a value$/],
+  [["--metrics-host", ""], /^'--metrics-host' must be an address/],
 ];
 
 for (const [args, message] of BAD) {

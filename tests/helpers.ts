@@ -11,6 +11,8 @@ const decoder = new TextDecoder();
 export interface ServerProcess extends AsyncDisposable {
   /** The port it listens on. */
   port: number;
+  /** The metrics endpoint's port, if `--metrics-port` was given. */
+  metricsPort: number | undefined;
   /** The child process. */
   process: Deno.ChildProcess;
   /** Everything it wrote to stderr so far (its log). */
@@ -25,6 +27,8 @@ export interface ServerProcess extends AsyncDisposable {
 export interface StartOptions {
   /** Extra environment variables. */
   env?: Record<string, string>;
+  /** Limit on open files for the server process (`ulimit -n`), to provoke EMFILE. */
+  maxOpenFiles?: number;
   /** Run from this directory. */
   cwd?: string;
 }
@@ -42,15 +46,25 @@ export async function startServer(
   options: StartOptions = {},
 ): Promise<ServerProcess> {
   const hasPort = args.some((a) => a === "-p" || a === "--port" || a.startsWith("--port="));
-  const command = new Deno.Command(Deno.execPath(), {
-    args: [
-      "run",
-      "--allow-net",
-      "--allow-read",
-      MAIN,
-      ...(hasPort ? [] : ["--port", "0"]),
-      ...args,
-    ],
+  const serverArgs = [
+    "run",
+    "--allow-net",
+    "--allow-read",
+    MAIN,
+    ...(hasPort ? [] : ["--port", "0"]),
+    ...args,
+  ];
+  // ulimit is a shell builtin: wrap the server in sh when a limit is asked for.
+  const [program, programArgs] = options.maxOpenFiles === undefined
+    ? [Deno.execPath(), serverArgs]
+    : ["sh", [
+      "-c",
+      `ulimit -n ${options.maxOpenFiles} && exec "$0" "$@"`,
+      Deno.execPath(),
+      ...serverArgs,
+    ]];
+  const command = new Deno.Command(program, {
+    args: programArgs,
     stdin: "null",
     stdout: "piped",
     stderr: "piped",
@@ -113,15 +127,21 @@ export async function startServer(
   };
 
   let port = 0;
+  let metricsPort: number | undefined;
   try {
     const line = await waitForLog(/listening on \S+:(\d+)/);
     port = Number(/:(\d+)$/.exec(line.split(" ").pop()!)![1]);
+    if (args.includes("--metrics-port")) {
+      const metricsLine = await waitForLog(/Metrics on http:\/\/\S+:(\d+)\/metrics/);
+      metricsPort = Number(/:(\d+)\/metrics/.exec(metricsLine)![1]);
+    }
   } catch (error) {
     await stop("SIGKILL");
     throw error;
   }
   return {
     port,
+    metricsPort,
     process,
     log: () => text,
     waitForLog,
@@ -228,4 +248,77 @@ export function pattern(n: number, seed = 0): Uint8Array {
   const bytes = new Uint8Array(n);
   for (let i = 0; i < n; i++) bytes[i] = (i * 7 + seed + (i >> 8)) % 251;
   return bytes;
+}
+
+/**
+ * Reads the server's `/metrics` into a map from sample name (with labels, as printed) to value.
+ *
+ * @param port The metrics port.
+ * @returns Samples such as `echoserver_connections_active{worker="1"}` → 3.
+ */
+export async function scrape(port: number): Promise<Map<string, number>> {
+  const response = await fetch(`http://127.0.0.1:${port}/metrics`);
+  const body = await response.text();
+  if (!response.ok) throw new Error(`GET /metrics: ${response.status} ${body}`);
+  const samples = new Map<string, number>();
+  for (const line of body.split("\n")) {
+    if (line === "" || line.startsWith("#")) continue;
+    const space = line.lastIndexOf(" ");
+    samples.set(line.slice(0, space), Number(line.slice(space + 1)));
+  }
+  return samples;
+}
+
+/**
+ * Sums every sample of a metric, across its labels.
+ *
+ * @param samples From {@linkcode scrape}.
+ * @param name Metric name without labels.
+ * @returns The sum.
+ */
+export function total(samples: Map<string, number>, name: string): number {
+  let sum = 0;
+  for (const [key, value] of samples) {
+    if (key === name || key.startsWith(name + "{")) sum += value;
+  }
+  return sum;
+}
+
+/**
+ * Reads a file of /proc through `cat` (Deno grants /proc only to --allow-all).
+ *
+ * @param path Such as `/proc/123/status`.
+ * @returns Its text.
+ */
+export async function readProc(path: string): Promise<string> {
+  const output = await new Deno.Command("cat", { args: [path] }).output();
+  if (!output.success) throw new Error(`cannot read ${path}`);
+  return decoder.decode(output.stdout);
+}
+
+/**
+ * Resident set size of a process, in KiB (Linux).
+ *
+ * @param pid Process id.
+ * @returns VmRSS.
+ */
+export async function rssKiB(pid: number): Promise<number> {
+  return Number(/VmRSS:\s+(\d+)/.exec(await readProc(`/proc/${pid}/status`))![1]);
+}
+
+/**
+ * Number of open file descriptors of a process (Linux).
+ *
+ * @param pid Process id.
+ * @returns The count of entries in /proc/<pid>/fd.
+ */
+export async function openFiles(pid: number): Promise<number> {
+  const output = await new Deno.Command("sh", { args: ["-c", `ls /proc/${pid}/fd | wc -l`] })
+    .output();
+  return Number(decoder.decode(output.stdout).trim());
+}
+
+/** Resolves after `ms` milliseconds. */
+export function delay(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
 }

@@ -1,0 +1,396 @@
+/**
+ * The server's promises under load, faults and hostile peers, each against the real server
+ * process on loopback, read back through `/metrics` where something must be counted.
+ */
+
+import assert from "node:assert/strict";
+import {
+  delay,
+  openFiles,
+  pattern,
+  readBytes,
+  rssKiB,
+  runServer,
+  scrape,
+  startServer,
+  text,
+  total,
+  utf8,
+  writeAll,
+} from "./helpers.ts";
+
+const BASE = ["--workers", "2", "--metrics-port", "0"];
+const connect = (port: number) => Deno.connect({ hostname: "127.0.0.1", port });
+
+/** Opens `n` connections, a few hundred at a time, closing them all on dispose. */
+async function connectMany(port: number, n: number) {
+  const conns: Deno.TcpConn[] = [];
+  for (let i = 0; i < n; i += 500) {
+    const batch = Array.from({ length: Math.min(500, n - i) }, () => connect(port));
+    conns.push(...await Promise.all(batch));
+  }
+  return Object.assign(conns, {
+    [Symbol.dispose]() {
+      for (const conn of conns) {
+        try {
+          conn.close();
+        } catch { /* already closed */ }
+      }
+    },
+  });
+}
+
+/** Resolves with how the connection ended: "eof", "reset", or "open" if still open after `ms`. */
+async function endOf(conn: Deno.Conn, ms: number): Promise<"eof" | "reset" | "open"> {
+  const buffer = new Uint8Array(64 * 1024);
+  const deadline = Date.now() + ms;
+  while (Date.now() < deadline) {
+    const read = conn.read(buffer).then((n) => n === null ? "eof" : "data", () => "reset");
+    const result = await Promise.race([read, delay(deadline - Date.now()).then(() => "open")]);
+    if (result === "eof" || result === "reset" || result === "open") {
+      return result as "eof" | "reset" | "open";
+    }
+  }
+  return "open";
+}
+
+Deno.test("slow reader: 64 MiB unread costs the server under 16 MiB; others are served", async () => {
+  await using server = await startServer(BASE);
+  using slow = await connect(server.port);
+  using other = await connect(server.port);
+  await writeAll(other, utf8("warm\n"));
+  await readBytes(other, 5);
+  const before = await rssKiB(server.process.pid);
+
+  const payload = pattern(64 * 1024 * 1024, 1);
+  const sending = writeAll(slow, payload).catch(() => {});
+  await delay(3000); // the server stops reading long before 64 MiB
+  for (let i = 0; i < 20; i++) {
+    const line = utf8(`line ${i} while the slow reader stalls\n`);
+    await writeAll(other, line);
+    assert.deepEqual(await readBytes(other, line.length), line);
+  }
+  const grown = (await rssKiB(server.process.pid)) - before;
+  assert.ok(grown < 16 * 1024, `server RSS grew by ${grown} KiB`);
+  const metrics = await scrape(server.metricsPort!);
+  assert.ok(
+    total(metrics, "echoserver_received_bytes_total") < 32 * 1024 * 1024,
+    "the server read most of what the slow reader sent",
+  );
+  slow.close();
+  await sending;
+});
+
+Deno.test("write timeout: a client that reads none of its echo is disconnected and counted", async () => {
+  await using server = await startServer([...BASE, "--write-timeout", "1"]);
+  using stuck = await connect(server.port);
+  using healthy = await connect(server.port);
+  // Reading would take the echo; the client learns of the disconnect when its writes fail.
+  const started = Date.now();
+  const outcome = await Promise.race([
+    writeAll(stuck, pattern(256 * 1024 * 1024, 2)).then(() => "all written", () => "reset"),
+    delay(15_000).then(() => "still open"),
+  ]);
+  assert.equal(outcome, "reset");
+  const elapsed = Date.now() - started;
+  assert.ok(elapsed < 6000, `disconnected after ${elapsed} ms`);
+  await writeAll(healthy, utf8("still fine\n"));
+  assert.equal(text(await readBytes(healthy, 11)), "still fine\n");
+  const metrics = await scrape(server.metricsPort!);
+  assert.equal(metrics.get('echoserver_connections_closed_total{reason="write-timeout"}'), 1);
+});
+
+Deno.test("10,000 concurrent connections each echo correctly", async () => {
+  await using server = await startServer(BASE);
+  using conns = await connectMany(server.port, 10_000);
+  let mismatched = 0;
+  await Promise.all(conns.map(async (conn, i) => {
+    const message = utf8(`conn ${i.toString().padStart(5, "0")}!\n`);
+    await writeAll(conn, message);
+    const echoed = await readBytes(conn, message.length);
+    if (text(echoed) !== text(message)) mismatched++;
+  }));
+  assert.equal(mismatched, 0);
+  const metrics = await scrape(server.metricsPort!);
+  assert.equal(total(metrics, "echoserver_connections_active"), 10_000);
+  assert.equal(total(metrics, "echoserver_connections_rejected_total"), 0);
+});
+
+Deno.test("connection limit: the 101st is closed at once and counted; the 100 carry on", async () => {
+  await using server = await startServer([...BASE, "--max-connections", "100"]);
+  {
+    using first = await connectMany(server.port, 100);
+    for (const conn of first) await writeAll(conn, utf8("hi\n"));
+    for (const conn of first) assert.equal(text(await readBytes(conn, 3)), "hi\n");
+
+    using extra = await connect(server.port);
+    assert.notEqual(await endOf(extra, 3000), "open", "the 101st was not closed");
+    const metrics = await scrape(server.metricsPort!);
+    assert.equal(metrics.get("echoserver_connections_rejected_total"), 1);
+    assert.equal(total(metrics, "echoserver_connections_active"), 100);
+    for (const conn of first) await writeAll(conn, utf8("again\n"));
+    for (const conn of first) assert.equal(text(await readBytes(conn, 6)), "again\n");
+  }
+  // The 100 have left: new connections are accepted again.
+  for (let i = 0; i < 50; i++) {
+    const metrics = await scrape(server.metricsPort!);
+    if (total(metrics, "echoserver_connections_active") === 0) break;
+    await delay(100);
+  }
+  using late = await connect(server.port);
+  await writeAll(late, utf8("back\n"));
+  assert.equal(text(await readBytes(late, 5)), "back\n");
+});
+
+Deno.test("descriptor exhaustion: failed accepts are counted and service resumes", async () => {
+  await using server = await startServer(BASE, { maxOpenFiles: 128 });
+  {
+    using flood = await connectMany(server.port, 200);
+    await delay(500);
+    // Some of the flood got in; the rest wait in the backlog while accept() fails.
+    using check = await connect(server.port);
+    void check;
+  }
+  await delay(1500);
+  using conn = await connect(server.port);
+  await writeAll(conn, utf8("served again\n"));
+  assert.equal(text(await readBytes(conn, 13)), "served again\n");
+  const metrics = await scrape(server.metricsPort!);
+  assert.ok(
+    metrics.get("echoserver_accept_failures_total")! > 0,
+    `no failed accept counted:\n${server.log()}`,
+  );
+  assert.match(server.log(), /Accept failed: too many open files/i);
+});
+
+Deno.test("idle timeout: closed within a second of the deadline, socket really released", async () => {
+  await using server = await startServer([...BASE, "--idle-timeout", "1"]);
+  const fdsBefore = await openFiles(server.process.pid);
+  using conn = await connect(server.port);
+  await writeAll(conn, utf8("x"));
+  await readBytes(conn, 1);
+  const lastActivity = Date.now();
+  assert.equal(await endOf(conn, 5000), "eof");
+  const after = Date.now() - lastActivity;
+  assert.ok(after >= 950 && after <= 2000, `closed ${after} ms after the last byte`);
+  await delay(200);
+  assert.equal(await openFiles(server.process.pid), fdsBefore, "descriptor leaked");
+  const metrics = await scrape(server.metricsPort!);
+  assert.equal(metrics.get('echoserver_connections_closed_total{reason="idle"}'), 1);
+});
+
+Deno.test("drain: on SIGTERM 1,000 connections mid-echo get every byte they sent, exit 0", async () => {
+  await using server = await startServer([...BASE, "--shutdown-timeout", "10"]);
+  using conns = await connectMany(server.port, 1000);
+  let stop = false;
+  const results = conns.map(async (conn, i) => {
+    const message = pattern(512, i);
+    let sent = 0;
+    const reading = readBytes(conn, Infinity);
+    while (!stop) {
+      await writeAll(conn, message);
+      sent += message.length;
+      await delay(5);
+    }
+    const echoed = await reading;
+    return { sent, echoed: echoed.length, exact: echoed.every((b, j) => b === message[j % 512]) };
+  });
+  await delay(1000);
+  const stopping = server.stop("SIGTERM");
+  stop = true;
+  const started = Date.now();
+  const status = await stopping;
+  const outcomes = await Promise.all(results);
+  assert.equal(status.code, 0);
+  assert.ok(Date.now() - started < 10_000);
+  const short = outcomes.filter((o) => o.echoed !== o.sent || !o.exact);
+  assert.equal(
+    short.length,
+    0,
+    `${short.length} connections lost bytes: ${JSON.stringify(short[0])}`,
+  );
+});
+
+Deno.test("drain: past --shutdown-timeout the rest are closed and the exit still comes", async () => {
+  await using server = await startServer([...BASE, "--shutdown-timeout", "1"]);
+  using stuck = await connect(server.port);
+  const sending = writeAll(stuck, pattern(32 * 1024 * 1024, 3)).catch(() => {});
+  await delay(500);
+  const started = Date.now();
+  const status = await server.stop("SIGTERM");
+  assert.equal(status.code, 0);
+  assert.ok(Date.now() - started < 4000, `exit took ${Date.now() - started} ms`);
+  stuck.close();
+  await sending;
+});
+
+Deno.test("drain: a second signal exits at once", async () => {
+  await using server = await startServer([...BASE, "--shutdown-timeout", "30"]);
+  using stuck = await connect(server.port);
+  const sending = writeAll(stuck, pattern(32 * 1024 * 1024, 4)).catch(() => {});
+  await delay(500);
+  server.process.kill("SIGTERM");
+  await server.waitForLog(/SIGTERM received/);
+  const started = Date.now();
+  const status = await server.stop("SIGTERM");
+  assert.ok(Date.now() - started < 2000);
+  assert.notEqual(status.code, 0);
+  stuck.close();
+  await sending;
+});
+
+for (const [how, line] of [["throws", "crash"], ["exits", "exit"]]) {
+  Deno.test(`a worker that ${how} is replaced within a second; other workers' clients never notice`, async () => {
+    await using server = await startServer([
+      ...BASE,
+      "--handler",
+      "tests/fixtures/crash_handler.ts",
+    ]);
+    using victim = await connect(server.port); // worker-1
+    using bystander = await connect(server.port); // worker-2
+    await writeAll(bystander, utf8("before\n"));
+    assert.equal(text(await readBytes(bystander, 7)), "before\n");
+
+    const started = Date.now();
+    await writeAll(victim, utf8(`${line}\n`));
+    await server.waitForLog(/worker-1 replaced/, 5000);
+    assert.ok(Date.now() - started < 1000, `replaced after ${Date.now() - started} ms`);
+    assert.notEqual(await endOf(victim, 2000), "open", "the dead worker's client stayed open");
+
+    await writeAll(bystander, utf8("after\n"));
+    assert.equal(text(await readBytes(bystander, 6)), "after\n");
+    using fresh = await connect(server.port);
+    await writeAll(fresh, utf8("new\n"));
+    assert.equal(text(await readBytes(fresh, 4)), "new\n");
+    const metrics = await scrape(server.metricsPort!);
+    assert.equal(metrics.get("echoserver_worker_restarts_total"), 1);
+    assert.equal(metrics.get('echoserver_connections_closed_total{reason="worker-lost"}'), 1);
+  });
+}
+
+Deno.test("hostile input: random bytes in random-sized writes come back byte-exact", async () => {
+  await using server = await startServer(BASE);
+  using conn = await connect(server.port);
+  let seed = 12345;
+  const random = () => (seed = (seed * 1103515245 + 12345) >>> 0) / 2 ** 32;
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  while (size < 24 * 1024 * 1024) {
+    const chunk = new Uint8Array(1 + Math.floor(random() * random() * 1024 * 1024));
+    for (let i = 0; i < chunk.length; i++) chunk[i] = random() * 256;
+    chunks.push(chunk);
+    size += chunk.length;
+  }
+  const reading = readBytes(conn, size);
+  for (const chunk of chunks) await writeAll(conn, chunk);
+  const echoed = await reading;
+  assert.equal(echoed.length, size);
+  let offset = 0;
+  for (const chunk of chunks) {
+    assert.ok(chunk.every((b, i) => echoed[offset + i] === b), `mismatch in chunk at ${offset}`);
+    offset += chunk.length;
+  }
+});
+
+Deno.test("hostile input: 16 MiB without a newline, 100,000 one-byte writes, split quit", async () => {
+  await using server = await startServer(BASE);
+  {
+    using conn = await connect(server.port);
+    const blob = new Uint8Array(16 * 1024 * 1024).fill(0x61);
+    const reading = readBytes(conn, blob.length);
+    await writeAll(conn, blob);
+    const echoed = await reading;
+    assert.equal(echoed.length, blob.length);
+    assert.ok(echoed.every((b) => b === 0x61));
+  }
+  {
+    using conn = await connect(server.port);
+    const reading = readBytes(conn, 100_000);
+    const one = new Uint8Array(1);
+    for (let i = 0; i < 100_000; i++) {
+      one[0] = i % 251;
+      await writeAll(conn, one);
+    }
+    const echoed = await reading;
+    assert.equal(echoed.length, 100_000);
+    assert.ok(echoed.every((b, i) => b === i % 251));
+  }
+  {
+    using conn = await connect(server.port);
+    for (const part of ["abc\nq", "u", "it", "\r", "\nnot echoed\n"]) {
+      await writeAll(conn, utf8(part));
+      await delay(20);
+    }
+    // Echo never waits: the parts of the quit line that arrived before its end were echoed.
+    assert.equal(text(await readBytes(conn, Infinity)), "abc\nquit\r");
+  }
+  using conn = await connect(server.port);
+  await writeAll(conn, utf8("alive\n"));
+  assert.equal(text(await readBytes(conn, 6)), "alive\n");
+});
+
+Deno.test("hostile command lines all exit 2 with one line and no stack trace", async () => {
+  const cases = [
+    ["--port", "-5"],
+    ["--port", "0x10"],
+    ["--port", "5555", "extra"],
+    ["--workers", "0"],
+    ["--workers", "2.5"],
+    ["--idle-timeout", "-1"],
+    ["--idle-timeout", "NaN"],
+    ["--max-connections", "1e9"],
+    ["--shutdown-timeout", "forever"],
+    ["--write-timeout", "-3"],
+    ["--metrics-port", "http"],
+    ["--log-level", "DEBUG"],
+    ["--log-level"],
+    ["--host="],
+    ["--handler="],
+    ["-p"],
+    ["--help=yes"],
+    ["---port", "1"],
+    ["-z"],
+  ];
+  for (const args of cases) {
+    const { code, stderr, stdout } = await runServer(args);
+    assert.equal(code, 2, `${JSON.stringify(args)} exited ${code}: ${stderr}`);
+    const lines = stderr.trim().split("\n");
+    assert.equal(lines.length, 2, `${JSON.stringify(args)}: ${stderr}`);
+    assert.match(lines[1]!, /--help/);
+    assert.doesNotMatch(stderr, /\n\s+at /, `${JSON.stringify(args)}: stack trace`);
+    assert.equal(stdout, "");
+  }
+});
+
+Deno.test("metrics: Prometheus text whose counters add up", async () => {
+  await using server = await startServer(BASE);
+  using kept = await connectMany(server.port, 5);
+  for (const conn of kept) {
+    await writeAll(conn, utf8("12345"));
+    await readBytes(conn, 5);
+  }
+  for (let i = 0; i < 3; i++) {
+    using conn = await connect(server.port);
+    await writeAll(conn, utf8("abc\n"));
+    await conn.closeWrite();
+    await readBytes(conn, Infinity);
+  }
+  const response = await fetch(`http://127.0.0.1:${server.metricsPort}/metrics`);
+  assert.match(response.headers.get("content-type")!, /^text\/plain; version=0\.0\.4/);
+  const body = await response.text();
+  assert.match(body, /^# HELP echoserver_connections_accepted_total /m);
+  assert.match(body, /^# TYPE echoserver_connections_active gauge$/m);
+  const metrics = await scrape(server.metricsPort!);
+  const accepted = total(metrics, "echoserver_connections_accepted_total");
+  const active = total(metrics, "echoserver_connections_active");
+  const closed = total(metrics, "echoserver_connections_closed_total");
+  assert.equal(accepted, 8);
+  assert.equal(active, 5);
+  assert.equal(closed, 3);
+  assert.equal(accepted, active + closed);
+  assert.equal(metrics.get('echoserver_connections_accepted_total{worker="1"}'), 4);
+  assert.equal(metrics.get("echoserver_received_bytes_total"), 5 * 5 + 3 * 4);
+  assert.equal(metrics.get("echoserver_sent_bytes_total"), 5 * 5 + 3 * 4);
+  assert.equal((await fetch(`http://127.0.0.1:${server.metricsPort}/other`)).status, 404);
+  await (await fetch(`http://127.0.0.1:${server.metricsPort}/other`)).body?.cancel();
+});
