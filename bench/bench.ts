@@ -20,13 +20,19 @@ interface Scenario {
   name: string;
   connections: number;
   size: number;
+  /** `hash`: the computing handler, on 1 and 2 workers instead of ours vs baseline. */
+  mode: "echo" | "hash";
 }
 
+/** SHA-256 rounds per line in S5: about a tenth of a millisecond of work per line here. */
+const S5_ROUNDS = 100;
+
 const SCENARIOS: Scenario[] = [
-  { name: "S1", connections: 50, size: 64 },
-  { name: "S2", connections: 1000, size: 64 },
-  { name: "S3", connections: 8, size: 64 * 1024 },
-  { name: "S4", connections: 10_000, size: 16 },
+  { name: "S1", connections: 50, size: 64, mode: "echo" },
+  { name: "S2", connections: 1000, size: 64, mode: "echo" },
+  { name: "S3", connections: 8, size: 64 * 1024, mode: "echo" },
+  { name: "S4", connections: 10_000, size: 16, mode: "echo" },
+  { name: "S5", connections: 50, size: 64, mode: "hash" },
 ];
 
 interface Result {
@@ -95,7 +101,9 @@ function parse() {
     if (!Number.isFinite(value) || value <= 0) usage(`'--${flag}' must be a positive number`);
     return value;
   };
-  const names = (values.scenarios ?? "S1,S2,S3,S4").split(",").map((s) => s.trim().toUpperCase());
+  const names = (values.scenarios ?? "S1,S2,S3,S4,S5").split(",").map((s) =>
+    s.trim().toUpperCase()
+  );
   const scenarios = names.map((name) =>
     SCENARIOS.find((s) => s.name === name) ?? usage(`unknown scenario '${name}'`)
   );
@@ -126,22 +134,33 @@ interface RunningServer {
   stop(): Promise<void>;
 }
 
+/** The servers a scenario compares. */
+function serversFor(scenario: Scenario, servers: string[]): string[] {
+  return scenario.mode === "hash" ? ["hash-1w", "hash-2w"] : servers;
+}
+
 async function startServer(kind: string, options: Options): Promise<RunningServer> {
   if (kind === "external") {
     const [, host, port] = /^\[?(.+?)\]?:(\d+)$/.exec(options.external!)!;
     return { hostname: host!, port: Number(port), pid: null, stop: () => Promise.resolve() };
   }
+  const ours = (workers: number, ...extra: string[]) => [
+    "run",
+    "--allow-net",
+    "--allow-read",
+    new URL("main.ts", ROOT).pathname,
+    "--port",
+    "0",
+    "--workers",
+    String(workers),
+    ...extra,
+  ];
   const args = kind === "ours"
-    ? [
-      "run",
-      "--allow-net",
-      "--allow-read",
-      new URL("main.ts", ROOT).pathname,
-      "--port",
-      "0",
-      "--workers",
-      String(options.workers),
-    ]
+    ? ours(options.workers)
+    : kind === "hash-1w"
+    ? ours(1, "--handler", "hash")
+    : kind === "hash-2w"
+    ? ours(2, "--handler", "hash")
     : ["run", "--allow-net", new URL("bench/baseline_server.ts", ROOT).pathname, "0"];
   const child = new Deno.Command(Deno.execPath(), {
     args,
@@ -249,6 +268,8 @@ async function measure(
           (i < scenario.connections % clients ? 1 : 0);
         const job: LoadJob = {
           type: "run",
+          mode: scenario.mode,
+          rounds: S5_ROUNDS,
           hostname: server.hostname,
           port: server.port,
           connections: share,
@@ -337,19 +358,21 @@ function summarize(results: Result[], scenario: Scenario, servers: string[]) {
 }
 
 function table(scenario: Scenario, rows: ReturnType<typeof summarize>): string {
-  const baseline = rows.find((r) => r.server === "baseline");
+  // S5 compares 2 workers with 1; the others compare with the single-isolate baseline.
+  const reference = scenario.mode === "hash" ? "hash-1w" : "baseline";
+  const baseline = rows.find((r) => r.server === reference);
   const fixed = (v: number | null, digits = 1) =>
     v === null || Number.isNaN(v) ? "-" : v.toFixed(digits);
   const lines = [
     `### ${scenario.name}: ${scenario.connections.toLocaleString("en-US")} connections x ${
       scenario.size >= 1024 ? `${scenario.size / 1024} KiB` : `${scenario.size} B`
-    }`,
+    }${scenario.mode === "hash" ? `, hash handler (${S5_ROUNDS} SHA-256 rounds per line)` : ""}`,
     "",
-    "| server | round trips/s | MB/s | p50 ms | p99 ms | p99.9 ms | errors | mismatched | peak RSS MB | server CPU % | client CPU % | vs baseline |",
+    `| server | round trips/s | MB/s | p50 ms | p99 ms | p99.9 ms | errors | mismatched | peak RSS MB | server CPU % | client CPU % | vs ${reference} |`,
     "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
   ];
   for (const row of rows) {
-    const ratio = baseline && row.server !== "baseline" && baseline.roundTripsPerSec > 0
+    const ratio = baseline && row.server !== reference && baseline.roundTripsPerSec > 0
       ? `${(row.roundTripsPerSec / baseline.roundTripsPerSec).toFixed(2)}x`
       : "-";
     lines.push(
@@ -377,7 +400,8 @@ async function main(): Promise<void> {
   for (const scenario of options.scenarios) {
     for (let round = 0; round < options.rounds; round++) {
       // Alternate the order each round so that drift (thermal, noise) hits every server alike.
-      const order = round % 2 === 0 ? servers : [...servers].reverse();
+      const compared = serversFor(scenario, servers);
+      const order = round % 2 === 0 ? compared : [...compared].reverse();
       for (const server of order) {
         const result = await measure(scenario, server, round, options);
         results.push(result);
@@ -391,7 +415,9 @@ async function main(): Promise<void> {
       }
     }
   }
-  const sections = options.scenarios.map((s) => table(s, summarize(results, s, servers)));
+  const sections = options.scenarios.map((s) =>
+    table(s, summarize(results, s, serversFor(s, servers)))
+  );
   const header = [
     `## Benchmark run ${new Date().toISOString()}`,
     "",

@@ -8,9 +8,18 @@
  * @module
  */
 
+import { answer } from "../lib/hash.ts";
+
 /** Work for one load worker. */
 export interface LoadJob {
   type: "run";
+  /**
+   * `echo`: expect each message back. `hash`: send `#rounds <text>` lines to the hash handler
+   * and expect each line's digest.
+   */
+  mode: "echo" | "hash";
+  /** For `hash`: SHA-256 rounds per line. */
+  rounds: number;
   hostname: string;
   port: number;
   connections: number;
@@ -81,13 +90,47 @@ function same(a: Uint8Array, b: Uint8Array): boolean {
   return true;
 }
 
+/** Messages a connection sends in turn, and the reply expected for each. */
+interface Script {
+  messages: Uint8Array[];
+  replies: Uint8Array[];
+  /** Whether to stamp a counter into each message (echo only: its reply is the message). */
+  stamped: boolean;
+}
+
+const HASH_LINES_PER_CONNECTION = 4;
+
+function script(job: LoadJob, index: number): Script {
+  const seed = job.seed * 100_003 + index;
+  if (job.mode === "echo") {
+    const message = makeMessage(job.size, seed);
+    return { messages: [message], replies: [message], stamped: true };
+  }
+  // Expected digests cost as much as the server's work: compute a few per connection once,
+  // then cycle through them (a stale or misrouted reply still shows as a mismatch).
+  const encoder = new TextEncoder();
+  const messages: Uint8Array[] = [];
+  const replies: Uint8Array[] = [];
+  for (let k = 0; k < HASH_LINES_PER_CONNECTION; k++) {
+    const text = `${seed}-${k}-${"x".repeat(Math.max(0, job.size - 30))}`;
+    messages.push(encoder.encode(`#${job.rounds} ${text}\n`));
+    replies.push(encoder.encode(answer(encoder.encode(`#${job.rounds} ${text}`)) + "\n"));
+  }
+  return { messages, replies, stamped: false };
+}
+
 async function drive(conn: Deno.TcpConn, job: LoadJob, index: number, totals: Totals) {
-  const message = makeMessage(job.size, job.seed * 100_003 + index);
-  const echo = new Uint8Array(job.size);
+  const { messages, replies, stamped } = script(job, index);
+  const buffers = replies.map((reply) => new Uint8Array(reply.length));
   let counter = 0;
   try {
     while (!totals.stopping) {
-      stamp(message, counter++);
+      const turn = counter % messages.length;
+      const message = messages[turn]!;
+      const expected = replies[turn]!;
+      const echo = buffers[turn]!;
+      if (stamped) stamp(message, counter);
+      counter++;
       const started = performance.now();
       let written = 0;
       while (written < message.length) written += await conn.write(message.subarray(written));
@@ -98,9 +141,9 @@ async function drive(conn: Deno.TcpConn, job: LoadJob, index: number, totals: To
         got += n;
       }
       const elapsed = performance.now() - started;
-      if (!same(message, echo)) {
+      if (!same(expected, echo)) {
         totals.mismatches++;
-        totals.firstError ??= "echo differs from the message sent";
+        totals.firstError ??= "reply differs from the one expected";
         break;
       }
       totals.progress++;

@@ -9,9 +9,10 @@
 
 import { echo } from "./echo.ts";
 import type { Handler } from "./handler.ts";
+import { hash } from "./hash.ts";
 
 /** Handlers that ship with the server, by name. */
-export const BUILTIN_HANDLERS: Readonly<Record<string, Handler>> = { echo };
+export const BUILTIN_HANDLERS: Readonly<Record<string, Handler>> = { echo, hash };
 
 /**
  * Resolves a `--handler` value to a module URL, or returns it as is if it names a built-in.
