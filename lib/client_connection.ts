@@ -89,18 +89,29 @@ export class ClientConnection {
   #closed = false;
   #lingerTimer: ReturnType<typeof setTimeout> | undefined;
 
+  #initial: Uint8Array | undefined;
+
   /**
    * @param id Connection id.
    * @param conn The accepted socket.
    * @param link The worker that serves it.
    * @param onClose Called once when it has closed.
+   * @param options The client's address as a PROXY header gave it, and bytes already read
+   *   past that header.
    */
-  constructor(id: number, conn: Deno.TcpConn, link: WorkerLink, onClose: CloseListener) {
+  constructor(
+    id: number,
+    conn: Deno.TcpConn,
+    link: WorkerLink,
+    onClose: CloseListener,
+    options: { remoteAddr?: Deno.NetAddr | undefined; initial?: Uint8Array | undefined } = {},
+  ) {
     this.id = id;
     this.#conn = conn;
     this.link = link;
     this.#onClose = onClose;
-    this.remoteAddr = displayAddr(conn.remoteAddr);
+    this.remoteAddr = displayAddr(options.remoteAddr ?? conn.remoteAddr);
+    this.#initial = options.initial;
   }
 
   /** Tells the worker about the connection and starts reading. */
@@ -112,6 +123,12 @@ export class ClientConnection {
       // The peer may already have gone; the read loop will find out.
     }
     this.link.writer.payload(Frame.OPEN, this.id, encoder.encode(JSON.stringify(this.remoteAddr)));
+    if (this.#initial !== undefined && this.#initial.length > 0) {
+      this.link.writer.data(this.id, this.#initial);
+      this.#inFlight += this.#initial.length;
+      this.bytesIn += this.#initial.length;
+    }
+    this.#initial = undefined;
     this.#readLoop();
   }
 

@@ -35,6 +35,8 @@ export interface Config {
   metricsPort: number | undefined;
   /** Address the metrics endpoint binds. */
   metricsHost: string;
+  /** Require a PROXY protocol (v1 or v2) header on every connection. */
+  proxyProtocol: boolean;
   /** Least severe level that is logged. */
   logLevel: LogLevelName;
   /** Protocol handler: a built-in name (`echo`) or a module path or URL. */
@@ -92,6 +94,8 @@ Options:
       --metrics-port <n>     serve Prometheus metrics on http://<metrics-host>:<n>/metrics; off
                              by default
       --metrics-host <addr>  address of the metrics endpoint; default 127.0.0.1
+      --proxy-protocol       require a PROXY protocol v1/v2 header (behind HAProxy or
+                             similar) and use the client address it carries; off by default
       --log-level <level>    debug | info | warning | error; default info
       --handler <name|path>  protocol handler: built-in name or module path/URL; default echo
   -h, --help                 show this help
@@ -109,6 +113,7 @@ const OPTIONS = {
   "write-timeout": { type: "string" },
   "metrics-port": { type: "string" },
   "metrics-host": { type: "string" },
+  "proxy-protocol": { type: "boolean" },
   "log-level": { type: "string" },
   handler: { type: "string" },
   help: { type: "boolean", short: "h" },
@@ -170,6 +175,7 @@ export function parseCommandLine(args: readonly string[], options: ParseOptions)
         "127.0.0.1",
         "an address such as 127.0.0.1 or ::",
       ),
+      proxyProtocol: values["proxy-protocol"] ?? false,
       logLevel: logLevel as LogLevelName,
       handler: _nonEmpty(
         "--handler",

@@ -67,6 +67,12 @@ export function renderMetrics(snapshot: ServerSnapshot): string {
     "accept() calls that failed, such as on EMFILE (too many open files).",
     [["", stats.failedAccepts]],
   );
+  metric(
+    "proxy_header_rejected_total",
+    "counter",
+    "Connections closed because their PROXY protocol header was missing or malformed.",
+    [["", stats.proxyRejected]],
+  );
   metric("received_bytes_total", "counter", "Bytes read from clients.", [["", snapshot.bytesIn]]);
   metric("sent_bytes_total", "counter", "Bytes written to clients.", [["", snapshot.bytesOut]]);
   metric(

@@ -12,6 +12,7 @@ import { Frame, readFrames } from "./channel.ts";
 import { ClientConnection, CLOSE_REASONS, type CloseReason } from "./client_connection.ts";
 import type { Config } from "./config.ts";
 import { getLog } from "./log.ts";
+import { parseProxyHeader, type ProxyHeader, V2_MAX_LENGTH } from "./proxy_protocol.ts";
 import { type WorkerFactory, type WorkerLink, WorkerPool } from "./worker_pool.ts";
 
 /** Listening failed: port in use, permission denied, bad address. The message is one line. */
@@ -36,6 +37,8 @@ export interface ServerStats {
   rejected: number;
   /** `accept()` calls that failed (EMFILE and others). */
   failedAccepts: number;
+  /** Connections closed because their PROXY header was missing, malformed or late. */
+  proxyRejected: number;
   /** Connections closed, by reason. */
   closed: Record<CloseReason, number>;
   /** Bytes read from and written to clients, by connections already closed. */
@@ -66,6 +69,7 @@ export type ServerConfig = Pick<
   | "maxConnections"
   | "logLevel"
   | "handler"
+  | "proxyProtocol"
 >;
 
 /** How long, after a shutdown signal, bytes already on their way are still taken in. */
@@ -73,6 +77,8 @@ const DRAIN_GRACE_MS = 200;
 /** After a failed accept (such as EMFILE), wait this long before the next, as memcached does. */
 const ACCEPT_BACKOFF_MS = 10;
 const SWEEP_MS = 250;
+/** How long a connection may take to send its PROXY header. */
+const PROXY_HEADER_TIMEOUT_MS = 5000;
 
 /**
  * The echo server's main-thread half.
@@ -95,6 +101,7 @@ export class Server {
   #sweepTimer: ReturnType<typeof setInterval> | undefined;
   #acceptLoopDone: Promise<void> = Promise.resolve();
   #onEmpty: (() => void) | undefined;
+  #awaitingHeader = 0;
   #lastAcceptWarning = -Infinity;
   #log = getLog();
   #stats: ServerStats;
@@ -110,6 +117,7 @@ export class Server {
       acceptedByWorker: new Array(config.workers).fill(0),
       rejected: 0,
       failedAccepts: 0,
+      proxyRejected: 0,
       closed: Object.fromEntries(CLOSE_REASONS.map((r) => [r, 0])) as Record<CloseReason, number>,
       closedBytesIn: 0,
       closedBytesOut: 0,
@@ -264,27 +272,75 @@ export class Server {
   }
 
   #admit(conn: Deno.TcpConn): void {
-    const link = this.#connections.size < this.#config.maxConnections
-      ? this.#pool.next()
-      : undefined;
+    const open = this.#connections.size + this.#awaitingHeader;
+    const link = open < this.#config.maxConnections ? this.#pool.next() : undefined;
     if (link === undefined) {
       this.#stats.rejected++;
       this.#log.debug("Connection from {addr} rejected: {count} open, limit {limit}", {
         addr: _remote(conn),
-        count: this.#connections.size,
+        count: open,
         limit: this.#config.maxConnections,
       });
-      try {
-        conn.close();
-      } catch {
-        // Already gone.
-      }
+      _close(conn);
       return;
     }
+    if (this.#config.proxyProtocol) this.#admitProxied(conn, link);
+    else this.#serve(conn, link);
+  }
+
+  /** Reads the PROXY header, then serves the connection as coming from the client it names. */
+  async #admitProxied(conn: Deno.TcpConn, link: WorkerLink): Promise<void> {
+    this.#awaitingHeader++;
+    let header: ProxyHeader | undefined;
+    let received = new Uint8Array(0);
+    const timer = setTimeout(() => _close(conn), PROXY_HEADER_TIMEOUT_MS);
+    try {
+      const buffer = new Uint8Array(V2_MAX_LENGTH);
+      while (header === undefined) {
+        const n = await conn.read(buffer.subarray(received.length));
+        if (n === null) throw new Error("closed before sending its PROXY header");
+        received = buffer.subarray(0, received.length + n);
+        header = parseProxyHeader(received);
+      }
+    } catch (error) {
+      this.#stats.proxyRejected++;
+      const late = error instanceof Deno.errors.BadResource ||
+        error instanceof Deno.errors.Interrupted;
+      this.#log.warning("Connection from {addr} rejected: {reason}", {
+        addr: _remote(conn),
+        reason: late ? "no PROXY header within 5 s" : (error as Error).message,
+      });
+      _close(conn);
+      return;
+    } finally {
+      clearTimeout(timer);
+      this.#awaitingHeader--;
+    }
+    if (!link.alive || this.#stopping) {
+      _close(conn);
+      return;
+    }
+    this.#serve(conn, link, {
+      remoteAddr: header.command === "proxy" ? header.source : undefined,
+      initial: received.slice(header.length),
+    });
+  }
+
+  #serve(
+    conn: Deno.TcpConn,
+    link: WorkerLink,
+    options?: { remoteAddr?: Deno.NetAddr | undefined; initial?: Uint8Array },
+  ): void {
     const id = this.#nextId;
     // Ids are 32-bit in the channel's frames; skip 0 and any still in use after a wrap.
     do this.#nextId = (this.#nextId + 1) >>> 0 || 1; while (this.#connections.has(this.#nextId));
-    const connection = new ClientConnection(id, conn, link, (c, reason) => this.#closed(c, reason));
+    const connection = new ClientConnection(
+      id,
+      conn,
+      link,
+      (c, reason) => this.#closed(c, reason),
+      options,
+    );
     this.#connections.set(id, connection);
     this.#stats.accepted++;
     this.#stats.acceptedByWorker[link.slot]!++;
@@ -409,6 +465,14 @@ function _remote(conn: Deno.TcpConn): string {
     return formatAddr(conn.remoteAddr.hostname, conn.remoteAddr.port);
   } catch {
     return "unknown";
+  }
+}
+
+function _close(conn: Deno.TcpConn): void {
+  try {
+    conn.close();
+  } catch {
+    // Already closed.
   }
 }
 

@@ -20,6 +20,7 @@ Deno.test("parseCommandLine() gives the documented defaults", () => {
     writeTimeout: 30,
     metricsPort: undefined,
     metricsHost: "127.0.0.1",
+    proxyProtocol: false,
     logLevel: "info",
     handler: "echo",
   });
@@ -49,6 +50,7 @@ Deno.test("parseCommandLine() reads every flag, long and short", () => {
       "9100",
       "--metrics-host",
       "::",
+      "--proxy-protocol",
     ]),
     {
       port: 0,
@@ -60,6 +62,7 @@ Deno.test("parseCommandLine() reads every flag, long and short", () => {
       writeTimeout: 0,
       metricsPort: 9100,
       metricsHost: "::",
+      proxyProtocol: true,
       logLevel: "debug",
       handler: "./h.ts",
     },
