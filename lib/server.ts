@@ -263,6 +263,12 @@ export class Server {
       } catch (error) {
         if (this.#stopping) return;
         this.#stats.failedAccepts++;
+        if (_isPeerAbort(error)) {
+          // The client gave up between its handshake and our accept (a reset, a load
+          // balancer's health check): nothing is wrong here, accept the next one at once.
+          this.#log.debug("Accept failed: {reason}", { reason: _reason(error) });
+          continue;
+        }
         this.#warnAcceptFailure(error);
         await new Promise((resolve) => setTimeout(resolve, ACCEPT_BACKOFF_MS));
         continue;
@@ -474,6 +480,13 @@ function _close(conn: Deno.TcpConn): void {
   } catch {
     // Already closed.
   }
+}
+
+/** Accept errors caused by the peer, not by a lack of resources here. */
+function _isPeerAbort(error: unknown): boolean {
+  return error instanceof Deno.errors.ConnectionReset ||
+    error instanceof Deno.errors.ConnectionAborted ||
+    error instanceof Deno.errors.NotConnected;
 }
 
 function _isAddressError(error: unknown): boolean {

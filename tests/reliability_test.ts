@@ -20,6 +20,11 @@ import {
 } from "./helpers.ts";
 
 const BASE = ["--workers", "2", "--metrics-port", "0"];
+
+/** These tests read /proc, raise limits with sh's ulimit and send POSIX signals: Linux only. */
+function test(name: string, fn: () => Promise<void>): void {
+  Deno.test({ name, ignore: Deno.build.os !== "linux", fn });
+}
 const connect = (port: number) => Deno.connect({ hostname: "127.0.0.1", port });
 
 /** Opens `n` connections, a few hundred at a time, closing them all on dispose. */
@@ -54,7 +59,7 @@ async function endOf(conn: Deno.Conn, ms: number): Promise<"eof" | "reset" | "op
   return "open";
 }
 
-Deno.test("slow reader: 64 MiB unread costs the server under 16 MiB; others are served", async () => {
+test("slow reader: 64 MiB unread costs the server under 16 MiB; others are served", async () => {
   await using server = await startServer(BASE);
   using slow = await connect(server.port);
   using other = await connect(server.port);
@@ -81,7 +86,7 @@ Deno.test("slow reader: 64 MiB unread costs the server under 16 MiB; others are 
   await sending;
 });
 
-Deno.test("write timeout: a client that reads none of its echo is disconnected and counted", async () => {
+test("write timeout: a client that reads none of its echo is disconnected and counted", async () => {
   await using server = await startServer([...BASE, "--write-timeout", "1"]);
   using stuck = await connect(server.port);
   using healthy = await connect(server.port);
@@ -100,7 +105,7 @@ Deno.test("write timeout: a client that reads none of its echo is disconnected a
   assert.equal(metrics.get('echoserver_connections_closed_total{reason="write-timeout"}'), 1);
 });
 
-Deno.test("10,000 concurrent connections each echo correctly", async () => {
+test("10,000 concurrent connections each echo correctly", async () => {
   await using server = await startServer(BASE);
   using conns = await connectMany(server.port, 10_000);
   let mismatched = 0;
@@ -116,7 +121,7 @@ Deno.test("10,000 concurrent connections each echo correctly", async () => {
   assert.equal(total(metrics, "echoserver_connections_rejected_total"), 0);
 });
 
-Deno.test("connection limit: the 101st is closed at once and counted; the 100 carry on", async () => {
+test("connection limit: the 101st is closed at once and counted; the 100 carry on", async () => {
   await using server = await startServer([...BASE, "--max-connections", "100"]);
   {
     using first = await connectMany(server.port, 100);
@@ -142,7 +147,7 @@ Deno.test("connection limit: the 101st is closed at once and counted; the 100 ca
   assert.equal(text(await readBytes(late, 5)), "back\n");
 });
 
-Deno.test("descriptor exhaustion: failed accepts are counted and service resumes", async () => {
+test("descriptor exhaustion: failed accepts are counted and service resumes", async () => {
   await using server = await startServer(BASE, { maxOpenFiles: 128 });
   {
     using _flood = await connectMany(server.port, 200);
@@ -161,7 +166,7 @@ Deno.test("descriptor exhaustion: failed accepts are counted and service resumes
   assert.match(server.log(), /Accept failed: too many open files/i);
 });
 
-Deno.test("idle timeout: closed within a second of the deadline, socket really released", async () => {
+test("idle timeout: closed within a second of the deadline, socket really released", async () => {
   await using server = await startServer([...BASE, "--idle-timeout", "1"]);
   const fdsBefore = await openFiles(server.process.pid);
   using conn = await connect(server.port);
@@ -177,7 +182,7 @@ Deno.test("idle timeout: closed within a second of the deadline, socket really r
   assert.equal(metrics.get('echoserver_connections_closed_total{reason="idle"}'), 1);
 });
 
-Deno.test("drain: on SIGTERM 1,000 connections mid-echo get every byte they sent, exit 0", async () => {
+test("drain: on SIGTERM 1,000 connections mid-echo get every byte they sent, exit 0", async () => {
   await using server = await startServer([...BASE, "--shutdown-timeout", "10"]);
   using conns = await connectMany(server.port, 1000);
   let stop = false;
@@ -209,7 +214,7 @@ Deno.test("drain: on SIGTERM 1,000 connections mid-echo get every byte they sent
   );
 });
 
-Deno.test("drain: past --shutdown-timeout the rest are closed and the exit still comes", async () => {
+test("drain: past --shutdown-timeout the rest are closed and the exit still comes", async () => {
   await using server = await startServer([...BASE, "--shutdown-timeout", "1"]);
   using stuck = await connect(server.port);
   const sending = writeAll(stuck, pattern(32 * 1024 * 1024, 3)).catch(() => {});
@@ -222,7 +227,7 @@ Deno.test("drain: past --shutdown-timeout the rest are closed and the exit still
   await sending;
 });
 
-Deno.test("drain: a second signal exits at once", async () => {
+test("drain: a second signal exits at once", async () => {
   await using server = await startServer([...BASE, "--shutdown-timeout", "30"]);
   using stuck = await connect(server.port);
   const sending = writeAll(stuck, pattern(32 * 1024 * 1024, 4)).catch(() => {});
@@ -238,7 +243,7 @@ Deno.test("drain: a second signal exits at once", async () => {
 });
 
 for (const [how, line] of [["throws", "crash"], ["exits", "exit"]]) {
-  Deno.test(`a worker that ${how} is replaced within a second; other workers' clients never notice`, async () => {
+  test(`a worker that ${how} is replaced within a second; other workers' clients never notice`, async () => {
     await using server = await startServer([
       ...BASE,
       "--handler",
@@ -266,7 +271,7 @@ for (const [how, line] of [["throws", "crash"], ["exits", "exit"]]) {
   });
 }
 
-Deno.test("hostile input: random bytes in random-sized writes come back byte-exact", async () => {
+test("hostile input: random bytes in random-sized writes come back byte-exact", async () => {
   await using server = await startServer(BASE);
   using conn = await connect(server.port);
   let seed = 12345;
@@ -290,7 +295,7 @@ Deno.test("hostile input: random bytes in random-sized writes come back byte-exa
   }
 });
 
-Deno.test("hostile input: 16 MiB without a newline, 100,000 one-byte writes, split quit", async () => {
+test("hostile input: 16 MiB without a newline, 100,000 one-byte writes, split quit", async () => {
   await using server = await startServer(BASE);
   {
     using conn = await connect(server.port);
@@ -327,7 +332,7 @@ Deno.test("hostile input: 16 MiB without a newline, 100,000 one-byte writes, spl
   assert.equal(text(await readBytes(conn, 6)), "alive\n");
 });
 
-Deno.test("hostile command lines all exit 2 with one line and no stack trace", async () => {
+test("hostile command lines all exit 2 with one line and no stack trace", async () => {
   const cases = [
     ["--port", "-5"],
     ["--port", "0x10"],
@@ -360,7 +365,7 @@ Deno.test("hostile command lines all exit 2 with one line and no stack trace", a
   }
 });
 
-Deno.test("metrics: Prometheus text whose counters add up", async () => {
+test("metrics: Prometheus text whose counters add up", async () => {
   await using server = await startServer(BASE);
   using kept = await connectMany(server.port, 5);
   for (const conn of kept) {
