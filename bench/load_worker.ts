@@ -201,11 +201,11 @@ async function run(job: LoadJob, post: (report: LoadReport, transfer?: Transfera
   // Let round trips in flight finish; one that never does counts as an error (a stall).
   const settled = await Promise.race([
     Promise.all(loops).then(() => true),
-    new Promise<boolean>((resolve) => setTimeout(() => resolve(false), 5000)),
+    new Promise<boolean>((resolve) => setTimeout(() => resolve(false), 15_000)),
   ]);
   if (!settled) {
     totals.errors++;
-    totals.firstError ??= "round trips still unanswered 5 s after the end";
+    totals.firstError ??= "round trips still unanswered 15 s after the end";
   }
   for (const conn of conns) {
     try {

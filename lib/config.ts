@@ -97,7 +97,7 @@ Options:
       --proxy-protocol       require a PROXY protocol v1/v2 header (behind HAProxy or
                              similar) and use the client address it carries; off by default
       --log-level <level>    debug | info | warning | error; default info
-      --handler <name|path>  protocol handler: built-in name or module path/URL; default echo
+      --handler <name|path>  protocol handler: echo (default), hash, or a module path or URL
   -h, --help                 show this help
   -V, --version              print the version
 

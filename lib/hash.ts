@@ -82,7 +82,7 @@ const K = new Uint32Array([
   0xbef9a3f7,
   0xc67178f2,
 ]);
-const INITIAL = [
+const INITIAL = new Uint32Array([
   0x6a09e667,
   0xbb67ae85,
   0x3c6ef372,
@@ -91,7 +91,11 @@ const INITIAL = [
   0x9b05688c,
   0x1f83d9ab,
   0x5be0cd19,
-];
+]);
+const w = new Uint32Array(64);
+const state = new Uint32Array(8);
+let padded = new Uint8Array(128);
+let paddedView = new DataView(padded.buffer);
 
 /** Most rounds a line may ask for. */
 export const MAX_ROUNDS = 100_000;
@@ -117,32 +121,28 @@ export const MAX_LINE = 1024 * 1024;
 export function sha256(data: Uint8Array): Uint8Array {
   const length = data.length;
   const blocks = Math.ceil((length + 9) / 64);
-  const padded = new Uint8Array(blocks * 64);
+  // Scratch space is reused across calls (one worker runs one hash at a time): iterated
+  // hashing would otherwise allocate several buffers per round and spend its time in GC.
+  if (padded.length < blocks * 64) {
+    padded = new Uint8Array(blocks * 64);
+    paddedView = new DataView(padded.buffer);
+  }
+  padded.fill(0, 0, blocks * 64);
   padded.set(data);
   padded[length] = 0x80;
-  const view = new DataView(padded.buffer);
-  view.setUint32(padded.length - 8, Math.floor(length / 0x20000000), false);
-  view.setUint32(padded.length - 4, (length * 8) >>> 0, false);
-  const h = INITIAL.slice();
-  const w = new Uint32Array(64);
+  paddedView.setUint32(blocks * 64 - 8, Math.floor(length / 0x20000000), false);
+  paddedView.setUint32(blocks * 64 - 4, (length * 8) >>> 0, false);
+  state.set(INITIAL);
   for (let block = 0; block < blocks; block++) {
-    for (let i = 0; i < 16; i++) w[i] = view.getUint32(block * 64 + i * 4, false);
+    for (let i = 0; i < 16; i++) w[i] = paddedView.getUint32(block * 64 + i * 4, false);
     for (let i = 16; i < 64; i++) {
       const a = w[i - 15]!, b = w[i - 2]!;
       const s0 = ((a >>> 7) | (a << 25)) ^ ((a >>> 18) | (a << 14)) ^ (a >>> 3);
       const s1 = ((b >>> 17) | (b << 15)) ^ ((b >>> 19) | (b << 13)) ^ (b >>> 10);
       w[i] = (w[i - 16]! + s0 + w[i - 7]! + s1) | 0;
     }
-    let [a, b, c, d, e, f, g, hh] = h as [
-      number,
-      number,
-      number,
-      number,
-      number,
-      number,
-      number,
-      number,
-    ];
+    let a = state[0]!, b = state[1]!, c = state[2]!, d = state[3]!;
+    let e = state[4]!, f = state[5]!, g = state[6]!, hh = state[7]!;
     for (let i = 0; i < 64; i++) {
       const s1 = ((e >>> 6) | (e << 26)) ^ ((e >>> 11) | (e << 21)) ^ ((e >>> 25) | (e << 7));
       const ch = (e & f) ^ (~e & g);
@@ -159,18 +159,18 @@ export function sha256(data: Uint8Array): Uint8Array {
       b = a;
       a = (t1 + t2) | 0;
     }
-    h[0] = (h[0]! + a) | 0;
-    h[1] = (h[1]! + b) | 0;
-    h[2] = (h[2]! + c) | 0;
-    h[3] = (h[3]! + d) | 0;
-    h[4] = (h[4]! + e) | 0;
-    h[5] = (h[5]! + f) | 0;
-    h[6] = (h[6]! + g) | 0;
-    h[7] = (h[7]! + hh) | 0;
+    state[0] = (state[0]! + a) | 0;
+    state[1] = (state[1]! + b) | 0;
+    state[2] = (state[2]! + c) | 0;
+    state[3] = (state[3]! + d) | 0;
+    state[4] = (state[4]! + e) | 0;
+    state[5] = (state[5]! + f) | 0;
+    state[6] = (state[6]! + g) | 0;
+    state[7] = (state[7]! + hh) | 0;
   }
   const digest = new Uint8Array(32);
   const out = new DataView(digest.buffer);
-  for (let i = 0; i < 8; i++) out.setUint32(i * 4, h[i]!, false);
+  for (let i = 0; i < 8; i++) out.setUint32(i * 4, state[i]!, false);
   return digest;
 }
 
