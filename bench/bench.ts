@@ -14,6 +14,7 @@
 
 import { parseArgs } from "node:util";
 import process from "node:process";
+import { readProc } from "../tests/helpers.ts";
 import type { LoadJob, LoadReport } from "./load_worker.ts";
 
 interface Scenario {
@@ -198,19 +199,9 @@ async function startServer(kind: string, options: Options): Promise<RunningServe
   }
 }
 
-/** Reads a /proc file through `cat`: Deno grants /proc only to --allow-all, `cat` needs less. */
-async function readProc(path: string): Promise<string | null> {
-  try {
-    const output = await new Deno.Command("cat", { args: [path], stderr: "null" }).output();
-    return output.success ? new TextDecoder().decode(output.stdout) : null;
-  } catch {
-    return null;
-  }
-}
-
 /** CPU seconds used so far by a process (all its threads), from /proc; null elsewhere. */
 async function cpuSeconds(pid: number): Promise<number | null> {
-  const stat = await readProc(`/proc/${pid}/stat`);
+  const stat = await readProc(`/proc/${pid}/stat`).catch(() => null);
   if (stat === null) return null;
   const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
   return (Number(fields[11]) + Number(fields[12])) / 100; // utime + stime, in 1/100 s ticks
@@ -218,7 +209,7 @@ async function cpuSeconds(pid: number): Promise<number | null> {
 
 /** Peak resident set size of a process in MB, from /proc; null elsewhere. */
 async function peakRssMb(pid: number): Promise<number | null> {
-  const status = await readProc(`/proc/${pid}/status`);
+  const status = await readProc(`/proc/${pid}/status`).catch(() => null);
   const kb = status === null ? undefined : /VmHWM:\s+(\d+) kB/.exec(status)?.[1];
   return kb === undefined ? null : Number(kb) / 1024;
 }

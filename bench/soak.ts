@@ -12,10 +12,10 @@
  */
 
 import { parseArgs } from "node:util";
+import { openFiles, rssKiB, scrape, startServer, total } from "../tests/helpers.ts";
 
 const ROOT = new URL("../", import.meta.url);
 const encoder = new TextEncoder();
-const decoder = new TextDecoder();
 
 function say(line: string): void {
   Deno.stderr.writeSync(encoder.encode(line + "\n"));
@@ -34,67 +34,14 @@ if (!(duration > 0 && warmup >= 0)) {
   Deno.exit(2);
 }
 
-async function proc(path: string): Promise<string> {
-  const output = await new Deno.Command("cat", { args: [path] }).output();
-  return decoder.decode(output.stdout);
-}
-const rssMb = async (pid: number) =>
-  Number(/VmRSS:\s+(\d+)/.exec(await proc(`/proc/${pid}/status`))?.[1] ?? NaN) / 1024;
-const openFds = async (pid: number) => {
-  const output = await new Deno.Command("sh", { args: ["-c", `ls /proc/${pid}/fd | wc -l`] })
-    .output();
-  return Number(decoder.decode(output.stdout).trim());
-};
-
-async function metrics(port: number): Promise<Map<string, number>> {
-  const body = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
-  const samples = new Map<string, number>();
-  for (const line of body.split("\n")) {
-    if (line === "" || line.startsWith("#")) continue;
-    const space = line.lastIndexOf(" ");
-    samples.set(line.slice(0, space), Number(line.slice(space + 1)));
-  }
-  return samples;
-}
-const sum = (samples: Map<string, number>, name: string) =>
-  [...samples].filter(([k]) => k === name || k.startsWith(name + "{")).reduce(
-    (a, [, v]) => a + v,
-    0,
-  );
+const rssMb = async (pid: number) => (await rssKiB(pid)) / 1024;
 
 // --- the server ---
-const child = new Deno.Command(Deno.execPath(), {
-  args: [
-    "run",
-    "--allow-net",
-    "--allow-read",
-    new URL("main.ts", ROOT).pathname,
-    "--port",
-    "0",
-    "--workers",
-    "2",
-    "--metrics-port",
-    "0",
-  ],
-  stdin: "null",
-  stdout: "null",
-  stderr: "piped",
-  env: { NO_COLOR: "1" },
-}).spawn();
-const reader = child.stderr.pipeThrough(new TextDecoderStream()).getReader();
-let log = "";
-while (!(/listening on \S+:\d+/.test(log) && /Metrics on \S+\/metrics/.test(log))) {
-  const { value, done } = await reader.read();
-  if (done) throw new Error(`server exited early:\n${log}`);
-  log += value;
-}
-(async () => {
-  while (!(await reader.read()).done) { /* keep draining the log */ }
-})();
-const port = Number(/listening on \S+:(\d+)/.exec(log)![1]);
-const metricsPort = Number(/Metrics on \S+:(\d+)\/metrics/.exec(log)![1]);
-const pid = child.pid;
-const fdsAtStart = await openFds(pid);
+const server = await startServer(["--workers", "2", "--metrics-port", "0"]);
+const { port } = server;
+const metricsPort = server.metricsPort!;
+const pid = server.process.pid;
+const fdsAtStart = await openFiles(pid);
 
 // --- the load ---
 let stopping = false;
@@ -234,14 +181,13 @@ clearInterval(ticker);
 await Promise.all(loops);
 await new Promise((r) => setTimeout(r, 3000)); // let the server finish closing
 const rssAtEnd = await rssMb(pid);
-const fdsAtEnd = await openFds(pid);
-const m = await metrics(metricsPort);
-child.kill("SIGTERM");
-await child.status;
+const fdsAtEnd = await openFiles(pid);
+const m = await scrape(metricsPort);
+await server.stop("SIGTERM");
 
-const accepted = sum(m, "echoserver_connections_accepted_total");
-const active = sum(m, "echoserver_connections_active");
-const closed = sum(m, "echoserver_connections_closed_total");
+const accepted = total(m, "echoserver_connections_accepted_total");
+const active = total(m, "echoserver_connections_active");
+const closed = total(m, "echoserver_connections_closed_total");
 const rssChange = (rssAtEnd - rssAfterWarmup) / rssAfterWarmup;
 const checks: [string, boolean, string][] = [
   ["zero mismatched bytes", counts.mismatched === 0, `${counts.mismatched} mismatched`],
