@@ -4,7 +4,16 @@
  */
 
 import assert from "node:assert/strict";
-import { pattern, readBytes, runServer, startServer, text, utf8, writeAll } from "./helpers.ts";
+import {
+  pattern,
+  readBytes,
+  runServer,
+  scrape,
+  startServer,
+  text,
+  utf8,
+  writeAll,
+} from "./helpers.ts";
 
 const TWO_WORKERS = ["--workers", "2"];
 /** Windows has no SIGTERM to send: the signal tests run elsewhere. */
@@ -196,6 +205,40 @@ Deno.test("a handler module that exports no function fails start-up with exit 2"
     stderr.trim(),
     /^[^\n]*Cannot load handler .*not_a_handler\.ts.*export a function[^\n]*$/,
   );
+});
+
+Deno.test("a handler module that is missing or throws on load fails start-up with exit 2", async () => {
+  for (
+    const [path, reason] of [
+      ["tests/fixtures/no_such_handler.ts", /Cannot load handler .*no_such_handler\.ts/],
+      ["tests/fixtures/throws_on_load.ts", /Cannot load handler .*this module refuses to load/],
+    ] as const
+  ) {
+    const { code, stderr } = await runServer(["--handler", path]);
+    assert.equal(code, 2, stderr);
+    assert.equal(stderr.trim().split("\n").length, 1, stderr);
+    assert.match(stderr, reason);
+  }
+});
+
+Deno.test("a handler that throws closes only its own connection, logged and counted", async () => {
+  await using server = await startServer([
+    ...TWO_WORKERS,
+    "--handler",
+    "tests/fixtures/throwing_handler.ts",
+    "--metrics-port",
+    "0",
+  ]);
+  using victim = await Deno.connect({ hostname: "127.0.0.1", port: server.port });
+  using neighbour = await Deno.connect({ hostname: "127.0.0.1", port: server.port });
+  await writeAll(victim, utf8("boom\n"));
+  assert.equal((await readBytes(victim, Infinity)).length, 0);
+  await writeAll(neighbour, utf8("fine\n"));
+  assert.equal(text(await readBytes(neighbour, 5)), "fine\n");
+  await server.waitForLog(/Connection 1: handler failed: boom requested/);
+  const metrics = await scrape(server.metricsPort!);
+  assert.equal(metrics.get('echoserver_connections_closed_total{reason="handler-error"}'), 1);
+  assert.equal(metrics.get("echoserver_worker_restarts_total"), 0);
 });
 
 Deno.test({
