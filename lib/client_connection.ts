@@ -132,11 +132,6 @@ export class ClientConnection {
     this.#readLoop();
   }
 
-  /** Whether the connection has closed. */
-  get closed(): boolean {
-    return this.#closed;
-  }
-
   /** Whether output is waiting to be written to the socket. */
   get writing(): boolean {
     return this.#writing;

@@ -136,21 +136,6 @@ export class Server {
     });
   }
 
-  /** Counters so far. */
-  get stats(): Readonly<ServerStats> {
-    return this.#stats;
-  }
-
-  /** Connections open now. */
-  get activeConnections(): number {
-    return this.#connections.size;
-  }
-
-  /** Workers replaced since start. */
-  get workerRestarts(): number {
-    return this.#pool.restarts;
-  }
-
   /**
    * Counters and gauges as of now.
    *
