@@ -61,7 +61,10 @@ async function main(): Promise<void> {
   const log = getLog();
   const config = {
     ...parsed,
-    handler: resolveHandlerSpec(parsed.handler, () => pathToFileURL(Deno.cwd() + "/")),
+    handler: resolveHandlerSpec(parsed.handler, [
+      () => pathToFileURL(Deno.cwd() + "/"),
+      () => new URL("./", import.meta.url), // handlers embedded in a compiled binary
+    ]),
   };
   const server = new Server(config, spawnConnectionWorker);
 

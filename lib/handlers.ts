@@ -17,15 +17,39 @@ export const BUILTIN_HANDLERS: Readonly<Record<string, Handler>> = { echo, hash 
 /**
  * Resolves a `--handler` value to a module URL, or returns it as is if it names a built-in.
  *
- * @param spec A built-in name, a file path (relative to `base`) or a URL.
- * @param base Directory URL that relative paths start from (the working directory); only
- *   called for a relative path.
+ * A relative path is looked up from each base in turn and resolved from the first where the
+ * file exists (from the first base if none has it, so that the error names the usual place).
+ * The server passes the working directory, then its own folder: the second finds handlers
+ * embedded in a compiled binary with `--include`.
+ *
+ * @param spec A built-in name, a file path or a URL.
+ * @param bases Directory URLs that relative paths start from, in order; only called for a
+ *   relative path.
  * @returns The built-in name or an absolute URL.
+ *
+ * @example
+ * ```ts
+ * import { resolveHandlerSpec } from "./handlers.ts";
+ * import assert from "node:assert/strict";
+ * assert.equal(resolveHandlerSpec("echo", []), "echo");
+ * assert.equal(
+ *   resolveHandlerSpec("h.ts", [() => new URL("file:///srv/")]),
+ *   "file:///srv/h.ts",
+ * );
+ * ```
  */
-export function resolveHandlerSpec(spec: string, base: () => URL): string {
+export function resolveHandlerSpec(spec: string, bases: (() => URL)[]): string {
   if (Object.hasOwn(BUILTIN_HANDLERS, spec)) return spec;
   if (/^[a-z][a-z0-9+.-]*:/i.test(spec) && !/^[a-z]:[\\/]/i.test(spec)) return spec;
-  return new URL(spec.replaceAll("\\", "/"), base()).href;
+  const candidates = bases.map((base) => new URL(spec.replaceAll("\\", "/"), base()));
+  const found = candidates.find((url) => {
+    try {
+      return Deno.statSync(url).isFile;
+    } catch {
+      return false; // missing, or not readable with the permissions given
+    }
+  });
+  return (found ?? candidates[0] ?? new URL(spec, "file:///")).href;
 }
 
 /**

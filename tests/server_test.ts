@@ -295,3 +295,24 @@ Deno.test("a worker that dies is replaced: only its connections close, new ones 
   }
   assert.doesNotMatch(server.log(), /\n\s+at /, "a stack trace was printed");
 });
+
+Deno.test("resolveHandlerSpec() keeps names and URLs, and finds paths in the first base that has them", async () => {
+  const { resolveHandlerSpec } = await import("../lib/handlers.ts");
+  const here = new URL("./", import.meta.url);
+  const root = new URL("../", import.meta.url);
+  assert.equal(resolveHandlerSpec("hash", [() => here]), "hash");
+  assert.equal(
+    resolveHandlerSpec("https://example.com/h.ts", [() => here]),
+    "https://example.com/h.ts",
+  );
+  // Present in the second base only: resolved there.
+  assert.equal(
+    resolveHandlerSpec("tests/fixtures/crash_handler.ts", [() => here, () => root]),
+    new URL("tests/fixtures/crash_handler.ts", root).href,
+  );
+  // Present nowhere: resolved from the first base, where the error will point.
+  assert.equal(
+    resolveHandlerSpec("nowhere.ts", [() => here, () => root]),
+    new URL("nowhere.ts", here).href,
+  );
+});
