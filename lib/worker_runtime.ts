@@ -39,6 +39,7 @@ export interface WorkerScope {
  */
 export function runWorker(scope: WorkerScope): void {
   let runtime: WorkerRuntime | undefined;
+  const close = scope.close.bind(scope);
   // An error that escapes a handler (a throw in a stray callback) may have left this isolate in
   // any state: report it in one line and stop; the main thread replaces the worker.
   const die = (error: unknown) => {
@@ -58,7 +59,6 @@ export function runWorker(scope: WorkerScope): void {
       return exit(code);
     },
   });
-  const close = scope.close.bind(scope);
   scope.close = () => {
     scope.postMessage({ type: "failed", message: "worker closed itself" });
     close();
