@@ -13,7 +13,7 @@ import { type Config, parseCommandLine, USAGE, UsageError } from "./lib/config.t
 import { resolveHandlerSpec } from "./lib/handlers.ts";
 import { getLog, printError, printOut, setupLogging } from "./lib/log.ts";
 import { serveMetrics } from "./lib/metrics.ts";
-import { formatAddr, ListenError, Server } from "./lib/server.ts";
+import { errorReason, formatAddr, ListenError, Server } from "./lib/server.ts";
 import { WorkerStartError } from "./lib/worker_pool.ts";
 
 /** Exit code for a bad command line (or a handler that cannot be loaded). */
@@ -94,7 +94,7 @@ async function main(): Promise<void> {
     } catch (error) {
       log.error("Cannot serve metrics on {address}: {reason}", {
         address: formatAddr(config.metricsHost, config.metricsPort),
-        reason: (error as Error).message.replace(/\s*\(os error \d+\)$/, ""),
+        reason: errorReason(error),
       });
       Deno.exit(EXIT_LISTEN);
     }

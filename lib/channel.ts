@@ -143,9 +143,7 @@ export class FrameWriter {
    * @param bytes The payload; copied, so the caller may reuse its buffer at once.
    */
   data(id: number, bytes: Uint8Array): void {
-    this.#header(Frame.DATA, id, bytes.length, bytes.length);
-    this.#bytes.set(bytes, this.#length);
-    this.#length += bytes.length;
+    this.payload(Frame.DATA, id, bytes);
   }
 
   /**
@@ -162,7 +160,7 @@ export class FrameWriter {
   }
 
   /**
-   * Queues a frame with a payload (`OPEN`).
+   * Queues a frame with a payload copied into the batch (`OPEN`, `DATA`).
    *
    * @param kind Frame kind.
    * @param id Connection id.

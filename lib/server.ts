@@ -9,7 +9,12 @@
  */
 
 import { Frame, readFrames } from "./channel.ts";
-import { ClientConnection, CLOSE_REASONS, type CloseReason } from "./client_connection.ts";
+import {
+  ClientConnection,
+  CLOSE_REASONS,
+  type CloseReason,
+  displayAddr,
+} from "./client_connection.ts";
 import type { Config } from "./config.ts";
 import { getLog } from "./log.ts";
 import { parseProxyHeader, type ProxyHeader, V2_MAX_LENGTH } from "./proxy_protocol.ts";
@@ -227,7 +232,7 @@ export class Server {
       try {
         const listener = Deno.listen({ hostname: "0.0.0.0", port, transport: "tcp" });
         this.#log.warning("IPv6 unavailable ({reason}); listening on IPv4 only", {
-          reason: _reason(failure),
+          reason: errorReason(failure),
         });
         return listener;
       } catch (error) {
@@ -235,7 +240,7 @@ export class Server {
       }
     }
     throw new ListenError(
-      `Cannot listen on ${formatAddr(host ?? "::", port)}: ${_reason(failure)}`,
+      `Cannot listen on ${formatAddr(host ?? "::", port)}: ${errorReason(failure)}`,
       { cause: failure },
     );
   }
@@ -251,7 +256,7 @@ export class Server {
         if (_isPeerAbort(error)) {
           // The client gave up between its handshake and our accept (a reset, a load
           // balancer's health check): nothing is wrong here, accept the next one at once.
-          this.#log.debug("Accept failed: {reason}", { reason: _reason(error) });
+          this.#log.debug("Accept failed: {reason}", { reason: errorReason(error) });
           continue;
         }
         this.#warnAcceptFailure(error);
@@ -434,7 +439,7 @@ export class Server {
     if (now - this.#lastAcceptWarning < 1000) return;
     this.#lastAcceptWarning = now;
     this.#log.warning("Accept failed: {reason} ({count} failed so far); retrying", {
-      reason: _reason(error),
+      reason: errorReason(error),
       count: this.#stats.failedAccepts,
     });
   }
@@ -453,7 +458,9 @@ export function formatAddr(hostname: string, port: number): string {
 
 function _remote(conn: Deno.TcpConn): string {
   try {
-    return formatAddr(conn.remoteAddr.hostname, conn.remoteAddr.port);
+    // The same form as the connection logs use (IPv4-mapped addresses shown as IPv4).
+    const { hostname, port } = displayAddr(conn.remoteAddr);
+    return formatAddr(hostname, port);
   } catch {
     return "unknown";
   }
@@ -479,7 +486,13 @@ function _isAddressError(error: unknown): boolean {
     error instanceof Deno.errors.NotCapable;
 }
 
-function _reason(error: unknown): string {
+/**
+ * An error as one lower-case line for a log message, without Deno's "(os error N)" suffix.
+ *
+ * @param error Any thrown value.
+ * @returns Such as `address already in use`.
+ */
+export function errorReason(error: unknown): string {
   const message = error instanceof Error ? error.message : String(error);
   const line = (message.split("\n")[0] ?? message).replace(/\s*\(os error \d+\)$/, "");
   return line.charAt(0).toLowerCase() + line.slice(1);
