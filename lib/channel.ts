@@ -68,6 +68,12 @@ const MAX_IDLE_CAPACITY = 1024 * 1024;
 export const ATTACH_THRESHOLD = 8 * 1024;
 
 /**
+ * Size of the buffers that bulk payloads travel in: the largest socket read, and what a large
+ * outgoing chunk is copied into, so that either side can recycle them (see `BufferPool`).
+ */
+export const BULK_BUFFER_SIZE = 64 * 1024;
+
+/**
  * Receives a finished batch: `length` bytes of frames at the start of `buffer`, plus the
  * buffers that its `DATA_REF` frames refer to, in order. All of them are the receiver's from
  * then on (transfer them).
@@ -247,12 +253,17 @@ export class FrameWriter {
   }
 }
 
-/** Called by {@linkcode readFrames} for each frame; `payload` views the batch, without a copy. */
+/**
+ * Called by {@linkcode readFrames} for each frame. `payload` views the batch, without a copy;
+ * `owned` says that it is a `DATA_REF` payload, alone in its (transferred) buffer, which the
+ * receiver may recycle once it is done with the bytes.
+ */
 export type FrameVisitor = (
   kind: FrameKind,
   id: number,
   value: number,
   payload: Uint8Array | undefined,
+  owned: boolean,
 ) => void;
 
 /**
@@ -282,16 +293,16 @@ export function readFrames(
     at += HEADER_SIZE;
     if (kind === Frame.DATA || kind === Frame.OPEN) {
       if (at + value > length) throw new RangeError(`Truncated frame payload at ${at}`);
-      visit(kind, id, value, bytes.subarray(at, at + value));
+      visit(kind, id, value, bytes.subarray(at, at + value), false);
       at += value;
     } else if (kind === Frame.DATA_REF) {
       const payload = attached[nextAttached++];
       if (payload === undefined || payload.byteLength < value) {
         throw new RangeError(`Missing attached buffer for frame at ${at - HEADER_SIZE}`);
       }
-      visit(Frame.DATA, id, value, new Uint8Array(payload, 0, value));
+      visit(Frame.DATA, id, value, new Uint8Array(payload, 0, value), true);
     } else if (kind >= Frame.OPEN && kind <= Frame.ABORT) {
-      visit(kind, id, value, undefined);
+      visit(kind, id, value, undefined, false);
     } else {
       throw new RangeError(`Unknown frame kind ${kind} at ${at - HEADER_SIZE}`);
     }

@@ -13,7 +13,8 @@
  * @module
  */
 
-import { ACK_THRESHOLD, ATTACH_THRESHOLD, Frame, WINDOW } from "./channel.ts";
+import { BufferPool } from "./buffer_pool.ts";
+import { ACK_THRESHOLD, ATTACH_THRESHOLD, BULK_BUFFER_SIZE, Frame, WINDOW } from "./channel.ts";
 import type { WorkerLink } from "./worker_pool.ts";
 
 /** Why a connection closed, for logs and counters. */
@@ -41,7 +42,12 @@ export const CLOSE_REASONS: readonly CloseReason[] = [
 export type CloseListener = (connection: ClientConnection, reason: CloseReason) => void;
 
 const MIN_READ = 1024;
-const MAX_READ = 64 * 1024;
+const MAX_READ = BULK_BUFFER_SIZE;
+/**
+ * Bulk buffers that came back from the workers, written out and free again: the next full-size
+ * socket reads go into them. Shared by every connection of the main thread.
+ */
+const bulkBuffers = new BufferPool(BULK_BUFFER_SIZE, 64);
 /** After the handler ends, how long to drain (and drop) what the client still sends. */
 const LINGER_MS = 1000;
 
@@ -78,6 +84,8 @@ export class ClientConnection {
   #inFlight = 0;
   #resumeRead: (() => void) | undefined;
   #writeQueue: Uint8Array[] = [];
+  /** For each chunk of `#writeQueue`: whether its buffer is ours to recycle once written. */
+  #writeOwned: boolean[] = [];
   #writing = false;
   #written = 0;
   /** The peer sent EOF, or reading failed. */
@@ -137,10 +145,16 @@ export class ClientConnection {
     return this.#writing;
   }
 
-  /** The worker's output for this connection: queue it for the socket. */
-  receive(bytes: Uint8Array): void {
+  /**
+   * The worker's output for this connection: queue it for the socket.
+   *
+   * @param bytes The bytes.
+   * @param owned Whether `bytes` is alone in its buffer, which may be reused once written.
+   */
+  receive(bytes: Uint8Array, owned = false): void {
     if (this.#closed || this.#ending) return;
     this.#writeQueue.push(bytes);
+    this.#writeOwned.push(owned);
     if (!this.#writing) this.#writeLoop();
   }
 
@@ -184,6 +198,7 @@ export class ClientConnection {
       this.link.writer.control(Frame.CLOSE, this.id);
     }
     this.#writeQueue = [];
+    this.#writeOwned = [];
     this.#wakeReader();
     try {
       this.#conn.close();
@@ -223,9 +238,10 @@ export class ClientConnection {
       if (n >= ATTACH_THRESHOLD) {
         // Bulk: hand the read buffer itself to the worker (no copy) and read into a new one.
         this.link.writer.attach(this.id, this.#buffer.buffer as ArrayBuffer, n);
-        this.#buffer = new Uint8Array(
-          n === this.#buffer.length ? Math.min(n * 2, MAX_READ) : this.#buffer.length,
-        );
+        const size = n === this.#buffer.length ? Math.min(n * 2, MAX_READ) : this.#buffer.length;
+        this.#buffer = size === MAX_READ
+          ? new Uint8Array(bulkBuffers.take())
+          : new Uint8Array(size);
       } else {
         this.link.writer.data(this.id, this.#buffer.subarray(0, n));
         this.#adaptBuffer(n);
@@ -256,6 +272,7 @@ export class ClientConnection {
         break;
       }
       this.#writeQueue.shift();
+      if (this.#writeOwned.shift()) bulkBuffers.give(chunk.buffer as ArrayBuffer);
       this.active = true;
       this.bytesOut += chunk.length;
       this.#written += chunk.length;

@@ -368,13 +368,13 @@ export class Server {
     length: number,
     attached: ArrayBuffer[],
   ): void {
-    readFrames(buffer, length, attached, (kind, id, value, payload) => {
+    readFrames(buffer, length, attached, (kind, id, value, payload, owned) => {
       const connection = this.#connections.get(id);
       // Frames for a connection closed meanwhile are stale: drop them.
       if (connection === undefined || connection.link !== link) return;
       switch (kind) {
         case Frame.DATA:
-          connection.receive(payload!);
+          connection.receive(payload!, owned);
           break;
         case Frame.ACK:
           connection.acknowledge(value);

@@ -11,6 +11,7 @@
 import {
   ACK_THRESHOLD,
   ATTACH_THRESHOLD,
+  BULK_BUFFER_SIZE,
   Frame,
   FrameWriter,
   readFrames,
@@ -305,9 +306,15 @@ class WorkerConnection {
       throw new TypeError("Handlers must write Uint8Array chunks");
     }
     if (chunk.length === 0) return;
-    // Large chunks move as their own buffer; the handler keeps its chunk, so move a copy.
+    // Large chunks move as their own buffer; the handler keeps its chunk, so move a copy. Copies
+    // of bulk size go in a bulk-size buffer, which the main thread then reuses for reading.
     if (chunk.length >= ATTACH_THRESHOLD) {
-      this.#writer.attach(this.id, chunk.slice().buffer, chunk.length);
+      const size = chunk.length > BULK_BUFFER_SIZE / 2 && chunk.length <= BULK_BUFFER_SIZE
+        ? BULK_BUFFER_SIZE
+        : chunk.length;
+      const copy = new Uint8Array(size);
+      copy.set(chunk);
+      this.#writer.attach(this.id, copy.buffer, chunk.length);
     } else this.#writer.data(this.id, chunk);
     this.#outstanding += chunk.length;
     // Backpressure: the handler's next write waits until the client has read enough.

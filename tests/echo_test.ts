@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { echo, QuitDetector } from "../lib/echo.ts";
+import { echo, nextNewline, QuitDetector } from "../lib/echo.ts";
 
 const bytes = (s: string) => new TextEncoder().encode(s);
 
@@ -32,6 +32,51 @@ Deno.test("QuitDetector.scan() ignores lines that only contain quit", () => {
   ]);
   assert.deepEqual(scanAll(["quit\r\r\n", "qu\nit\n"]), [-1, -1]);
   assert.deepEqual(scanAll(["abc", "quit\n"]), [-1, -1]);
+});
+
+Deno.test("nextNewline() agrees with indexOf at every alignment, start and newline position", () => {
+  const backing = new Uint8Array(2048).fill(0x61);
+  for (const offset of [0, 1, 2, 3]) {
+    for (const newlineAt of [-1, 0, 3, 255, 256, 257, 1000, 1001, 1002, 1003, 1500]) {
+      const chunk = backing.subarray(offset, offset + 1503);
+      chunk.fill(0x61);
+      // Bytes that differ from a newline by one bit, so a sloppy word test would misfire.
+      chunk[10] = 0x0b;
+      chunk[600] = 0x8a;
+      if (newlineAt >= 0) chunk[newlineAt] = 0x0a;
+      for (const from of [0, 1, 5, 300, 1001, 1502, 1503]) {
+        assert.equal(
+          nextNewline(chunk, from),
+          chunk.indexOf(0x0a, from),
+          `offset ${offset}, newline at ${newlineAt}, from ${from}`,
+        );
+      }
+    }
+  }
+});
+
+Deno.test("QuitDetector.scan() finds a quit line deep in a long chunk", () => {
+  const long = "x".repeat(5000);
+  assert.deepEqual(
+    scanAll([`${long}
+quit
+`]),
+    [5001],
+  );
+  assert.deepEqual(
+    scanAll([
+      long,
+      `${long}
+quit
+`,
+    ]),
+    [-1, 5001],
+  );
+  assert.deepEqual(
+    scanAll([`${long}quit
+${long}`]),
+    [-1],
+  );
 });
 
 async function runEcho(input: string[]): Promise<{ output: string; closed: boolean }> {
