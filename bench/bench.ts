@@ -14,6 +14,7 @@
 
 import { parseArgs } from "node:util";
 import process from "node:process";
+import { V8_FLAGS } from "../scripts/launch_flags.ts";
 import { readProc } from "../tests/helpers.ts";
 import type { LoadJob, LoadReport } from "./load_worker.ts";
 
@@ -149,6 +150,7 @@ async function startServer(kind: string, options: Options): Promise<RunningServe
     "run",
     "--allow-net",
     "--allow-read",
+    V8_FLAGS,
     new URL("main.ts", ROOT).pathname,
     "--port",
     "0",

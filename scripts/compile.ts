@@ -13,6 +13,7 @@
  */
 
 import denoJson from "../deno.json" with { type: "json" };
+import { V8_FLAGS } from "./launch_flags.ts";
 
 /** Release targets. */
 export const TARGETS = [
@@ -23,10 +24,11 @@ export const TARGETS = [
   "x86_64-pc-windows-msvc",
 ] as const;
 
-/** `deno compile` arguments before `--output`: permissions and embedded modules. */
+/** `deno compile` arguments before `--output`: permissions, V8 flags and embedded modules. */
 export const COMPILE_FLAGS = [
   "--allow-net",
   "--allow-read",
+  V8_FLAGS,
   "--include",
   "workers/connection_worker.ts",
 ];

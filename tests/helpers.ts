@@ -4,6 +4,8 @@
  * @module
  */
 
+import { V8_FLAGS } from "../scripts/launch_flags.ts";
+
 const MAIN = new URL("../main.ts", import.meta.url).pathname;
 const decoder = new TextDecoder();
 
@@ -50,6 +52,7 @@ export async function startServer(
     "run",
     "--allow-net",
     "--allow-read",
+    V8_FLAGS,
     MAIN,
     ...(hasPort ? [] : ["--port", "0"]),
     ...args,
@@ -172,7 +175,7 @@ export async function runServer(
   args: string[],
 ): Promise<{ code: number; stdout: string; stderr: string }> {
   const output = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "--allow-net", "--allow-read", MAIN, ...args],
+    args: ["run", "--allow-net", "--allow-read", V8_FLAGS, MAIN, ...args],
     stdin: "null",
     env: { NO_COLOR: "1" },
   }).output();
