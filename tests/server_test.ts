@@ -53,6 +53,25 @@ Deno.test("server echoes a large transfer in order and flushes it all on half-cl
   assert.ok(echoed.every((b, i) => b === payload[i]), "echo differs from what was sent");
 });
 
+Deno.test("bulk echoes on 8 concurrent connections each get back their own bytes", async () => {
+  // Bulk buffers are recycled between connections on the main thread: a buffer reused while
+  // still queued would show up here as one connection's bytes in another's echo.
+  await using server = await startServer(TWO_WORKERS);
+  const clients = Array.from({ length: 8 }, async (_, c) => {
+    using conn = await Deno.connect({ hostname: "127.0.0.1", port: server.port });
+    const payload = pattern(4 * 1024 * 1024, 11 + c);
+    const reading = readBytes(conn, Infinity);
+    for (let at = 0; at < payload.length; at += 64 * 1024) {
+      await writeAll(conn, payload.subarray(at, at + 64 * 1024));
+    }
+    await conn.closeWrite();
+    const echoed = await reading;
+    assert.equal(echoed.length, payload.length, `connection ${c}`);
+    assert.ok(echoed.every((b, i) => b === payload[i]), `connection ${c}: echo differs`);
+  });
+  await Promise.all(clients);
+});
+
 Deno.test("half-close: every byte sent before the client's FIN comes back, then EOF", async () => {
   await using server = await startServer(TWO_WORKERS);
   using conn = await Deno.connect({ hostname: "127.0.0.1", port: server.port });
