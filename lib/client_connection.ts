@@ -237,24 +237,25 @@ export class ClientConnection {
       this.#inFlight += n;
       if (n >= ATTACH_THRESHOLD) {
         // Bulk: hand the read buffer itself to the worker (no copy) and read into a new one.
+        const size = this.#nextReadSize(n);
         this.link.writer.attach(this.id, this.#buffer.buffer as ArrayBuffer, n);
-        const size = n === this.#buffer.length ? Math.min(n * 2, MAX_READ) : this.#buffer.length;
-        this.#buffer = size === MAX_READ
-          ? new Uint8Array(bulkBuffers.take())
-          : new Uint8Array(size);
+        this.#buffer = newReadBuffer(size);
       } else {
         this.link.writer.data(this.id, this.#buffer.subarray(0, n));
-        this.#adaptBuffer(n);
+        const size = this.#nextReadSize(n);
+        if (size !== this.#buffer.length) this.#buffer = newReadBuffer(size);
       }
     }
   }
 
-  /** Grows the read buffer while reads fill it and shrinks it when they stay small, so idle
-   * connections cost 1 KiB each and bulk ones read 64 KiB at a time. */
-  #adaptBuffer(n: number): void {
+  /** The read size after a read of `n` bytes: doubled while reads fill the buffer, halved while
+   * they use an eighth of it, so idle connections cost 1 KiB each and bulk ones read 64 KiB at a
+   * time. */
+  #nextReadSize(n: number): number {
     const size = this.#buffer.length;
-    if (n === size && size < MAX_READ) this.#buffer = new Uint8Array(size * 2);
-    else if (n <= size / 8 && size > MIN_READ) this.#buffer = new Uint8Array(size / 2);
+    if (n === size && size < MAX_READ) return size * 2;
+    if (n <= size / 8 && size > MIN_READ) return size / 2;
+    return size;
   }
 
   async #writeLoop(): Promise<void> {
@@ -307,6 +308,11 @@ export class ClientConnection {
     this.#resumeRead = undefined;
     resume?.();
   }
+}
+
+/** A read buffer of `size` bytes; full-size ones are reused bulk buffers when there are any. */
+function newReadBuffer(size: number): Uint8Array<ArrayBuffer> {
+  return size === MAX_READ ? new Uint8Array(bulkBuffers.take()) : new Uint8Array(size);
 }
 
 /**
