@@ -9,12 +9,13 @@
 
 import { pathToFileURL } from "node:url";
 import denoJson from "./deno.json" with { type: "json" };
-import { type Config, parseCommandLine, USAGE, UsageError } from "./lib/config.ts";
-import { resolveHandlerSpec } from "./lib/handlers.ts";
-import { getLog, printError, printOut, setupLogging } from "./lib/log.ts";
-import { serveMetrics } from "./lib/metrics.ts";
-import { errorReason, formatAddr, ListenError, Server } from "./lib/server.ts";
-import { WorkerStartError } from "./lib/worker_pool.ts";
+import { resolveHandlerSpec } from "./lib/handlers/registry.ts";
+import { type Config, parseCommandLine, USAGE, UsageError } from "./lib/main_thread/config.ts";
+import { serveMetrics } from "./lib/main_thread/metrics.ts";
+import { ListenError, Server } from "./lib/main_thread/server.ts";
+import { WorkerStartError } from "./lib/main_thread/worker_pool.ts";
+import { errorReason, formatAddr } from "./lib/shared/address.ts";
+import { getLog, printError, printOut, setupLogging } from "./lib/shared/log.ts";
 
 /** Exit code for a bad command line (or a handler that cannot be loaded). */
 const EXIT_USAGE = 2;

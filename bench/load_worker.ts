@@ -8,7 +8,7 @@
  * @module
  */
 
-import { answer } from "../lib/hash.ts";
+import { answer } from "../lib/handlers/hash.ts";
 
 /** Work for one load worker. */
 export interface LoadJob {

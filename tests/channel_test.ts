@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
-import { Frame, FrameWriter, HEADER_SIZE, readFrames } from "../lib/channel.ts";
-import { isFromWorker, isToWorker } from "../lib/protocol.ts";
+import { Frame, FrameWriter, HEADER_SIZE, readFrames } from "../lib/shared/channel.ts";
+import { isFromWorker, isToWorker } from "../lib/shared/messages.ts";
 
 type Seen = [number, number, number, string | undefined];
 

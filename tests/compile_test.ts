@@ -74,7 +74,7 @@ Deno.test("deno compile embeds main.ts, the worker and every module they load", 
     ...await runtimeModules("main.ts"),
     ...await runtimeModules("workers/connection_worker.ts"),
   ]);
-  assert.ok(needed.has("workers/connection_worker.ts") && needed.has("lib/worker_runtime.ts"));
+  assert.ok(needed.has("workers/connection_worker.ts") && needed.has("lib/worker/runtime.ts"));
   const missing = [...needed].filter((path) => !covered(path));
   assert.deepEqual(missing, [], `not embedded:\n${printed}`);
   assert.ok(embedded.some((e) => e.includes("@logtape/logtape")), "npm dependency not embedded");

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { parseCommandLine, UsageError } from "../lib/config.ts";
+import { parseCommandLine, UsageError } from "../lib/main_thread/config.ts";
 
 const parse = (args: string[]) => parseCommandLine(args, { cpus: 3 });
 

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { echo, nextNewline, QuitDetector } from "../lib/echo.ts";
+import { echo, nextNewline, QuitDetector } from "../lib/handlers/echo.ts";
 
 const bytes = (s: string) => new TextEncoder().encode(s);
 

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { answer, hash, MAX_ROUNDS, sha256, toHex } from "../lib/hash.ts";
+import { answer, hash, MAX_ROUNDS, sha256, toHex } from "../lib/handlers/hash.ts";
 import { readBytes, startServer, text, utf8, writeAll } from "./helpers.ts";
 
 async function native(data: Uint8Array): Promise<string> {

@@ -1,5 +1,9 @@
 import assert from "node:assert/strict";
-import { parseProxyHeader, ProxyProtocolError, V2_SIGNATURE } from "../lib/proxy_protocol.ts";
+import {
+  parseProxyHeader,
+  ProxyProtocolError,
+  V2_SIGNATURE,
+} from "../lib/shared/proxy_protocol.ts";
 import { readBytes, scrape, startServer, text, utf8, writeAll } from "./helpers.ts";
 
 /** Builds a v2 header: version/command byte, family/transport byte, address block, TLVs. */

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { RoundRobin } from "../lib/round_robin.ts";
+import { RoundRobin } from "../lib/main_thread/round_robin.ts";
 
 Deno.test("RoundRobin.next() cycles through every slot and wraps after the last", () => {
   const rr = new RoundRobin(3);

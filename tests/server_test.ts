@@ -316,7 +316,7 @@ Deno.test("a worker that dies is replaced: only its connections close, new ones 
 });
 
 Deno.test("resolveHandlerSpec() keeps names and URLs, and finds paths in the first base that has them", async () => {
-  const { resolveHandlerSpec } = await import("../lib/handlers.ts");
+  const { resolveHandlerSpec } = await import("../lib/handlers/registry.ts");
   const here = new URL("./", import.meta.url);
   const root = new URL("../", import.meta.url);
   assert.equal(resolveHandlerSpec("hash", [() => here]), "hash");

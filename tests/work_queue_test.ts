@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { JobError, WorkQueue } from "../lib/work_queue.ts";
+import { JobError, WorkQueue } from "../lib/work_queue/work_queue.ts";
 import type { TestJob } from "./fixtures/jobs_worker.ts";
 
 const WORKER = new URL("./fixtures/jobs_worker.ts", import.meta.url);

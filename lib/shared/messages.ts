@@ -8,7 +8,7 @@
  * @module
  */
 
-import type { LogLevelName } from "./config.ts";
+import type { LogLevelName } from "./log.ts";
 
 /** A batch of frames (see `channel.ts`), either way. */
 export interface FramesMessage {

@@ -29,7 +29,7 @@ export const BUILTIN_HANDLERS: Readonly<Record<string, Handler>> = { echo, hash 
  *
  * @example
  * ```ts
- * import { resolveHandlerSpec } from "./handlers.ts";
+ * import { resolveHandlerSpec } from "./registry.ts";
  * import assert from "node:assert/strict";
  * assert.equal(resolveHandlerSpec("echo", []), "echo");
  * assert.equal(

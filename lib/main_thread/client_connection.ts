@@ -13,30 +13,17 @@
  * @module
  */
 
+import { displayAddr } from "../shared/address.ts";
+import {
+  ACK_THRESHOLD,
+  ATTACH_THRESHOLD,
+  BULK_BUFFER_SIZE,
+  Frame,
+  WINDOW,
+} from "../shared/channel.ts";
+import type { CloseReason } from "../shared/close_reason.ts";
 import { BufferPool } from "./buffer_pool.ts";
-import { ACK_THRESHOLD, ATTACH_THRESHOLD, BULK_BUFFER_SIZE, Frame, WINDOW } from "./channel.ts";
 import type { WorkerLink } from "./worker_pool.ts";
-
-/** Why a connection closed, for logs and counters. */
-export type CloseReason =
-  | "done" // the handler finished (client half-closed, or sent quit)
-  | "reset" // the socket failed: reset by peer, broken pipe
-  | "idle" // --idle-timeout passed without traffic
-  | "shutdown" // the server stopped before the connection finished
-  | "write-timeout" // --write-timeout passed with output pending and none of it taken
-  | "worker-lost" // its worker died
-  | "handler-error"; // the handler threw
-
-/** Every close reason, in the order metrics list them. */
-export const CLOSE_REASONS: readonly CloseReason[] = [
-  "done",
-  "reset",
-  "idle",
-  "write-timeout",
-  "shutdown",
-  "worker-lost",
-  "handler-error",
-];
 
 /** Called once when a connection has closed. */
 export type CloseListener = (connection: ClientConnection, reason: CloseReason) => void;
@@ -313,18 +300,4 @@ export class ClientConnection {
 /** A read buffer of `size` bytes; full-size ones are reused bulk buffers when there are any. */
 function newReadBuffer(size: number): Uint8Array<ArrayBuffer> {
   return size === MAX_READ ? new Uint8Array(bulkBuffers.take()) : new Uint8Array(size);
-}
-
-/**
- * An address as a person reads it: IPv4-mapped IPv6 (`::ffff:127.0.0.1`) becomes IPv4.
- *
- * @param addr A socket address.
- * @returns The same address, with the mapping removed.
- */
-export function displayAddr(addr: Deno.Addr): Deno.NetAddr {
-  const net = addr as Deno.NetAddr;
-  const hostname = net.hostname.startsWith("::ffff:") && net.hostname.includes(".")
-    ? net.hostname.slice(7)
-    : net.hostname;
-  return { transport: "tcp", hostname, port: net.port };
 }

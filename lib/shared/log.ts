@@ -15,7 +15,12 @@ import {
   type Logger,
   type LogRecord,
 } from "@logtape/logtape";
-import type { LogLevelName } from "./config.ts";
+
+/** Log levels a user may pick with `--log-level`. */
+export const LOG_LEVELS = ["debug", "info", "warning", "error"] as const;
+
+/** One of {@linkcode LOG_LEVELS}. */
+export type LogLevelName = typeof LOG_LEVELS[number];
 
 const encoder = new TextEncoder();
 const formatter = getTextFormatter({ timestamp: "date-time-timezone", value: "bare" });

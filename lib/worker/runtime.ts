@@ -16,11 +16,11 @@ import {
   FrameWriter,
   readFrames,
   WINDOW,
-} from "./channel.ts";
-import type { Connection, Handler } from "./handler.ts";
-import { loadHandler } from "./handlers.ts";
-import { getLog, setupLogging } from "./log.ts";
-import { type FromWorker, isToWorker } from "./protocol.ts";
+} from "../shared/channel.ts";
+import type { Connection, Handler } from "../handlers/handler.ts";
+import { loadHandler } from "../handlers/registry.ts";
+import { getLog, setupLogging } from "../shared/log.ts";
+import { type FromWorker, isToWorker } from "../shared/messages.ts";
 
 /** The parts of a worker's global scope that the runtime uses. */
 export interface WorkerScope {

@@ -7,9 +7,9 @@
  * @module
  */
 
-import { FrameWriter } from "./channel.ts";
-import { getLog } from "./log.ts";
-import { type FromWorker, isFromWorker, type ToWorker } from "./protocol.ts";
+import { FrameWriter } from "../shared/channel.ts";
+import { getLog } from "../shared/log.ts";
+import { type FromWorker, isFromWorker, type ToWorker } from "../shared/messages.ts";
 import { RoundRobin } from "./round_robin.ts";
 
 /** Creates the worker for a slot; `name` shows in the worker's log lines and in errors. */

@@ -8,16 +8,13 @@
  * @module
  */
 
-import { Frame, readFrames } from "./channel.ts";
-import {
-  ClientConnection,
-  CLOSE_REASONS,
-  type CloseReason,
-  displayAddr,
-} from "./client_connection.ts";
+import { errorReason, formatAddr, remoteText } from "../shared/address.ts";
+import { Frame, readFrames } from "../shared/channel.ts";
+import { CLOSE_REASONS, type CloseReason } from "../shared/close_reason.ts";
+import { getLog } from "../shared/log.ts";
+import { parseProxyHeader, type ProxyHeader, V2_MAX_LENGTH } from "../shared/proxy_protocol.ts";
+import { ClientConnection } from "./client_connection.ts";
 import type { Config } from "./config.ts";
-import { getLog } from "./log.ts";
-import { parseProxyHeader, type ProxyHeader, V2_MAX_LENGTH } from "./proxy_protocol.ts";
 import { type WorkerFactory, type WorkerLink, WorkerPool } from "./worker_pool.ts";
 
 /** Listening failed: port in use, permission denied, bad address. The message is one line. */
@@ -273,7 +270,7 @@ export class Server {
     if (link === undefined) {
       this.#stats.rejected++;
       this.#log.debug("Connection from {addr} rejected: {count} open, limit {limit}", {
-        addr: _remote(conn),
+        addr: remoteText(conn),
         count: open,
         limit: this.#config.maxConnections,
       });
@@ -303,7 +300,7 @@ export class Server {
       const late = error instanceof Deno.errors.BadResource ||
         error instanceof Deno.errors.Interrupted;
       this.#log.warning("Connection from {addr} rejected: {reason}", {
-        addr: _remote(conn),
+        addr: remoteText(conn),
         reason: late ? "no PROXY header within 5 s" : (error as Error).message,
       });
       _close(conn);
@@ -445,27 +442,6 @@ export class Server {
   }
 }
 
-/**
- * Formats a host and port as `host:port`, with IPv6 hosts in brackets.
- *
- * @param hostname Host name or address.
- * @param port Port number.
- * @returns Such as `127.0.0.1:5555` or `[::]:5555`.
- */
-export function formatAddr(hostname: string, port: number): string {
-  return hostname.includes(":") ? `[${hostname}]:${port}` : `${hostname}:${port}`;
-}
-
-function _remote(conn: Deno.TcpConn): string {
-  try {
-    // The same form as the connection logs use (IPv4-mapped addresses shown as IPv4).
-    const { hostname, port } = displayAddr(conn.remoteAddr);
-    return formatAddr(hostname, port);
-  } catch {
-    return "unknown";
-  }
-}
-
 function _close(conn: Deno.TcpConn): void {
   try {
     conn.close();
@@ -484,16 +460,4 @@ function _isPeerAbort(error: unknown): boolean {
 function _isAddressError(error: unknown): boolean {
   return error instanceof Deno.errors.AddrInUse || error instanceof Deno.errors.PermissionDenied ||
     error instanceof Deno.errors.NotCapable;
-}
-
-/**
- * An error as one lower-case line for a log message, without Deno's "(os error N)" suffix.
- *
- * @param error Any thrown value.
- * @returns Such as `address already in use`.
- */
-export function errorReason(error: unknown): string {
-  const message = error instanceof Error ? error.message : String(error);
-  const line = (message.split("\n")[0] ?? message).replace(/\s*\(os error \d+\)$/, "");
-  return line.charAt(0).toLowerCase() + line.slice(1);
 }

@@ -6,7 +6,7 @@
  * @module
  */
 
-import { CLOSE_REASONS } from "./client_connection.ts";
+import { CLOSE_REASONS } from "../shared/close_reason.ts";
 import type { ServerSnapshot } from "./server.ts";
 
 /**

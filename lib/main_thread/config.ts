@@ -8,12 +8,7 @@
  */
 
 import { parseArgs } from "node:util";
-
-/** Log levels a user may pick with `--log-level`. */
-export const LOG_LEVELS = ["debug", "info", "warning", "error"] as const;
-
-/** One of {@linkcode LOG_LEVELS}. */
-export type LogLevelName = typeof LOG_LEVELS[number];
+import { LOG_LEVELS, type LogLevelName } from "../shared/log.ts";
 
 /** The server's settings, after validation. */
 export interface Config {
