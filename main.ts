@@ -12,7 +12,8 @@ import denoJson from "./deno.json" with { type: "json" };
 import { resolveHandlerSpec } from "./lib/handlers/registry.ts";
 import { type Config, parseCommandLine, USAGE, UsageError } from "./lib/main_thread/config.ts";
 import { serveMetrics } from "./lib/main_thread/metrics.ts";
-import { ListenError, Server } from "./lib/main_thread/server.ts";
+import { ListenError } from "./lib/main_thread/listen.ts";
+import { createServer } from "./lib/main_thread/server.ts";
 import { WorkerStartError } from "./lib/main_thread/worker_pool.ts";
 import { errorReason, formatAddr } from "./lib/shared/address.ts";
 import { getLog, printError, printOut, setupLogging } from "./lib/shared/log.ts";
@@ -31,7 +32,10 @@ function spawnConnectionWorker(name: string): Worker {
 
 function parse(): Config {
   try {
-    const command = parseCommandLine(Deno.args, { cpus: navigator.hardwareConcurrency });
+    const command = parseCommandLine(Deno.args, {
+      cpus: navigator.hardwareConcurrency,
+      os: Deno.build.os,
+    });
     switch (command.kind) {
       case "help":
         printOut(USAGE);
@@ -51,7 +55,7 @@ function parse(): Config {
   } catch (error) {
     if (!(error instanceof UsageError)) throw error;
     printError(`echoserver: ${error.message}`);
-    printError("Try 'echoserver --help' for the list of options.");
+    if (error.showHint) printError("Try 'echoserver --help' for the list of options.");
     Deno.exit(EXIT_USAGE);
   }
 }
@@ -67,7 +71,7 @@ async function main(): Promise<void> {
       () => new URL("./", import.meta.url), // handlers embedded in a compiled binary
     ]),
   };
-  const server = new Server(config, spawnConnectionWorker);
+  const server = createServer(config, spawnConnectionWorker);
 
   let addr: Deno.NetAddr;
   try {
@@ -126,12 +130,16 @@ async function main(): Promise<void> {
     }
   }
 
-  log.info("echoserver {version} listening on {address} with {workers} workers ({handler})", {
-    version: denoJson.version,
-    address: formatAddr(addr.hostname, addr.port),
-    workers: config.workers,
-    handler: parsed.handler,
-  });
+  log.info(
+    "echoserver {version} listening on {address} with {workers} workers ({handler}, {dispatch} dispatch)",
+    {
+      version: denoJson.version,
+      address: formatAddr(addr.hostname, addr.port),
+      workers: config.workers,
+      handler: parsed.handler,
+      dispatch: config.dispatch,
+    },
+  );
 }
 
 if (import.meta.main) await main();

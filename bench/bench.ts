@@ -14,7 +14,7 @@
 
 import { parseArgs } from "node:util";
 import process from "node:process";
-import { V8_FLAGS } from "../scripts/launch_flags.ts";
+import { LAUNCH_FLAGS } from "../scripts/launch_flags.ts";
 import { readProc } from "../tests/helpers.ts";
 import type { LoadJob, LoadReport } from "./load_worker.ts";
 
@@ -150,7 +150,7 @@ async function startServer(kind: string, options: Options): Promise<RunningServe
     "run",
     "--allow-net",
     "--allow-read",
-    V8_FLAGS,
+    ...LAUNCH_FLAGS,
     new URL("main.ts", ROOT).pathname,
     "--port",
     "0",

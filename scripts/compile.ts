@@ -13,7 +13,7 @@
  */
 
 import denoJson from "../deno.json" with { type: "json" };
-import { V8_FLAGS } from "./launch_flags.ts";
+import { LAUNCH_FLAGS } from "./launch_flags.ts";
 
 /** Release targets. */
 export const TARGETS = [
@@ -28,7 +28,7 @@ export const TARGETS = [
 export const COMPILE_FLAGS = [
   "--allow-net",
   "--allow-read",
-  V8_FLAGS,
+  ...LAUNCH_FLAGS,
   "--include",
   "workers/connection_worker.ts",
 ];

@@ -19,3 +19,12 @@
  * 50 connections or with 64 KiB messages (`deno task bench`, S1, S3, S4).
  */
 export const V8_FLAGS = "--v8-flags=--heap-growing-percent=50";
+
+/**
+ * Unstable Deno APIs the server uses: `Deno.listen({ reusePort: true })` for `--dispatch
+ * kernel` is still behind `--unstable-net` in Deno 2.9.6.
+ */
+export const UNSTABLE_FLAGS = "--unstable-net";
+
+/** Every runtime flag, in the order `deno run` and `deno compile` take them. */
+export const LAUNCH_FLAGS: readonly string[] = [UNSTABLE_FLAGS, V8_FLAGS];

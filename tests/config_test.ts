@@ -14,6 +14,7 @@ Deno.test("parseCommandLine() gives the documented defaults", () => {
     port: 5555,
     host: undefined,
     workers: 3,
+    dispatch: "main",
     idleTimeout: 300,
     maxConnections: 10000,
     shutdownTimeout: 10,
@@ -51,11 +52,14 @@ Deno.test("parseCommandLine() reads every flag, long and short", () => {
       "--metrics-host",
       "::",
       "--proxy-protocol",
+      "--dispatch",
+      "kernel",
     ]),
     {
       port: 0,
       host: "127.0.0.1",
       workers: 8,
+      dispatch: "kernel",
       idleTimeout: 0,
       maxConnections: 5,
       shutdownTimeout: 2.5,
@@ -68,6 +72,24 @@ Deno.test("parseCommandLine() reads every flag, long and short", () => {
     },
   );
   assert.equal(serveConfig(["--port", "65535", "--workers", "1"]).port, 65535);
+});
+
+Deno.test("parseCommandLine() refuses an unknown --dispatch, and kernel off Linux", () => {
+  assert.throws(() => parse(["--dispatch", "threads"]), /'--dispatch' must be one of main, kernel/);
+  for (const os of ["darwin", "windows", "freebsd"]) {
+    assert.equal(
+      serveConfig(["--dispatch", "main"]).dispatch,
+      "main",
+    );
+    assert.throws(
+      () => parseCommandLine(["--dispatch", "kernel"], { cpus: 2, os }),
+      (error: unknown) =>
+        error instanceof UsageError && !error.showHint &&
+        error.message.includes(`needs Linux`) && error.message.includes(`on ${os}`),
+    );
+  }
+  const command = parseCommandLine(["--dispatch", "kernel"], { cpus: 2, os: "linux" });
+  assert.equal(command.kind === "serve" && command.config.dispatch, "kernel");
 });
 
 Deno.test("parseCommandLine() recognises --help and --version", () => {

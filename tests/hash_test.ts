@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { answer, hash, MAX_ROUNDS, sha256, toHex } from "../lib/handlers/hash.ts";
-import { readBytes, startServer, text, utf8, writeAll } from "./helpers.ts";
+import { bothModes, readBytes, startServer, text, utf8, writeAll } from "./helpers.ts";
 
 async function native(data: Uint8Array): Promise<string> {
   return toHex(new Uint8Array(await crypto.subtle.digest("SHA-256", data.slice())));
@@ -55,8 +55,15 @@ Deno.test("hash() answers each line, across chunk boundaries, and stops at quit"
   ]);
 });
 
-Deno.test("--handler hash serves the hash protocol end to end", async () => {
-  await using server = await startServer(["--workers", "2", "--handler", "hash"]);
+bothModes("--handler hash serves the hash protocol end to end", async (dispatch) => {
+  await using server = await startServer([
+    "--workers",
+    "2",
+    "--dispatch",
+    dispatch,
+    "--handler",
+    "hash",
+  ]);
   using conn = await Deno.connect({ hostname: "127.0.0.1", port: server.port });
   await writeAll(conn, utf8("abc\n#2 abc\n"));
   const reply = text(await readBytes(conn, 130)).split("\n");

@@ -4,7 +4,7 @@
  * @module
  */
 
-import { V8_FLAGS } from "../scripts/launch_flags.ts";
+import { LAUNCH_FLAGS } from "../scripts/launch_flags.ts";
 
 const MAIN = new URL("../main.ts", import.meta.url).pathname;
 const decoder = new TextDecoder();
@@ -52,7 +52,7 @@ export async function startServer(
     "run",
     "--allow-net",
     "--allow-read",
-    V8_FLAGS,
+    ...LAUNCH_FLAGS,
     MAIN,
     ...(hasPort ? [] : ["--port", "0"]),
     ...args,
@@ -175,7 +175,7 @@ export async function runServer(
   args: string[],
 ): Promise<{ code: number; stdout: string; stderr: string }> {
   const output = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "--allow-net", "--allow-read", V8_FLAGS, MAIN, ...args],
+    args: ["run", "--allow-net", "--allow-read", ...LAUNCH_FLAGS, MAIN, ...args],
     stdin: "null",
     env: { NO_COLOR: "1" },
   }).output();
@@ -324,4 +324,57 @@ export async function openFiles(pid: number): Promise<number> {
 /** Resolves after `ms` milliseconds. */
 export function delay(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/** The dispatch modes every end-to-end test runs in (`kernel` only where it exists: Linux). */
+export const DISPATCHES: readonly ("main" | "kernel")[] = Deno.build.os === "linux"
+  ? ["main", "kernel"]
+  : ["main"];
+
+/**
+ * Registers one test per dispatch mode, named `[mode] name`.
+ *
+ * @param name Test name.
+ * @param fn The test, given the mode (pass `--dispatch <mode>` to the server).
+ * @param options `ignore` for tests that cannot run on this platform.
+ */
+export function bothModes(
+  name: string,
+  fn: (dispatch: "main" | "kernel") => Promise<void>,
+  options: { ignore?: boolean } = {},
+): void {
+  for (const dispatch of DISPATCHES) {
+    Deno.test({
+      name: `[${dispatch}] ${name}`,
+      ignore: options.ignore ?? false,
+      fn: () => fn(dispatch),
+    });
+  }
+}
+
+/**
+ * Opens a connection that the server serves on worker `worker`, whichever dispatch mode runs:
+ * the server must log at debug level, which names each connection's worker. Connections that
+ * land elsewhere are closed, and their close awaited, before the next try.
+ *
+ * @param server A server started with `--log-level debug`.
+ * @param worker Worker number, from 1.
+ * @returns The connection.
+ */
+export async function connectToWorker(
+  server: ServerProcess,
+  worker: number,
+): Promise<Deno.TcpConn> {
+  for (let attempt = 0; attempt < 64; attempt++) {
+    const conn = await Deno.connect({ hostname: "127.0.0.1", port: server.port });
+    const local = (conn.localAddr as Deno.NetAddr).port;
+    const line = await server.waitForLog(
+      new RegExp(`Connection \\d+ from 127\\.0\\.0\\.1:${local} to worker-\\d+`),
+    );
+    const [, id, on] = /Connection (\d+) .* to worker-(\d+)/.exec(line)!;
+    if (Number(on) === worker) return conn;
+    conn.close();
+    await server.waitForLog(new RegExp(`Connection ${id} closed`));
+  }
+  throw new Error(`no connection landed on worker-${worker} in 64 tries`);
 }

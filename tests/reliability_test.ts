@@ -5,6 +5,8 @@
 
 import assert from "node:assert/strict";
 import {
+  bothModes,
+  connectToWorker,
   delay,
   openFiles,
   pattern,
@@ -19,11 +21,22 @@ import {
   writeAll,
 } from "./helpers.ts";
 
-const BASE = ["--workers", "2", "--metrics-port", "0"];
+/** Two workers in the given dispatch mode, and the metrics endpoint on a free port. */
+const base = (dispatch: string) => [
+  "--workers",
+  "2",
+  "--dispatch",
+  dispatch,
+  "--metrics-port",
+  "0",
+];
 
-/** These tests read /proc, raise limits with sh's ulimit and send POSIX signals: Linux only. */
-function test(name: string, fn: () => Promise<void>): void {
-  Deno.test({ name, ignore: Deno.build.os !== "linux", fn });
+/**
+ * These tests read /proc, raise limits with sh's ulimit and send POSIX signals: Linux only.
+ * Each runs once per dispatch mode.
+ */
+function test(name: string, fn: (dispatch: "main" | "kernel") => Promise<void>): void {
+  bothModes(name, fn, { ignore: Deno.build.os !== "linux" });
 }
 const connect = (port: number) => Deno.connect({ hostname: "127.0.0.1", port });
 
@@ -59,8 +72,8 @@ async function endOf(conn: Deno.Conn, ms: number): Promise<"eof" | "reset" | "op
   return "open";
 }
 
-test("slow reader: 64 MiB unread costs the server under 16 MiB; others are served", async () => {
-  await using server = await startServer(BASE);
+test("slow reader: 64 MiB unread costs the server under 16 MiB; others are served", async (dispatch) => {
+  await using server = await startServer(base(dispatch));
   using slow = await connect(server.port);
   using other = await connect(server.port);
   await writeAll(other, utf8("warm\n"));
@@ -86,8 +99,8 @@ test("slow reader: 64 MiB unread costs the server under 16 MiB; others are serve
   await sending;
 });
 
-test("write timeout: a client that reads none of its echo is disconnected and counted", async () => {
-  await using server = await startServer([...BASE, "--write-timeout", "1"]);
+test("write timeout: a client that reads none of its echo is disconnected and counted", async (dispatch) => {
+  await using server = await startServer([...base(dispatch), "--write-timeout", "1"]);
   using stuck = await connect(server.port);
   using healthy = await connect(server.port);
   // Reading would take the echo; the client learns of the disconnect when its writes fail.
@@ -105,8 +118,8 @@ test("write timeout: a client that reads none of its echo is disconnected and co
   assert.equal(metrics.get('echoserver_connections_closed_total{reason="write-timeout"}'), 1);
 });
 
-test("10,000 concurrent connections each echo correctly", async () => {
-  await using server = await startServer(BASE);
+test("10,000 concurrent connections each echo correctly", async (dispatch) => {
+  await using server = await startServer(base(dispatch));
   using conns = await connectMany(server.port, 10_000);
   let mismatched = 0;
   await Promise.all(conns.map(async (conn, i) => {
@@ -121,8 +134,8 @@ test("10,000 concurrent connections each echo correctly", async () => {
   assert.equal(total(metrics, "echoserver_connections_rejected_total"), 0);
 });
 
-test("connection limit: the 101st is closed at once and counted; the 100 carry on", async () => {
-  await using server = await startServer([...BASE, "--max-connections", "100"]);
+test("connection limit: the 101st is closed at once and counted; the 100 carry on", async (dispatch) => {
+  await using server = await startServer([...base(dispatch), "--max-connections", "100"]);
   {
     using first = await connectMany(server.port, 100);
     for (const conn of first) await writeAll(conn, utf8("hi\n"));
@@ -147,8 +160,8 @@ test("connection limit: the 101st is closed at once and counted; the 100 carry o
   assert.equal(text(await readBytes(late, 5)), "back\n");
 });
 
-test("descriptor exhaustion: failed accepts are counted and service resumes", async () => {
-  await using server = await startServer(BASE, { maxOpenFiles: 128 });
+test("descriptor exhaustion: failed accepts are counted and service resumes", async (dispatch) => {
+  await using server = await startServer(base(dispatch), { maxOpenFiles: 128 });
   {
     using _flood = await connectMany(server.port, 200);
     await delay(500);
@@ -166,8 +179,8 @@ test("descriptor exhaustion: failed accepts are counted and service resumes", as
   assert.match(server.log(), /Accept failed: too many open files/i);
 });
 
-test("idle timeout: closed within a second of the deadline, socket really released", async () => {
-  await using server = await startServer([...BASE, "--idle-timeout", "1"]);
+test("idle timeout: closed within a second of the deadline, socket really released", async (dispatch) => {
+  await using server = await startServer([...base(dispatch), "--idle-timeout", "1"]);
   const fdsBefore = await openFiles(server.process.pid);
   using conn = await connect(server.port);
   await writeAll(conn, utf8("x"));
@@ -182,8 +195,8 @@ test("idle timeout: closed within a second of the deadline, socket really releas
   assert.equal(metrics.get('echoserver_connections_closed_total{reason="idle"}'), 1);
 });
 
-test("drain: on SIGTERM 1,000 connections mid-echo get every byte they sent, exit 0", async () => {
-  await using server = await startServer([...BASE, "--shutdown-timeout", "10"]);
+test("drain: on SIGTERM 1,000 connections mid-echo get every byte they sent, exit 0", async (dispatch) => {
+  await using server = await startServer([...base(dispatch), "--shutdown-timeout", "10"]);
   using conns = await connectMany(server.port, 1000);
   let stop = false;
   const results = conns.map(async (conn, i) => {
@@ -214,8 +227,8 @@ test("drain: on SIGTERM 1,000 connections mid-echo get every byte they sent, exi
   );
 });
 
-test("drain: past --shutdown-timeout the rest are closed and the exit still comes", async () => {
-  await using server = await startServer([...BASE, "--shutdown-timeout", "1"]);
+test("drain: past --shutdown-timeout the rest are closed and the exit still comes", async (dispatch) => {
+  await using server = await startServer([...base(dispatch), "--shutdown-timeout", "1"]);
   using stuck = await connect(server.port);
   const sending = writeAll(stuck, pattern(32 * 1024 * 1024, 3)).catch(() => {});
   await delay(500);
@@ -227,8 +240,8 @@ test("drain: past --shutdown-timeout the rest are closed and the exit still come
   await sending;
 });
 
-test("drain: a second signal exits at once", async () => {
-  await using server = await startServer([...BASE, "--shutdown-timeout", "30"]);
+test("drain: a second signal exits at once", async (dispatch) => {
+  await using server = await startServer([...base(dispatch), "--shutdown-timeout", "30"]);
   using stuck = await connect(server.port);
   const sending = writeAll(stuck, pattern(32 * 1024 * 1024, 4)).catch(() => {});
   await delay(500);
@@ -243,14 +256,16 @@ test("drain: a second signal exits at once", async () => {
 });
 
 for (const [how, line] of [["throws", "crash"], ["exits", "exit"]]) {
-  test(`a worker that ${how} is replaced within a second; other workers' clients never notice`, async () => {
+  test(`a worker that ${how} is replaced within a second; other workers' clients never notice`, async (dispatch) => {
     await using server = await startServer([
-      ...BASE,
+      ...base(dispatch),
       "--handler",
       "tests/fixtures/crash_handler.ts",
+      "--log-level",
+      "debug",
     ]);
-    using victim = await connect(server.port); // worker-1
-    using bystander = await connect(server.port); // worker-2
+    using victim = await connectToWorker(server, 1);
+    using bystander = await connectToWorker(server, 2);
     await writeAll(bystander, utf8("before\n"));
     assert.equal(text(await readBytes(bystander, 7)), "before\n");
 
@@ -271,8 +286,8 @@ for (const [how, line] of [["throws", "crash"], ["exits", "exit"]]) {
   });
 }
 
-test("hostile input: random bytes in random-sized writes come back byte-exact", async () => {
-  await using server = await startServer(BASE);
+test("hostile input: random bytes in random-sized writes come back byte-exact", async (dispatch) => {
+  await using server = await startServer(base(dispatch));
   using conn = await connect(server.port);
   let seed = 12345;
   const random = () => (seed = (seed * 1103515245 + 12345) >>> 0) / 2 ** 32;
@@ -295,8 +310,8 @@ test("hostile input: random bytes in random-sized writes come back byte-exact", 
   }
 });
 
-test("hostile input: 16 MiB without a newline, 100,000 one-byte writes, split quit", async () => {
-  await using server = await startServer(BASE);
+test("hostile input: 16 MiB without a newline, 100,000 one-byte writes, split quit", async (dispatch) => {
+  await using server = await startServer(base(dispatch));
   {
     using conn = await connect(server.port);
     const blob = new Uint8Array(16 * 1024 * 1024).fill(0x61);
@@ -332,7 +347,10 @@ test("hostile input: 16 MiB without a newline, 100,000 one-byte writes, split qu
   assert.equal(text(await readBytes(conn, 6)), "alive\n");
 });
 
-test("hostile command lines all exit 2 with one line and no stack trace", async () => {
+Deno.test({
+  name: "hostile command lines all exit 2 with one line and no stack trace",
+  ignore: Deno.build.os !== "linux",
+}, async () => {
   const cases = [
     ["--port", "-5"],
     ["--port", "0x10"],
@@ -365,8 +383,8 @@ test("hostile command lines all exit 2 with one line and no stack trace", async 
   }
 });
 
-test("metrics: Prometheus text whose counters add up", async () => {
-  await using server = await startServer(BASE);
+test("metrics: Prometheus text whose counters add up", async (dispatch) => {
+  await using server = await startServer(base(dispatch));
   using kept = await connectMany(server.port, 5);
   for (const conn of kept) {
     await writeAll(conn, utf8("12345"));
@@ -391,7 +409,12 @@ test("metrics: Prometheus text whose counters add up", async () => {
   assert.equal(active, 5);
   assert.equal(closed, 3);
   assert.equal(accepted, active + closed);
-  assert.equal(metrics.get('echoserver_connections_accepted_total{worker="1"}'), 4);
+  const perWorker = [1, 2].map((w) =>
+    metrics.get(`echoserver_connections_accepted_total{worker="${w}"}`)!
+  );
+  assert.equal(perWorker[0]! + perWorker[1]!, 8);
+  // Round-robin in main dispatch; in kernel dispatch the kernel decides.
+  if (dispatch === "main") assert.deepEqual(perWorker, [4, 4]);
   assert.equal(metrics.get("echoserver_received_bytes_total"), 5 * 5 + 3 * 4);
   assert.equal(metrics.get("echoserver_sent_bytes_total"), 5 * 5 + 3 * 4);
   assert.equal((await fetch(`http://127.0.0.1:${server.metricsPort}/other`)).status, 404);

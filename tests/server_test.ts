@@ -5,6 +5,8 @@
 
 import assert from "node:assert/strict";
 import {
+  bothModes,
+  connectToWorker,
   pattern,
   readBytes,
   runServer,
@@ -15,103 +17,122 @@ import {
   writeAll,
 } from "./helpers.ts";
 
-const TWO_WORKERS = ["--workers", "2"];
+/** Two workers, in the given dispatch mode. */
+const twoWorkers = (dispatch: string) => ["--workers", "2", "--dispatch", dispatch];
 /** Windows has no SIGTERM to send: the signal tests run elsewhere. */
 const POSIX = Deno.build.os !== "windows";
 
-Deno.test("server echoes many lines on 100 concurrent connections, byte-exact", async () => {
-  await using server = await startServer(TWO_WORKERS);
-  const clients = Array.from({ length: 100 }, async (_, c) => {
+bothModes(
+  "server echoes many lines on 100 concurrent connections, byte-exact",
+  async (dispatch) => {
+    await using server = await startServer(twoWorkers(dispatch));
+    const clients = Array.from({ length: 100 }, async (_, c) => {
+      using conn = await Deno.connect({ hostname: "127.0.0.1", port: server.port });
+      for (let line = 0; line < 20; line++) {
+        const message = utf8(`client ${c} line ${line} ${"x".repeat(line * 7)}\r\n`);
+        await writeAll(conn, message);
+        assert.deepEqual(await readBytes(conn, message.length), message);
+      }
+    });
+    await Promise.all(clients);
+  },
+);
+
+bothModes(
+  "server echoes all 256 byte values, binary and invalid UTF-8 included",
+  async (dispatch) => {
+    await using server = await startServer(twoWorkers(dispatch));
     using conn = await Deno.connect({ hostname: "127.0.0.1", port: server.port });
-    for (let line = 0; line < 20; line++) {
-      const message = utf8(`client ${c} line ${line} ${"x".repeat(line * 7)}\r\n`);
-      await writeAll(conn, message);
-      assert.deepEqual(await readBytes(conn, message.length), message);
-    }
-  });
-  await Promise.all(clients);
-});
+    const all = new Uint8Array(256 * 4).map((_, i) => (i * 37) % 256);
+    all.set([0xff, 0xfe, 0x00, 0xc3, 0x28, 0xed, 0xa0, 0x80], 0);
+    await writeAll(conn, all);
+    assert.deepEqual(await readBytes(conn, all.length), all);
+  },
+);
 
-Deno.test("server echoes all 256 byte values, binary and invalid UTF-8 included", async () => {
-  await using server = await startServer(TWO_WORKERS);
-  using conn = await Deno.connect({ hostname: "127.0.0.1", port: server.port });
-  const all = new Uint8Array(256 * 4).map((_, i) => (i * 37) % 256);
-  all.set([0xff, 0xfe, 0x00, 0xc3, 0x28, 0xed, 0xa0, 0x80], 0);
-  await writeAll(conn, all);
-  assert.deepEqual(await readBytes(conn, all.length), all);
-});
-
-Deno.test("server echoes a large transfer in order and flushes it all on half-close", async () => {
-  await using server = await startServer(TWO_WORKERS);
-  using conn = await Deno.connect({ hostname: "127.0.0.1", port: server.port });
-  const payload = pattern(8 * 1024 * 1024, 3);
-  const reading = readBytes(conn, Infinity);
-  await writeAll(conn, payload);
-  await conn.closeWrite();
-  const echoed = await reading;
-  assert.equal(echoed.length, payload.length);
-  assert.ok(echoed.every((b, i) => b === payload[i]), "echo differs from what was sent");
-});
-
-Deno.test("bulk echoes on 8 concurrent connections each get back their own bytes", async () => {
-  // Bulk buffers are recycled between connections on the main thread: a buffer reused while
-  // still queued would show up here as one connection's bytes in another's echo.
-  await using server = await startServer(TWO_WORKERS);
-  const clients = Array.from({ length: 8 }, async (_, c) => {
+bothModes(
+  "server echoes a large transfer in order and flushes it all on half-close",
+  async (dispatch) => {
+    await using server = await startServer(twoWorkers(dispatch));
     using conn = await Deno.connect({ hostname: "127.0.0.1", port: server.port });
-    const payload = pattern(4 * 1024 * 1024, 11 + c);
+    const payload = pattern(8 * 1024 * 1024, 3);
     const reading = readBytes(conn, Infinity);
-    for (let at = 0; at < payload.length; at += 64 * 1024) {
-      await writeAll(conn, payload.subarray(at, at + 64 * 1024));
-    }
+    await writeAll(conn, payload);
     await conn.closeWrite();
     const echoed = await reading;
-    assert.equal(echoed.length, payload.length, `connection ${c}`);
-    assert.ok(echoed.every((b, i) => b === payload[i]), `connection ${c}: echo differs`);
-  });
-  await Promise.all(clients);
-});
+    assert.equal(echoed.length, payload.length);
+    assert.ok(echoed.every((b, i) => b === payload[i]), "echo differs from what was sent");
+  },
+);
 
-Deno.test("half-close: every byte sent before the client's FIN comes back, then EOF", async () => {
-  await using server = await startServer(TWO_WORKERS);
-  using conn = await Deno.connect({ hostname: "127.0.0.1", port: server.port });
-  await writeAll(conn, utf8("hi\nthere"));
-  await conn.closeWrite();
-  assert.equal(text(await readBytes(conn, Infinity)), "hi\nthere");
-});
+bothModes(
+  "bulk echoes on 8 concurrent connections each get back their own bytes",
+  async (dispatch) => {
+    // Bulk buffers are recycled between connections on the main thread: a buffer reused while
+    // still queued would show up here as one connection's bytes in another's echo.
+    await using server = await startServer(twoWorkers(dispatch));
+    const clients = Array.from({ length: 8 }, async (_, c) => {
+      using conn = await Deno.connect({ hostname: "127.0.0.1", port: server.port });
+      const payload = pattern(4 * 1024 * 1024, 11 + c);
+      const reading = readBytes(conn, Infinity);
+      for (let at = 0; at < payload.length; at += 64 * 1024) {
+        await writeAll(conn, payload.subarray(at, at + 64 * 1024));
+      }
+      await conn.closeWrite();
+      const echoed = await reading;
+      assert.equal(echoed.length, payload.length, `connection ${c}`);
+      assert.ok(echoed.every((b, i) => b === payload[i]), `connection ${c}: echo differs`);
+    });
+    await Promise.all(clients);
+  },
+);
 
-Deno.test("quit closes only its own connection; the others and the server carry on", async () => {
-  await using server = await startServer(TWO_WORKERS);
-  using quitter = await Deno.connect({ hostname: "127.0.0.1", port: server.port });
-  using others = await Promise.all(
-    [1, 2, 3].map(() => Deno.connect({ hostname: "127.0.0.1", port: server.port })),
-  ).then((conns) =>
-    Object.assign(conns, { [Symbol.dispose]: () => conns.forEach((c) => c.close()) })
-  );
+bothModes(
+  "half-close: every byte sent before the client's FIN comes back, then EOF",
+  async (dispatch) => {
+    await using server = await startServer(twoWorkers(dispatch));
+    using conn = await Deno.connect({ hostname: "127.0.0.1", port: server.port });
+    await writeAll(conn, utf8("hi\nthere"));
+    await conn.closeWrite();
+    assert.equal(text(await readBytes(conn, Infinity)), "hi\nthere");
+  },
+);
 
-  await writeAll(quitter, utf8("before\r\nquit\r\nafter\r\n"));
-  assert.equal(text(await readBytes(quitter, Infinity)), "before\r\n", "not closed after quit");
+bothModes(
+  "quit closes only its own connection; the others and the server carry on",
+  async (dispatch) => {
+    await using server = await startServer(twoWorkers(dispatch));
+    using quitter = await Deno.connect({ hostname: "127.0.0.1", port: server.port });
+    using others = await Promise.all(
+      [1, 2, 3].map(() => Deno.connect({ hostname: "127.0.0.1", port: server.port })),
+    ).then((conns) =>
+      Object.assign(conns, { [Symbol.dispose]: () => conns.forEach((c) => c.close()) })
+    );
 
-  for (const conn of others) {
-    await writeAll(conn, utf8("still here\n"));
-    assert.equal(text(await readBytes(conn, 11)), "still here\n");
-  }
-  using late = await Deno.connect({ hostname: "127.0.0.1", port: server.port });
-  await writeAll(late, utf8("qu"));
-  await new Promise((r) => setTimeout(r, 50));
-  await writeAll(late, utf8("it\n"));
-  assert.equal(text(await readBytes(late, Infinity)), "qu", "split quit line not seen");
-  assert.equal(
-    server.process.pid > 0 && (await Promise.race([
-      server.process.status.then(() => "exited"),
-      new Promise((r) => setTimeout(() => r("running"), 100)),
-    ])),
-    "running",
-  );
-});
+    await writeAll(quitter, utf8("before\r\nquit\r\nafter\r\n"));
+    assert.equal(text(await readBytes(quitter, Infinity)), "before\r\n", "not closed after quit");
 
-Deno.test("default host serves IPv4 127.0.0.1 and IPv6 ::1", async () => {
-  await using server = await startServer(TWO_WORKERS);
+    for (const conn of others) {
+      await writeAll(conn, utf8("still here\n"));
+      assert.equal(text(await readBytes(conn, 11)), "still here\n");
+    }
+    using late = await Deno.connect({ hostname: "127.0.0.1", port: server.port });
+    await writeAll(late, utf8("qu"));
+    await new Promise((r) => setTimeout(r, 50));
+    await writeAll(late, utf8("it\n"));
+    assert.equal(text(await readBytes(late, Infinity)), "qu", "split quit line not seen");
+    assert.equal(
+      server.process.pid > 0 && (await Promise.race([
+        server.process.status.then(() => "exited"),
+        new Promise((r) => setTimeout(() => r("running"), 100)),
+      ])),
+      "running",
+    );
+  },
+);
+
+bothModes("default host serves IPv4 127.0.0.1 and IPv6 ::1", async (dispatch) => {
+  await using server = await startServer(twoWorkers(dispatch));
   for (const hostname of ["127.0.0.1", "::1"]) {
     using conn = await Deno.connect({ hostname, port: server.port });
     await writeAll(conn, utf8(`via ${hostname}\n`));
@@ -119,8 +140,8 @@ Deno.test("default host serves IPv4 127.0.0.1 and IPv6 ::1", async () => {
   }
 });
 
-Deno.test("connections are spread round-robin over every worker", async () => {
-  await using server = await startServer([...TWO_WORKERS, "--log-level", "debug"]);
+Deno.test("[main] connections are spread round-robin over every worker", async () => {
+  await using server = await startServer([...twoWorkers("main"), "--log-level", "debug"]);
   for (let i = 0; i < 4; i++) {
     using conn = await Deno.connect({ hostname: "127.0.0.1", port: server.port });
     await writeAll(conn, utf8("x"));
@@ -132,40 +153,65 @@ Deno.test("connections are spread round-robin over every worker", async () => {
   assert.deepEqual(workers, [[1, 1], [2, 2], [3, 1], [4, 2]]);
 });
 
-Deno.test("backpressure: a client that never reads is stopped, and gets every byte later", async () => {
-  await using server = await startServer(TWO_WORKERS);
-  using conn = await Deno.connect({ hostname: "127.0.0.1", port: server.port });
-  const chunk = pattern(64 * 1024, 5);
-  const limit = 256 * 1024 * 1024;
-  let sent = 0;
-  let stalled: Promise<void> | undefined;
-  // Write until a write makes no progress for a second: the server has stopped reading.
-  while (sent < limit) {
-    const write = writeAll(conn, chunk);
-    const progressed = await Promise.race([
-      write.then(() => true),
-      new Promise<boolean>((r) => setTimeout(() => r(false), 1000)),
-    ]);
-    if (!progressed) {
-      stalled = write;
-      break;
-    }
-    sent += chunk.length;
+Deno.test({
+  name: "[kernel] the kernel spreads connections over every worker, each serving its own",
+  ignore: Deno.build.os !== "linux",
+}, async () => {
+  await using server = await startServer([...twoWorkers("kernel"), "--log-level", "debug"]);
+  // The kernel picks a listener by a hash of the connection's addresses: 40 connections all on
+  // one of two workers would happen once in 2^39 runs.
+  for (let i = 0; i < 40; i++) {
+    using conn = await Deno.connect({ hostname: "127.0.0.1", port: server.port });
+    await writeAll(conn, utf8("x"));
+    await readBytes(conn, 1);
   }
-  assert.ok(
-    stalled !== undefined,
-    `server kept reading ${sent} bytes from a client that reads nothing`,
-  );
-  // Kernel buffers on both sides take some megabytes; the server itself holds under 1 MiB.
-  assert.ok(sent < 64 * 1024 * 1024, `${sent} bytes accepted before the stall`);
-  const expected = sent + chunk.length;
-  const echoed = await readBytes(conn, expected);
-  await stalled;
-  assert.equal(echoed.length, expected);
-  for (let i = 0; i < echoed.length; i += chunk.length) {
-    assert.deepEqual(echoed.subarray(i, i + chunk.length), chunk, `mismatch at ${i}`);
-  }
+  await server.waitForLog(/Connection 40 from/);
+  const workers = [
+    ...server.log().matchAll(/echoserver.worker-(\d): Connection \d+ from \S+ to worker-(\d)/g),
+  ];
+  assert.equal(workers.length, 40);
+  // Each connection is logged by the worker that accepted it: no thread relays another's.
+  assert.ok(workers.every((m) => m[1] === m[2]));
+  assert.deepEqual(new Set(workers.map((m) => m[2])), new Set(["1", "2"]));
 });
+
+bothModes(
+  "backpressure: a client that never reads is stopped, and gets every byte later",
+  async (dispatch) => {
+    await using server = await startServer(twoWorkers(dispatch));
+    using conn = await Deno.connect({ hostname: "127.0.0.1", port: server.port });
+    const chunk = pattern(64 * 1024, 5);
+    const limit = 256 * 1024 * 1024;
+    let sent = 0;
+    let stalled: Promise<void> | undefined;
+    // Write until a write makes no progress for a second: the server has stopped reading.
+    while (sent < limit) {
+      const write = writeAll(conn, chunk);
+      const progressed = await Promise.race([
+        write.then(() => true),
+        new Promise<boolean>((r) => setTimeout(() => r(false), 1000)),
+      ]);
+      if (!progressed) {
+        stalled = write;
+        break;
+      }
+      sent += chunk.length;
+    }
+    assert.ok(
+      stalled !== undefined,
+      `server kept reading ${sent} bytes from a client that reads nothing`,
+    );
+    // Kernel buffers on both sides take some megabytes; the server itself holds under 1 MiB.
+    assert.ok(sent < 64 * 1024 * 1024, `${sent} bytes accepted before the stall`);
+    const expected = sent + chunk.length;
+    const echoed = await readBytes(conn, expected);
+    await stalled;
+    assert.equal(echoed.length, expected);
+    for (let i = 0; i < echoed.length; i += chunk.length) {
+      assert.deepEqual(echoed.subarray(i, i + chunk.length), chunk, `mismatch at ${i}`);
+    }
+  },
+);
 
 Deno.test("bad flags exit 2 with a one-line message and a hint, no stack trace", async () => {
   for (
@@ -199,9 +245,16 @@ Deno.test("--help and --version print to stdout and exit 0", async () => {
   assert.equal(version.stdout.trim(), `echoserver ${config.version}`);
 });
 
-Deno.test("a port in use exits 1 with one line naming the address", async () => {
+bothModes("a port in use exits 1 with one line naming the address", async (dispatch) => {
   using taken = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const { code, stderr } = await runServer(["--host", "127.0.0.1", "--port", `${taken.addr.port}`]);
+  const { code, stderr } = await runServer([
+    "--host",
+    "127.0.0.1",
+    "--port",
+    `${taken.addr.port}`,
+    "--dispatch",
+    dispatch,
+  ]);
   assert.equal(code, 1);
   const lines = stderr.trim().split("\n");
   assert.equal(lines.length, 1, stderr);
@@ -211,109 +264,133 @@ Deno.test("a port in use exits 1 with one line naming the address", async () => 
   );
 });
 
-Deno.test("a bad listen address exits 1 with one line", async () => {
-  const { code, stderr } = await runServer(["--host", "256.1.1.1", "--port", "0"]);
+bothModes("a bad listen address exits 1 with one line", async (dispatch) => {
+  const { code, stderr } = await runServer([
+    "--host",
+    "256.1.1.1",
+    "--port",
+    "0",
+    "--dispatch",
+    dispatch,
+  ]);
   assert.equal(code, 1);
   assert.match(stderr.trim(), /^[^\n]*Cannot listen on 256\.1\.1\.1:0: [^\n]+$/);
 });
 
-Deno.test("a handler module that exports no function fails start-up with exit 2", async () => {
-  const { code, stderr } = await runServer(["--handler", "tests/fixtures/not_a_handler.ts"]);
-  assert.equal(code, 2);
-  assert.match(
-    stderr.trim(),
-    /^[^\n]*Cannot load handler .*not_a_handler\.ts.*export a function[^\n]*$/,
-  );
-});
+bothModes(
+  "a handler module that exports no function fails start-up with exit 2",
+  async (dispatch) => {
+    const { code, stderr } = await runServer([
+      "--handler",
+      "tests/fixtures/not_a_handler.ts",
+      "--dispatch",
+      dispatch,
+    ]);
+    assert.equal(code, 2);
+    assert.match(
+      stderr.trim(),
+      /^[^\n]*Cannot load handler .*not_a_handler\.ts.*export a function[^\n]*$/,
+    );
+  },
+);
 
-Deno.test("a handler module that is missing or throws on load fails start-up with exit 2", async () => {
-  for (
-    const [path, reason] of [
-      ["tests/fixtures/no_such_handler.ts", /Cannot load handler .*no_such_handler\.ts/],
-      ["tests/fixtures/throws_on_load.ts", /Cannot load handler .*this module refuses to load/],
-    ] as const
-  ) {
-    const { code, stderr } = await runServer(["--handler", path]);
-    assert.equal(code, 2, stderr);
-    assert.equal(stderr.trim().split("\n").length, 1, stderr);
-    assert.match(stderr, reason);
-  }
-});
+bothModes(
+  "a handler module that is missing or throws on load fails start-up with exit 2",
+  async (dispatch) => {
+    for (
+      const [path, reason] of [
+        ["tests/fixtures/no_such_handler.ts", /Cannot load handler .*no_such_handler\.ts/],
+        ["tests/fixtures/throws_on_load.ts", /Cannot load handler .*this module refuses to load/],
+      ] as const
+    ) {
+      const { code, stderr } = await runServer(["--handler", path, "--dispatch", dispatch]);
+      assert.equal(code, 2, stderr);
+      assert.equal(stderr.trim().split("\n").length, 1, stderr);
+      assert.match(stderr, reason);
+    }
+  },
+);
 
-Deno.test("a handler that throws closes only its own connection, logged and counted", async () => {
-  await using server = await startServer([
-    ...TWO_WORKERS,
-    "--handler",
-    "tests/fixtures/throwing_handler.ts",
-    "--metrics-port",
-    "0",
-  ]);
-  using victim = await Deno.connect({ hostname: "127.0.0.1", port: server.port });
-  using neighbour = await Deno.connect({ hostname: "127.0.0.1", port: server.port });
-  await writeAll(victim, utf8("boom\n"));
-  assert.equal((await readBytes(victim, Infinity)).length, 0);
-  await writeAll(neighbour, utf8("fine\n"));
-  assert.equal(text(await readBytes(neighbour, 5)), "fine\n");
-  await server.waitForLog(/Connection 1: handler failed: boom requested/);
-  const metrics = await scrape(server.metricsPort!);
-  assert.equal(metrics.get('echoserver_connections_closed_total{reason="handler-error"}'), 1);
-  assert.equal(metrics.get("echoserver_worker_restarts_total"), 0);
-});
+bothModes(
+  "a handler that throws closes only its own connection, logged and counted",
+  async (dispatch) => {
+    await using server = await startServer([
+      ...twoWorkers(dispatch),
+      "--handler",
+      "tests/fixtures/throwing_handler.ts",
+      "--metrics-port",
+      "0",
+    ]);
+    using victim = await Deno.connect({ hostname: "127.0.0.1", port: server.port });
+    using neighbour = await Deno.connect({ hostname: "127.0.0.1", port: server.port });
+    await writeAll(victim, utf8("boom\n"));
+    assert.equal((await readBytes(victim, Infinity)).length, 0);
+    await writeAll(neighbour, utf8("fine\n"));
+    assert.equal(text(await readBytes(neighbour, 5)), "fine\n");
+    await server.waitForLog(/Connection \d+: handler failed: boom requested/);
+    const metrics = await scrape(server.metricsPort!);
+    assert.equal(metrics.get('echoserver_connections_closed_total{reason="handler-error"}'), 1);
+    assert.equal(metrics.get("echoserver_worker_restarts_total"), 0);
+  },
+);
 
-Deno.test({
-  name: "SIGTERM: stops accepting, a client mid-echo gets its bytes, exit 0",
-  ignore: !POSIX,
-}, async () => {
-  await using server = await startServer(TWO_WORKERS);
-  using conn = await Deno.connect({ hostname: "127.0.0.1", port: server.port });
-  const payload = pattern(1024 * 1024, 9);
-  const reading = readBytes(conn, Infinity);
-  await writeAll(conn, payload);
-  const status = await server.stop("SIGTERM");
-  const echoed = await reading;
-  assert.equal(status.code, 0);
-  assert.equal(echoed.length, payload.length);
-  assert.ok(echoed.every((b, i) => b === payload[i]));
-  await assert.rejects(Deno.connect({ hostname: "127.0.0.1", port: server.port }));
-});
+bothModes(
+  "SIGTERM: stops accepting, a client mid-echo gets its bytes, exit 0",
+  async (dispatch) => {
+    await using server = await startServer(twoWorkers(dispatch));
+    using conn = await Deno.connect({ hostname: "127.0.0.1", port: server.port });
+    const payload = pattern(1024 * 1024, 9);
+    const reading = readBytes(conn, Infinity);
+    await writeAll(conn, payload);
+    const status = await server.stop("SIGTERM");
+    const echoed = await reading;
+    assert.equal(status.code, 0);
+    assert.equal(echoed.length, payload.length);
+    assert.ok(echoed.every((b, i) => b === payload[i]));
+    await assert.rejects(Deno.connect({ hostname: "127.0.0.1", port: server.port }));
+  },
+  { ignore: !POSIX },
+);
 
-Deno.test({
-  name: "SIGINT with idle connections open stops within the grace, exit 0",
-  ignore: !POSIX,
-}, async () => {
-  await using server = await startServer([...TWO_WORKERS, "--shutdown-timeout", "5"]);
+bothModes("SIGINT with idle connections open stops within the grace, exit 0", async (dispatch) => {
+  await using server = await startServer([...twoWorkers(dispatch), "--shutdown-timeout", "5"]);
   using _idle = await Deno.connect({ hostname: "127.0.0.1", port: server.port });
   const started = performance.now();
   const status = await server.stop("SIGINT");
   assert.equal(status.code, 0);
   assert.ok(performance.now() - started < 4000, "waited for the idle client");
-});
+}, { ignore: !POSIX });
 
-Deno.test("a worker that dies is replaced: only its connections close, new ones are served", async () => {
-  await using server = await startServer([
-    ...TWO_WORKERS,
-    "--handler",
-    "tests/fixtures/crash_handler.ts",
-  ]);
-  using onWorker1 = await Deno.connect({ hostname: "127.0.0.1", port: server.port });
-  using onWorker2 = await Deno.connect({ hostname: "127.0.0.1", port: server.port });
-  await writeAll(onWorker2, utf8("hello\n"));
-  assert.equal(text(await readBytes(onWorker2, 6)), "hello\n");
+bothModes(
+  "a worker that dies is replaced: only its connections close, new ones are served",
+  async (dispatch) => {
+    await using server = await startServer([
+      ...twoWorkers(dispatch),
+      "--handler",
+      "tests/fixtures/crash_handler.ts",
+      "--log-level",
+      "debug",
+    ]);
+    using onWorker1 = await connectToWorker(server, 1);
+    using onWorker2 = await connectToWorker(server, 2);
+    await writeAll(onWorker2, utf8("hello\n"));
+    assert.equal(text(await readBytes(onWorker2, 6)), "hello\n");
 
-  await writeAll(onWorker1, utf8("crash\n"));
-  await readBytes(onWorker1, Infinity); // the echo, if any, then the close
-  await server.waitForLog(/worker-1 died: .*crash requested by the test/);
-  await server.waitForLog(/worker-1 replaced/);
+    await writeAll(onWorker1, utf8("crash\n"));
+    await readBytes(onWorker1, Infinity); // the echo, if any, then the close
+    await server.waitForLog(/worker-1 died: .*crash requested by the test/);
+    await server.waitForLog(/worker-1 replaced/);
 
-  await writeAll(onWorker2, utf8("still served\n"));
-  assert.equal(text(await readBytes(onWorker2, 13)), "still served\n");
-  for (let i = 0; i < 4; i++) {
-    using conn = await Deno.connect({ hostname: "127.0.0.1", port: server.port });
-    await writeAll(conn, utf8(`new ${i}\n`));
-    assert.equal(text(await readBytes(conn, 6)), `new ${i}\n`);
-  }
-  assert.doesNotMatch(server.log(), /\n\s+at /, "a stack trace was printed");
-});
+    await writeAll(onWorker2, utf8("still served\n"));
+    assert.equal(text(await readBytes(onWorker2, 13)), "still served\n");
+    for (let i = 0; i < 4; i++) {
+      using conn = await Deno.connect({ hostname: "127.0.0.1", port: server.port });
+      await writeAll(conn, utf8(`new ${i}\n`));
+      assert.equal(text(await readBytes(conn, 6)), `new ${i}\n`);
+    }
+    assert.doesNotMatch(server.log(), /\n\s+at /, "a stack trace was printed");
+  },
+);
 
 Deno.test("resolveHandlerSpec() keeps names and URLs, and finds paths in the first base that has them", async () => {
   const { resolveHandlerSpec } = await import("../lib/handlers/registry.ts");

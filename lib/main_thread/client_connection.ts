@@ -22,11 +22,25 @@ import {
   WINDOW,
 } from "../shared/channel.ts";
 import type { CloseReason } from "../shared/close_reason.ts";
+import { Counter, type SlotCounters } from "../shared/counters.ts";
+import type { TimedConnection } from "../shared/timeouts.ts";
 import { BufferPool } from "./buffer_pool.ts";
 import type { WorkerLink } from "./worker_pool.ts";
 
 /** Called once when a connection has closed. */
 export type CloseListener = (connection: ClientConnection, reason: CloseReason) => void;
+
+/** Options for {@linkcode ClientConnection}. */
+export interface ClientConnectionOptions {
+  /** The row of counters of the connection's worker slot. */
+  counters: SlotCounters;
+  /** Called once when the connection has closed. */
+  onClose: CloseListener;
+  /** The client's address as a PROXY header gave it; the socket's peer otherwise. */
+  remoteAddr?: Deno.NetAddr | undefined;
+  /** Bytes already read past a PROXY header, delivered first. */
+  initial?: Uint8Array | undefined;
+}
 
 const MIN_READ = 1024;
 const MAX_READ = BULK_BUFFER_SIZE;
@@ -41,7 +55,7 @@ const LINGER_MS = 1000;
 const encoder = new TextEncoder();
 
 /** The main thread's side of one client connection. */
-export class ClientConnection {
+export class ClientConnection implements TimedConnection {
   /** Server-wide connection id. */
   readonly id: number;
   /** The worker serving this connection. */
@@ -65,6 +79,7 @@ export class ClientConnection {
   bytesOut = 0;
 
   #conn: Deno.TcpConn;
+  #counters: SlotCounters;
   #onClose: CloseListener;
   #buffer = new Uint8Array(MIN_READ);
   /** Bytes sent to the worker and not yet acknowledged. */
@@ -90,21 +105,20 @@ export class ClientConnection {
    * @param id Connection id.
    * @param conn The accepted socket.
    * @param link The worker that serves it.
-   * @param onClose Called once when it has closed.
-   * @param options The client's address as a PROXY header gave it, and bytes already read
-   *   past that header.
+   * @param options Where to count its bytes, whom to tell when it closes, the client's address
+   *   as a PROXY header gave it, and bytes already read past that header.
    */
   constructor(
     id: number,
     conn: Deno.TcpConn,
     link: WorkerLink,
-    onClose: CloseListener,
-    options: { remoteAddr?: Deno.NetAddr | undefined; initial?: Uint8Array | undefined } = {},
+    options: ClientConnectionOptions,
   ) {
     this.id = id;
     this.#conn = conn;
     this.link = link;
-    this.#onClose = onClose;
+    this.#counters = options.counters;
+    this.#onClose = options.onClose;
     this.remoteAddr = displayAddr(options.remoteAddr ?? conn.remoteAddr);
     this.#initial = options.initial;
   }
@@ -122,6 +136,7 @@ export class ClientConnection {
       this.link.writer.data(this.id, this.#initial);
       this.#inFlight += this.#initial.length;
       this.bytesIn += this.#initial.length;
+      this.#counters.add(Counter.bytesIn, this.#initial.length);
     }
     this.#initial = undefined;
     this.#readLoop();
@@ -220,6 +235,7 @@ export class ClientConnection {
       }
       this.active = true;
       this.bytesIn += n;
+      this.#counters.add(Counter.bytesIn, n);
       if (this.#inputStopped) continue; // draining: read and drop
       this.#inFlight += n;
       if (n >= ATTACH_THRESHOLD) {
@@ -263,6 +279,7 @@ export class ClientConnection {
       if (this.#writeOwned.shift()) bulkBuffers.give(chunk.buffer as ArrayBuffer);
       this.active = true;
       this.bytesOut += chunk.length;
+      this.#counters.add(Counter.bytesOut, chunk.length);
       this.#written += chunk.length;
       if (this.#written >= ACK_THRESHOLD) {
         this.link.writer.control(Frame.ACK, this.id, this.#written);

@@ -18,6 +18,11 @@ export interface Config {
   host: string | undefined;
   /** Number of worker threads. */
   workers: number;
+  /**
+   * How connections reach the workers: `main`, the main thread accepts and relays their bytes;
+   * `kernel` (Linux), every worker listens with `SO_REUSEPORT` and owns its sockets.
+   */
+  dispatch: DispatchMode;
   /** Seconds of silence after which a connection is closed; 0 disables the timeout. */
   idleTimeout: number;
   /** Most connections served at once; the ones past it are closed on accept. */
@@ -37,6 +42,12 @@ export interface Config {
   /** Protocol handler: a built-in name (`echo`) or a module path or URL. */
   handler: string;
 }
+
+/** The values of `--dispatch`. */
+export const DISPATCH_MODES = ["main", "kernel"] as const;
+
+/** One of {@linkcode DISPATCH_MODES}. */
+export type DispatchMode = typeof DISPATCH_MODES[number];
 
 /** What the command line asked for: run the server, or print help or the version and exit. */
 export type Command =
@@ -58,10 +69,19 @@ export type Command =
  * ```
  */
 export class UsageError extends Error {
-  /** Creates the error with a one-line, user-facing message. */
-  constructor(message: string, options?: ErrorOptions) {
+  /** Whether a hint to read `--help` should follow the message (not when the flags are fine). */
+  readonly showHint: boolean;
+
+  /**
+   * Creates the error with a one-line, user-facing message.
+   *
+   * @param message The line.
+   * @param options The cause, and whether to hint at `--help` (default true).
+   */
+  constructor(message: string, options?: ErrorOptions & { showHint?: boolean }) {
     super(message, options);
     this.name = "UsageError";
+    this.showHint = options?.showHint ?? true;
   }
 }
 
@@ -69,6 +89,11 @@ export class UsageError extends Error {
 export interface ParseOptions {
   /** CPU count, the default for `--workers`. */
   cpus: number;
+  /**
+   * The operating system, as `Deno.build.os` names it (`kernel` dispatch is Linux-only).
+   * @default {"linux"}
+   */
+  os?: string;
 }
 
 /** The usage text printed by `--help`. */
@@ -81,6 +106,12 @@ Options:
   -p, --port <n>             TCP port; default 5555; 0 picks a free port
       --host <addr>          listen address; default all interfaces, IPv4 and IPv6 ("::")
   -w, --workers <n>          worker threads; default: CPU cores
+      --dispatch <mode>      how connections reach the workers; default main
+                               main:   the main thread accepts and relays each connection's
+                                       bytes to a worker (any OS)
+                               kernel: every worker listens on the port (SO_REUSEPORT), the
+                                       kernel spreads connections, and each worker does its
+                                       own socket I/O: scales with cores (Linux only)
       --idle-timeout <s>     close a connection idle this many seconds; default 300; 0 = never
       --max-connections <n>  default 10000; beyond it new connections are closed at once
       --shutdown-timeout <s> on SIGINT/SIGTERM, how long to let connections drain; default 10
@@ -102,6 +133,7 @@ const OPTIONS = {
   port: { type: "string", short: "p" },
   host: { type: "string" },
   workers: { type: "string", short: "w" },
+  dispatch: { type: "string" },
   "idle-timeout": { type: "string" },
   "max-connections": { type: "string" },
   "shutdown-timeout": { type: "string" },
@@ -151,12 +183,27 @@ export function parseCommandLine(args: readonly string[], options: ParseOptions)
       `'--log-level' must be one of ${LOG_LEVELS.join(", ")}, got "${logLevel}"`,
     );
   }
+  const dispatch = values.dispatch ?? "main";
+  if (!(DISPATCH_MODES as readonly string[]).includes(dispatch)) {
+    throw new UsageError(
+      `'--dispatch' must be one of ${DISPATCH_MODES.join(", ")}, got "${dispatch}"`,
+    );
+  }
+  const os = options.os ?? "linux";
+  if (dispatch === "kernel" && os !== "linux") {
+    throw new UsageError(
+      `'--dispatch kernel' needs Linux, where SO_REUSEPORT spreads connections over the ` +
+        `workers; on ${os} use '--dispatch main'`,
+      { showHint: false },
+    );
+  }
   return {
     kind: "serve",
     config: {
       port: _integer("--port", values.port, 5555, 0, 65535),
       host,
       workers: _integer("--workers", values.workers, Math.max(1, options.cpus), 1, 256),
+      dispatch: dispatch as DispatchMode,
       idleTimeout: _seconds("--idle-timeout", values["idle-timeout"], 300, 0),
       maxConnections: _integer("--max-connections", values["max-connections"], 10000, 1, 1e7),
       shutdownTimeout: _seconds("--shutdown-timeout", values["shutdown-timeout"], 10, 0),

@@ -1,12 +1,14 @@
 /**
  * The server's counters in Prometheus text format, and the HTTP endpoint that serves them.
  *
- * Runs on the main thread (where the counters live).
+ * Runs on the main thread, which reads every worker slot's counters from shared memory: the
+ * series are the same in every dispatch mode.
  *
  * @module
  */
 
 import { CLOSE_REASONS } from "../shared/close_reason.ts";
+import { Counter } from "../shared/counters.ts";
 import type { ServerSnapshot } from "./server.ts";
 
 /**
@@ -21,7 +23,7 @@ import type { ServerSnapshot } from "./server.ts";
  * ```
  */
 export function renderMetrics(snapshot: ServerSnapshot): string {
-  const { stats } = snapshot;
+  const { counters } = snapshot;
   const lines: string[] = [];
   const metric = (
     name: string,
@@ -34,54 +36,63 @@ export function renderMetrics(snapshot: ServerSnapshot): string {
       lines.push(`echoserver_${name}${labels ? `{${labels}}` : ""} ${value}`);
     }
   };
-  const perWorker = (values: number[]) =>
-    values.map((value, slot) => [`worker="${slot + 1}"`, value] as [string, number]);
+  const perWorker = (field: typeof Counter.accepted | typeof Counter.active) =>
+    Array.from(
+      { length: counters.workers },
+      (_, slot) => [`worker="${slot + 1}"`, counters.slot(slot).get(field)] as [string, number],
+    );
 
   metric(
     "connections_accepted_total",
     "counter",
     "Connections accepted and handed to a worker.",
-    perWorker(stats.acceptedByWorker),
+    perWorker(Counter.accepted),
   );
   metric(
     "connections_active",
     "gauge",
     "Connections open now.",
-    perWorker(snapshot.activeByWorker),
+    perWorker(Counter.active),
   );
   metric(
     "connections_rejected_total",
     "counter",
     "Connections closed on accept because --max-connections was reached.",
-    [["", stats.rejected]],
+    [["", counters.sum(Counter.rejected)]],
   );
   metric(
     "connections_closed_total",
     "counter",
     "Connections closed, by reason.",
-    CLOSE_REASONS.map((reason) => [`reason="${reason}"`, stats.closed[reason]]),
+    CLOSE_REASONS.map((reason) => [`reason="${reason}"`, counters.sumClosed(reason)]),
   );
   metric(
     "accept_failures_total",
     "counter",
     "accept() calls that failed, such as on EMFILE (too many open files).",
-    [["", stats.failedAccepts]],
+    [["", counters.sum(Counter.acceptFailures)]],
   );
   metric(
     "proxy_header_rejected_total",
     "counter",
     "Connections closed because their PROXY protocol header was missing or malformed.",
-    [["", stats.proxyRejected]],
+    [["", counters.sum(Counter.proxyRejected)]],
   );
-  metric("received_bytes_total", "counter", "Bytes read from clients.", [["", snapshot.bytesIn]]);
-  metric("sent_bytes_total", "counter", "Bytes written to clients.", [["", snapshot.bytesOut]]);
+  metric("received_bytes_total", "counter", "Bytes read from clients.", [[
+    "",
+    counters.sum(Counter.bytesIn),
+  ]]);
+  metric("sent_bytes_total", "counter", "Bytes written to clients.", [[
+    "",
+    counters.sum(Counter.bytesOut),
+  ]]);
   metric(
     "worker_restarts_total",
     "counter",
     "Workers that died and were replaced.",
     [["", snapshot.workerRestarts]],
   );
-  metric("workers", "gauge", "Size of the worker pool.", [["", snapshot.workers]]);
+  metric("workers", "gauge", "Size of the worker pool.", [["", counters.workers]]);
   return lines.join("\n") + "\n";
 }
 

@@ -23,6 +23,12 @@ export interface WorkerLink {
   readonly writer: FrameWriter;
   /** False once the worker has died or the pool has closed. */
   readonly alive: boolean;
+  /**
+   * Sends a control message to this worker (connection bytes go through `writer`).
+   *
+   * @param message The message.
+   */
+  post(message: ToWorker): void;
 }
 
 /** Options for {@linkcode WorkerPool}. */
@@ -33,8 +39,8 @@ export interface WorkerPoolOptions {
   spawn: WorkerFactory;
   /** The `init` message for a slot's worker. */
   init: (slot: number) => ToWorker;
-  /** Called with each batch of frames a worker sends. */
-  onFrames: (
+  /** Called with each batch of frames a worker sends (`main` dispatch). */
+  onFrames?: (
     link: WorkerLink,
     buffer: ArrayBuffer,
     length: number,
@@ -42,6 +48,8 @@ export interface WorkerPoolOptions {
   ) => void;
   /** Called when a worker dies, before its replacement starts. */
   onLost: (link: WorkerLink) => void;
+  /** Called when a worker reports that its drain is over (`kernel` dispatch). */
+  onDrained?: (link: WorkerLink, cut: number) => void;
   /**
    * Milliseconds to wait before retrying a replacement that failed to start.
    * @default {1000}
@@ -74,6 +82,10 @@ class Link implements WorkerLink {
       worker.postMessage(message, [buffer, ...attached]);
     }, { oneInFlight: true });
   }
+
+  post(message: ToWorker): void {
+    if (this.alive) this.worker.postMessage(message);
+  }
 }
 
 /**
@@ -92,6 +104,7 @@ export class WorkerPool {
   #links: (Link | undefined)[];
   #roundRobin: RoundRobin;
   #closed = false;
+  #replacing = true;
   #restarts = 0;
   #log = getLog();
 
@@ -130,6 +143,16 @@ export class WorkerPool {
   next(): WorkerLink | undefined {
     const slot = this.#roundRobin.next((i) => this.#links[i]?.ready === true);
     return slot === undefined ? undefined : this.#links[slot];
+  }
+
+  /** The workers running now, ready or not. */
+  get links(): WorkerLink[] {
+    return this.#links.filter((link): link is Link => link !== undefined && link.alive);
+  }
+
+  /** From now on a worker that dies is not replaced (the server is shutting down). */
+  stopReplacing(): void {
+    this.#replacing = false;
   }
 
   /** Stops every worker at once. Idempotent. */
@@ -173,12 +196,15 @@ export class WorkerPool {
     switch (message.type) {
       case "frames":
         if (!link.alive) break;
-        this.#options.onFrames(link, message.buffer, message.length, message.attached);
+        this.#options.onFrames?.(link, message.buffer, message.length, message.attached);
         if (message.done) link.writer.release();
         break;
       case "ready":
         link.ready = true;
         resolve();
+        break;
+      case "drained":
+        this.#options.onDrained?.(link, message.cut);
         break;
       case "failed":
         if (link.ready) this.#lose(link, message.message);
@@ -201,11 +227,11 @@ export class WorkerPool {
       reason,
     });
     this.#options.onLost(link);
-    this.#replace(link.slot);
+    if (this.#replacing) this.#replace(link.slot);
   }
 
   async #replace(slot: number): Promise<void> {
-    while (!this.#closed) {
+    while (!this.#closed && this.#replacing) {
       try {
         await this.#spawn(slot);
         this.#restarts++;

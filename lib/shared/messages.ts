@@ -22,6 +22,27 @@ export interface FramesMessage {
   done: boolean;
 }
 
+/**
+ * How a worker gets its connections. `main`: from the main thread, over the frame channel.
+ * `kernel`: it listens on the server's address itself (`SO_REUSEPORT`) and owns its sockets.
+ */
+export type Dispatch =
+  | { mode: "main" }
+  | {
+    mode: "kernel";
+    /** Address to listen on: the one the main thread reserved (real port, effective host). */
+    hostname: string;
+    port: number;
+    /** The server's counters (see `counters.ts`), shared with the main thread. */
+    counters: SharedArrayBuffer;
+    /** Number of worker slots the counters were made for. */
+    workers: number;
+    maxConnections: number;
+    idleTimeout: number;
+    writeTimeout: number;
+    proxyProtocol: boolean;
+  };
+
 /** Sent by the main thread to a worker. */
 export type ToWorker =
   /** First message: who the worker is and how to serve. Answered with `ready` or `failed`. */
@@ -32,9 +53,15 @@ export type ToWorker =
     logLevel: LogLevelName;
     /** Built-in handler name, or a module URL. */
     handler: string;
+    dispatch: Dispatch;
   }
   /** A batch of frames (see `channel.ts`); the buffers are transferred. */
-  | FramesMessage;
+  | FramesMessage
+  /**
+   * `kernel` dispatch: stop accepting, let open connections finish for up to `timeout` seconds,
+   * close the rest, then answer `drained`.
+   */
+  | { type: "drain"; timeout: number };
 
 /** Sent by a worker to the main thread. */
 export type FromWorker =
@@ -43,7 +70,9 @@ export type FromWorker =
   /** The worker could not start (for example, its handler failed to load). */
   | { type: "failed"; message: string }
   /** A batch of frames (see `channel.ts`); the buffers are transferred. */
-  | FramesMessage;
+  | FramesMessage
+  /** `kernel` dispatch: the drain is over; `cut` connections were closed at the deadline. */
+  | { type: "drained"; cut: number };
 
 /**
  * Checks that a value received from another thread is a {@linkcode FromWorker} message.
@@ -54,7 +83,7 @@ export type FromWorker =
 export function isFromWorker(value: unknown): value is FromWorker {
   if (typeof value !== "object" || value === null) return false;
   const type = (value as { type?: unknown }).type;
-  return type === "ready" || type === "failed" || type === "frames";
+  return type === "ready" || type === "failed" || type === "frames" || type === "drained";
 }
 
 /**
@@ -66,5 +95,5 @@ export function isFromWorker(value: unknown): value is FromWorker {
 export function isToWorker(value: unknown): value is ToWorker {
   if (typeof value !== "object" || value === null) return false;
   const type = (value as { type?: unknown }).type;
-  return type === "init" || type === "frames";
+  return type === "init" || type === "frames" || type === "drain";
 }

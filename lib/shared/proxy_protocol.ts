@@ -3,7 +3,8 @@
  * in front of the server (https://www.haproxy.org/download/2.9/doc/proxy-protocol.txt), so that
  * the server sees each client's real address.
  *
- * Runs on the main thread, which reads the header before a connection reaches its worker.
+ * Runs on whichever thread accepts the connection: the main thread in `main` dispatch, the worker
+ * in `kernel` dispatch. The header is read before the connection reaches its handler.
  *
  * @module
  */
@@ -50,10 +51,72 @@ export interface ProxyHeader {
 
 /** A header that is missing or malformed. The message says what is wrong, in one line. */
 export class ProxyProtocolError extends Error {
-  /** @param message What is wrong with the header. */
-  constructor(message: string) {
-    super(message);
+  /**
+   * @param message What is wrong with the header.
+   * @param options The underlying error as `cause`, if any.
+   */
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
     this.name = "ProxyProtocolError";
+  }
+}
+
+/** How long a connection may take to send its PROXY header. */
+export const PROXY_HEADER_TIMEOUT_MS = 5000;
+
+/** A connection's PROXY header and the client bytes that arrived with it. */
+export interface ProxiedStart {
+  /** The parsed header. */
+  header: ProxyHeader;
+  /** Bytes read past the header: the start of the client's own data. */
+  rest: Uint8Array;
+}
+
+/**
+ * Reads a PROXY header from a freshly accepted connection, with a deadline. On failure the
+ * error says why in one line, and the caller closes the connection (after counting it, so that
+ * a client that sees the close and then reads `/metrics` finds it counted).
+ *
+ * @param conn The accepted socket; nothing may have been read from it yet.
+ * @param timeoutMs How long the peer may take to send the whole header.
+ * @returns The header and what followed it.
+ * @throws {ProxyProtocolError} If the header is malformed, late, or the peer left first.
+ */
+export async function readProxyHeader(
+  conn: Deno.Conn,
+  timeoutMs: number = PROXY_HEADER_TIMEOUT_MS,
+): Promise<ProxiedStart> {
+  let received = new Uint8Array(0);
+  let late = false;
+  const timer = setTimeout(() => {
+    late = true;
+    _closeQuietly(conn);
+  }, timeoutMs);
+  try {
+    const buffer = new Uint8Array(V2_MAX_LENGTH);
+    while (true) {
+      let n: number | null;
+      try {
+        n = await conn.read(buffer.subarray(received.length));
+      } catch (error) {
+        if (late) throw new ProxyProtocolError(`no PROXY header within ${timeoutMs / 1000} s`);
+        throw new ProxyProtocolError(`closed before sending its PROXY header`, { cause: error });
+      }
+      if (n === null) throw new ProxyProtocolError("closed before sending its PROXY header");
+      received = buffer.subarray(0, received.length + n);
+      const header = parseProxyHeader(received);
+      if (header !== undefined) return { header, rest: received.slice(header.length) };
+    }
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+function _closeQuietly(conn: Deno.Conn): void {
+  try {
+    conn.close();
+  } catch {
+    // Already closed.
   }
 }
 

@@ -1,26 +1,23 @@
 /**
- * The inside of a connection worker: turns the frames arriving from the main thread into one
- * Web Streams pair per connection, runs the protocol handler on each, and sends the handler's
- * output back as frames. Many connections are served at once on the worker's own event loop.
+ * The inside of a connection worker: waits for `init`, loads the handler, starts the adapter
+ * that the dispatch mode needs, and reports `ready`. Many connections are served at once on the
+ * worker's own event loop.
+ *
+ * - `main` dispatch: connections arrive as frames from the main thread (`channel_adapter.ts`).
+ * - `kernel` dispatch: the worker listens with `SO_REUSEPORT` and owns its sockets
+ *   (`socket_server.ts`); only control messages and shared counters cross threads.
  *
  * Runs inside a worker only (entry: `workers/connection_worker.ts`).
  *
  * @module
  */
 
-import {
-  ACK_THRESHOLD,
-  ATTACH_THRESHOLD,
-  BULK_BUFFER_SIZE,
-  Frame,
-  FrameWriter,
-  readFrames,
-  WINDOW,
-} from "../shared/channel.ts";
-import type { Connection, Handler } from "../handlers/handler.ts";
 import { loadHandler } from "../handlers/registry.ts";
 import { getLog, setupLogging } from "../shared/log.ts";
 import { type FromWorker, isToWorker } from "../shared/messages.ts";
+import { ChannelRuntime } from "./channel_adapter.ts";
+import { CLOSED } from "./run_handler.ts";
+import { SocketServer } from "./socket_server.ts";
 
 /** The parts of a worker's global scope that the runtime uses. */
 export interface WorkerScope {
@@ -34,19 +31,22 @@ export interface WorkerScope {
 
 /**
  * Serves connections for the main thread: waits for `init`, loads the handler, reports `ready`,
- * then handles frame batches until the worker is terminated.
+ * then serves until the worker is terminated.
  *
  * @param scope The worker's global scope (`self`).
  */
 export function runWorker(scope: WorkerScope): void {
-  let runtime: WorkerRuntime | undefined;
+  let channel: ChannelRuntime | undefined;
+  let sockets: SocketServer | undefined;
+  const post = (message: FromWorker, transfer: Transferable[] = []) =>
+    scope.postMessage(message, transfer);
   const close = scope.close.bind(scope);
   // An error that escapes a handler (a throw in a stray callback) may have left this isolate in
   // any state: report it in one line and stop; the main thread replaces the worker.
   const die = (error: unknown) => {
     const message = error instanceof Error ? error.message : String(error);
     getLog().error("Uncaught error: {message}", { message });
-    scope.postMessage({ type: "failed", message: `uncaught error: ${message}` });
+    post({ type: "failed", message: `uncaught error: ${message}` });
     close();
   };
   // A handler that ends its worker on purpose (Deno.exit, self.close) would leave the main
@@ -56,12 +56,12 @@ export function runWorker(scope: WorkerScope): void {
     configurable: true,
     writable: true,
     value: (code?: number): never => {
-      scope.postMessage({ type: "failed", message: `worker exited (code ${code ?? 0})` });
+      post({ type: "failed", message: `worker exited (code ${code ?? 0})` });
       return exit(code);
     },
   });
   scope.close = () => {
-    scope.postMessage({ type: "failed", message: "worker closed itself" });
+    post({ type: "failed", message: "worker closed itself" });
     close();
   };
   globalThis.addEventListener("error", (event) => {
@@ -70,6 +70,9 @@ export function runWorker(scope: WorkerScope): void {
   });
   globalThis.addEventListener("unhandledrejection", (event) => {
     event.preventDefault();
+    // A write that failed because its connection was closed from outside concerns that
+    // connection only, even if the handler never awaited it.
+    if (event.reason === CLOSED) return;
     die(event.reason);
   });
   scope.onmessage = async (event: MessageEvent) => {
@@ -80,252 +83,31 @@ export function runWorker(scope: WorkerScope): void {
         setupLogging(message.logLevel, `worker-${message.index}`);
         try {
           const handler = await loadHandler(message.handler);
-          runtime = new WorkerRuntime(handler, scope);
-          scope.postMessage({ type: "ready" });
+          const { dispatch } = message;
+          if (dispatch.mode === "kernel") {
+            sockets = new SocketServer(handler, { ...dispatch, slot: message.index - 1 });
+            sockets.start();
+          } else {
+            channel = new ChannelRuntime(handler, post);
+          }
+          post({ type: "ready" });
         } catch (error) {
-          scope.postMessage({ type: "failed", message: (error as Error).message });
+          post({ type: "failed", message: (error as Error).message });
         }
         break;
       }
       case "frames":
-        runtime?.receive(message.buffer, message.length, message.attached);
+        channel?.receive(message.buffer, message.length, message.attached);
         break;
+      case "drain": {
+        const cut = await sockets?.drain(message.timeout) ?? 0;
+        post({ type: "drained", cut });
+        break;
+      }
       default: {
         const _never: never = message;
         throw new TypeError(`Unknown message: ${JSON.stringify(_never)}`);
       }
     }
   };
-}
-
-/** Runs handlers for the connections that the main thread assigns to this worker. */
-class WorkerRuntime {
-  #handler: Handler;
-  #writer: FrameWriter;
-  #connections = new Map<number, WorkerConnection>();
-  #log = getLog();
-
-  constructor(handler: Handler, scope: WorkerScope) {
-    this.#handler = handler;
-    this.#writer = new FrameWriter((buffer, length, attached, done) => {
-      const message: FromWorker = { type: "frames", buffer, length, attached, done };
-      scope.postMessage(message, [buffer, ...attached]);
-    });
-  }
-
-  receive(buffer: ArrayBuffer, length: number, attached: ArrayBuffer[]): void {
-    // The main thread holds its next batch until this one is done: say so in this turn's batch.
-    this.#writer.markDone();
-    readFrames(buffer, length, attached, (kind, id, value, payload) => {
-      if (kind === Frame.OPEN) {
-        this.#open(id, payload!);
-        return;
-      }
-      // Frames for a connection that has already finished here are stale: drop them.
-      const connection = this.#connections.get(id);
-      if (connection === undefined) return;
-      switch (kind) {
-        case Frame.DATA:
-          connection.receive(payload!);
-          break;
-        case Frame.EOF:
-          connection.receiveEof();
-          break;
-        case Frame.ACK:
-          connection.acknowledge(value);
-          break;
-        case Frame.CLOSE:
-          connection.closeFromOutside();
-          this.#connections.delete(id);
-          break;
-        default:
-          throw new RangeError(`Unexpected frame kind ${kind} from the main thread`);
-      }
-    });
-  }
-
-  #open(id: number, payload: Uint8Array): void {
-    const remoteAddr = JSON.parse(new TextDecoder().decode(payload)) as Deno.NetAddr;
-    const connection = new WorkerConnection(id, remoteAddr, this.#writer);
-    this.#connections.set(id, connection);
-    this.#serve(connection);
-  }
-
-  async #serve(connection: WorkerConnection): Promise<void> {
-    let failed = false;
-    try {
-      await this.#handler(connection.view);
-      await connection.closeWritable();
-    } catch (error) {
-      // Errors caused by the connection closing under the handler are not the handler's fault.
-      if (!connection.closed) {
-        failed = true;
-        this.#log.warn("Connection {id}: handler failed: {error}", {
-          id: connection.id,
-          error: (error as Error)?.message ?? String(error),
-        });
-      }
-    }
-    connection.finish(failed);
-    this.#connections.delete(connection.id);
-  }
-}
-
-const CLOSED = new Error("Connection closed");
-
-/** A connection's state inside the worker: its streams and its flow-control counters. */
-class WorkerConnection {
-  readonly id: number;
-  readonly view: Connection;
-  #writer: FrameWriter;
-  #controller!: ReadableStreamDefaultController<Uint8Array>;
-  /** Received bytes not yet read by the handler; bounded by the main thread's window. */
-  #pending: Uint8Array[] = [];
-  /** The handler is waiting in `read()` with nothing pending. */
-  #waiting = false;
-  #eof = false;
-  #readableDone = false;
-  /** Bytes read by the handler but not yet acknowledged to the main thread. */
-  #consumed = 0;
-  /** Bytes sent to the main thread and not yet written to the socket. */
-  #outstanding = 0;
-  #drained: (() => void) | undefined;
-  #ended = false;
-  /** Created on first use of `signal`: most handlers never look, and it costs memory. */
-  #abort: AbortController | undefined;
-  #closed = false;
-
-  constructor(id: number, remoteAddr: Deno.NetAddr, writer: FrameWriter) {
-    this.id = id;
-    this.#writer = writer;
-    const readable = new ReadableStream<Uint8Array>({
-      start: (controller) => {
-        this.#controller = controller;
-      },
-      pull: () => this.#deliver(),
-      cancel: () => {
-        this.#readableDone = true;
-        this.#pending = [];
-      },
-    }, { highWaterMark: 0 });
-    const writable = new WritableStream<Uint8Array>({
-      write: (chunk) => this.#send(chunk),
-      close: () => this.#end(Frame.END),
-      abort: () => this.#end(Frame.ABORT),
-    });
-    const signal = () => this.#signal();
-    this.view = {
-      id,
-      remoteAddr,
-      readable,
-      writable,
-      get signal() {
-        return signal();
-      },
-    };
-  }
-
-  #signal(): AbortSignal {
-    this.#abort ??= new AbortController();
-    if (this.#closed && !this.#abort.signal.aborted) this.#abort.abort(CLOSED);
-    return this.#abort.signal;
-  }
-
-  /** Whether the connection was closed from outside (the main thread said so). */
-  get closed(): boolean {
-    return this.#closed;
-  }
-
-  receive(bytes: Uint8Array): void {
-    if (this.#readableDone) return;
-    this.#pending.push(bytes);
-    if (this.#waiting) this.#deliver();
-  }
-
-  receiveEof(): void {
-    this.#eof = true;
-    if (this.#waiting) this.#deliver();
-  }
-
-  acknowledge(bytes: number): void {
-    this.#outstanding -= bytes;
-    if (this.#outstanding < WINDOW && this.#drained !== undefined) {
-      this.#drained();
-      this.#drained = undefined;
-    }
-  }
-
-  closeFromOutside(): void {
-    if (this.closed) return;
-    const reason = CLOSED;
-    this.#closed = true;
-    this.#abort?.abort(reason);
-    this.#pending = [];
-    if (!this.#readableDone) {
-      this.#readableDone = true;
-      this.#controller.error(reason);
-    }
-    this.#drained?.();
-    this.#drained = undefined;
-  }
-
-  /** Closes the writable if the handler left it open, so that queued writes are sent. */
-  async closeWritable(): Promise<void> {
-    if (!this.#ended && !this.view.writable.locked) await this.view.writable.close();
-  }
-
-  /** Tells the main thread the handler is done, unless its writable already did. */
-  finish(failed: boolean): void {
-    this.#end(failed ? Frame.ABORT : Frame.END);
-  }
-
-  #deliver(): void {
-    if (this.#readableDone) return;
-    const chunk = this.#pending.shift();
-    if (chunk === undefined) {
-      if (this.#eof) {
-        this.#readableDone = true;
-        this.#controller.close();
-      } else {
-        this.#waiting = true;
-      }
-      return;
-    }
-    this.#waiting = false;
-    this.#controller.enqueue(chunk);
-    this.#consumed += chunk.length;
-    if (this.#consumed >= ACK_THRESHOLD) {
-      this.#writer.control(Frame.ACK, this.id, this.#consumed);
-      this.#consumed = 0;
-    }
-  }
-
-  #send(chunk: Uint8Array): Promise<void> | void {
-    if (this.closed || this.#ended) throw new Error("Connection closed");
-    if (!(chunk instanceof Uint8Array)) {
-      throw new TypeError("Handlers must write Uint8Array chunks");
-    }
-    if (chunk.length === 0) return;
-    // Large chunks move as their own buffer; the handler keeps its chunk, so move a copy. Copies
-    // of bulk size go in a bulk-size buffer, which the main thread then reuses for reading.
-    if (chunk.length >= ATTACH_THRESHOLD) {
-      const size = chunk.length > BULK_BUFFER_SIZE / 2 && chunk.length <= BULK_BUFFER_SIZE
-        ? BULK_BUFFER_SIZE
-        : chunk.length;
-      const copy = new Uint8Array(size);
-      copy.set(chunk);
-      this.#writer.attach(this.id, copy.buffer, chunk.length);
-    } else this.#writer.data(this.id, chunk);
-    this.#outstanding += chunk.length;
-    // Backpressure: the handler's next write waits until the client has read enough.
-    if (this.#outstanding >= WINDOW) {
-      return new Promise((resolve) => this.#drained = resolve);
-    }
-  }
-
-  #end(kind: typeof Frame.END | typeof Frame.ABORT): void {
-    if (this.#ended) return;
-    this.#ended = true;
-    if (!this.closed) this.#writer.control(kind, this.id);
-  }
 }

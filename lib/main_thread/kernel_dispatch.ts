@@ -1,0 +1,156 @@
+/**
+ * `kernel` dispatch (Linux): every worker listens on the server's address with `SO_REUSEPORT`,
+ * the kernel spreads incoming connections over their listeners, and each worker does its own
+ * socket I/O. The main thread only supervises: it reserves the address, starts the workers,
+ * replaces one that dies, reads the shared counters for `/metrics`, and runs the drain.
+ *
+ * Why: in `main` dispatch the main thread does every socket's I/O, and for light protocols it
+ * alone costs more CPU per round trip than a whole single-isolate server, so it caps the server
+ * on any number of cores. Here no byte crosses threads.
+ *
+ * Runs on the main thread only.
+ *
+ * @module
+ */
+
+import { ServerCounters } from "../shared/counters.ts";
+import { getLog } from "../shared/log.ts";
+import { listenTcp } from "./listen.ts";
+import type { Server, ServerConfig, ServerSnapshot } from "./server.ts";
+import { type WorkerFactory, type WorkerLink, WorkerPool } from "./worker_pool.ts";
+
+/** How long past `--shutdown-timeout` to wait for a worker's drain report before giving up. */
+const DRAIN_REPORT_SLACK_MS = 2000;
+
+/**
+ * The server in `kernel` dispatch.
+ *
+ * @example
+ * ```ts ignore
+ * const server = new KernelDispatch(config, spawn);
+ * const addr = await server.start();
+ * await server.shutdown(10);
+ * ```
+ */
+export class KernelDispatch implements Server {
+  #config: ServerConfig;
+  #spawn: WorkerFactory;
+  #counters: ServerCounters;
+  #pool: WorkerPool | undefined;
+  #stopping = false;
+  #drainWaiters = new Map<WorkerLink, () => void>();
+  #log = getLog();
+
+  /**
+   * @param config Validated settings.
+   * @param spawn Creates a connection worker.
+   */
+  constructor(config: ServerConfig, spawn: WorkerFactory) {
+    this.#config = config;
+    this.#spawn = spawn;
+    this.#counters = ServerCounters.create(config.workers);
+  }
+
+  /**
+   * Counters and gauges as of now, summed from the workers' shared rows.
+   *
+   * @returns A snapshot.
+   */
+  snapshot(): ServerSnapshot {
+    return { counters: this.#counters, workerRestarts: this.#pool?.restarts ?? 0 };
+  }
+
+  /**
+   * Reserves the address, starts the workers (each listens on it), waits until all are ready,
+   * then releases the reservation.
+   *
+   * @returns The address listened on (with the real port when `port` was 0).
+   * @throws {ListenError} If the address cannot be listened on.
+   * @throws {WorkerStartError} If a worker cannot start.
+   */
+  async start(): Promise<Deno.NetAddr> {
+    const config = this.#config;
+    // The main thread binds first: it learns the real port when 0 was asked for, fails at once
+    // on a port that another program holds, and IPv6 falls back to IPv4 in one place.
+    const reservation = listenTcp({
+      host: config.host,
+      port: config.port,
+      reusePort: true,
+      log: this.#log,
+    });
+    const { hostname, port } = reservation.addr;
+    const pool = new WorkerPool({
+      size: config.workers,
+      spawn: this.#spawn,
+      init: (slot) => ({
+        type: "init",
+        index: slot + 1,
+        logLevel: config.logLevel,
+        handler: config.handler,
+        dispatch: {
+          mode: "kernel",
+          hostname,
+          port,
+          counters: this.#counters.buffer,
+          workers: config.workers,
+          maxConnections: config.maxConnections,
+          idleTimeout: config.idleTimeout,
+          writeTimeout: config.writeTimeout,
+          proxyProtocol: config.proxyProtocol,
+        },
+      }),
+      onLost: (link) => this.#lost(link),
+      onDrained: (link) => this.#drainWaiters.get(link)?.(),
+    });
+    this.#pool = pool;
+    try {
+      await pool.start();
+    } finally {
+      // The workers listen now. The reservation must go: the kernel would otherwise queue
+      // connections on a socket that nobody accepts from.
+      reservation.close();
+    }
+    return reservation.addr;
+  }
+
+  /**
+   * Tells every worker to stop accepting and drain its connections for up to `timeout`
+   * seconds, waits for their reports, then stops the workers.
+   *
+   * @param timeout Seconds to wait for connections to finish.
+   */
+  async shutdown(timeout: number): Promise<void> {
+    if (this.#stopping || this.#pool === undefined) return;
+    this.#stopping = true;
+    const pool = this.#pool;
+    pool.stopReplacing();
+    const open = this.#counters.open;
+    if (open > 0) {
+      this.#log.info("Shutting down: draining {count} connection(s), up to {timeout} s", {
+        count: open,
+        timeout,
+      });
+    }
+    const reports = pool.links.map((link) =>
+      new Promise<void>((resolve) => {
+        this.#drainWaiters.set(link, resolve);
+        link.post({ type: "drain", timeout });
+      })
+    );
+    // A worker stuck in a handler's endless loop never answers: do not wait for it forever.
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const giveUp = new Promise<void>((resolve) => {
+      timer = setTimeout(resolve, timeout * 1000 + DRAIN_REPORT_SLACK_MS);
+    });
+    await Promise.race([Promise.all(reports), giveUp]);
+    clearTimeout(timer);
+    pool.close();
+  }
+
+  #lost(link: WorkerLink): void {
+    // The dead worker's sockets closed with it (connections still waiting in its accept queue
+    // were reset by the kernel): count them as lost and free their places in the limit.
+    this.#counters.workerLost(link.slot);
+    this.#drainWaiters.get(link)?.();
+  }
+}

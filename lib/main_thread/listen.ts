@@ -1,0 +1,90 @@
+/**
+ * Binding the server's address: the default host `::` (IPv4 and IPv6 on Linux), falling back to
+ * IPv4 alone where IPv6 is unavailable, with one-line errors.
+ *
+ * Runs on the main thread only.
+ *
+ * @module
+ */
+
+import type { Logger } from "@logtape/logtape";
+import { errorReason, formatAddr } from "../shared/address.ts";
+
+/** Listening failed: port in use, permission denied, bad address. The message is one line. */
+export class ListenError extends Error {
+  /**
+   * @param message One line naming the address and the reason.
+   * @param options The underlying error as `cause`.
+   */
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = "ListenError";
+  }
+}
+
+/** Options for {@linkcode listenTcp}. */
+export interface ListenOptions {
+  /** Address; `undefined` means every interface, IPv6 and IPv4. */
+  host: string | undefined;
+  /** Port; 0 picks a free one. */
+  port: number;
+  /**
+   * Set `SO_REUSEPORT`, so that worker listeners can share the port (`kernel` dispatch).
+   * @default {false}
+   */
+  reusePort?: boolean;
+  /** Where the IPv4 fallback is reported. */
+  log: Logger;
+}
+
+/**
+ * Listens on TCP.
+ *
+ * @param options Address and socket options.
+ * @returns The listener.
+ * @throws {ListenError} If the address cannot be listened on.
+ */
+export function listenTcp(options: ListenOptions): Deno.TcpListener {
+  const { host, port, log } = options;
+  const reusePort = options.reusePort ?? false;
+  const listen = (hostname: string) =>
+    Deno.listen({ hostname, port, transport: "tcp", ...(reusePort ? { reusePort } : {}) });
+  let failure: unknown;
+  try {
+    return listen(host ?? "::");
+  } catch (error) {
+    failure = error;
+  }
+  if (_isUnstableFlagMissing(failure)) {
+    throw new ListenError(
+      "Cannot start: '--dispatch kernel' needs Deno's --unstable-net flag " +
+        "(deno task serve and the compiled binary pass it)",
+      { cause: failure },
+    );
+  }
+  // Default host on a machine without IPv6: fall back to IPv4 only.
+  if (host === undefined && !_isAddressError(failure)) {
+    try {
+      const listener = listen("0.0.0.0");
+      log.warning("IPv6 unavailable ({reason}); listening on IPv4 only", {
+        reason: errorReason(failure),
+      });
+      return listener;
+    } catch (error) {
+      failure = error;
+    }
+  }
+  throw new ListenError(
+    `Cannot listen on ${formatAddr(host ?? "::", port)}: ${errorReason(failure)}`,
+    { cause: failure },
+  );
+}
+
+function _isAddressError(error: unknown): boolean {
+  return error instanceof Deno.errors.AddrInUse || error instanceof Deno.errors.PermissionDenied ||
+    error instanceof Deno.errors.NotCapable;
+}
+
+function _isUnstableFlagMissing(error: unknown): boolean {
+  return error instanceof Error && error.message.includes("--unstable-net");
+}

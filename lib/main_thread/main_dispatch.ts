@@ -1,0 +1,276 @@
+/**
+ * `main` dispatch, the default: the main thread listens, accepts, hands each connection to the
+ * next worker round-robin, relays the connection's bytes both ways over that worker's channel,
+ * enforces the connection limit and timeouts, and drains on shutdown.
+ *
+ * Runs on the main thread only.
+ *
+ * @module
+ */
+
+import { closeQuietly, formatAddr, remoteText } from "../shared/address.ts";
+import { acceptLoop } from "../shared/accept_loop.ts";
+import { Frame, readFrames } from "../shared/channel.ts";
+import type { CloseReason } from "../shared/close_reason.ts";
+import { Counter, ServerCounters } from "../shared/counters.ts";
+import { getLog } from "../shared/log.ts";
+import { readProxyHeader } from "../shared/proxy_protocol.ts";
+import { SWEEP_MS, sweepTimeouts } from "../shared/timeouts.ts";
+import { ClientConnection } from "./client_connection.ts";
+import { listenTcp } from "./listen.ts";
+import type { Server, ServerConfig, ServerSnapshot } from "./server.ts";
+import { type WorkerFactory, type WorkerLink, WorkerPool } from "./worker_pool.ts";
+
+/** How long, after a shutdown signal, bytes already on their way are still taken in. */
+const DRAIN_GRACE_MS = 200;
+
+/**
+ * The server in `main` dispatch.
+ *
+ * @example
+ * ```ts ignore
+ * const server = new MainDispatch(config, spawn);
+ * const addr = await server.start();
+ * // ... later, on SIGTERM:
+ * await server.shutdown(10);
+ * ```
+ */
+export class MainDispatch implements Server {
+  #config: ServerConfig;
+  #pool: WorkerPool;
+  #counters: ServerCounters;
+  #listener: Deno.TcpListener | undefined;
+  #connections = new Map<number, ClientConnection>();
+  #nextId = 1;
+  #stopping = false;
+  #sweepTimer: ReturnType<typeof setInterval> | undefined;
+  #acceptLoopDone: Promise<void> = Promise.resolve();
+  #onEmpty: (() => void) | undefined;
+  #awaitingHeader = 0;
+  #log = getLog();
+
+  /**
+   * @param config Validated settings.
+   * @param spawn Creates a connection worker.
+   */
+  constructor(config: ServerConfig, spawn: WorkerFactory) {
+    this.#config = config;
+    this.#counters = ServerCounters.create(config.workers);
+    this.#pool = new WorkerPool({
+      size: config.workers,
+      spawn,
+      init: (slot) => ({
+        type: "init",
+        index: slot + 1,
+        logLevel: config.logLevel,
+        handler: config.handler,
+        dispatch: { mode: "main" },
+      }),
+      onFrames: (link, buffer, length, attached) => this.#receive(link, buffer, length, attached),
+      onLost: (link) => this.#closeAll("worker-lost", link),
+    });
+  }
+
+  /**
+   * Counters and gauges as of now.
+   *
+   * @returns A snapshot.
+   */
+  snapshot(): ServerSnapshot {
+    return { counters: this.#counters, workerRestarts: this.#pool.restarts };
+  }
+
+  /**
+   * Listens, starts the workers, waits until all are ready, then starts accepting.
+   *
+   * @returns The address listened on (with the real port when `port` was 0).
+   * @throws {ListenError} If the address cannot be listened on.
+   * @throws {WorkerStartError} If a worker cannot start.
+   */
+  async start(): Promise<Deno.NetAddr> {
+    const listener = listenTcp({
+      host: this.#config.host,
+      port: this.#config.port,
+      log: this.#log,
+    });
+    try {
+      await this.#pool.start();
+    } catch (error) {
+      listener.close();
+      throw error;
+    }
+    this.#listener = listener;
+    this.#acceptLoopDone = acceptLoop(listener, {
+      onConnection: (conn) => this.#admit(conn),
+      onFailure: () => this.#counters.main.add(Counter.acceptFailures),
+      stopping: () => this.#stopping,
+      log: this.#log,
+    });
+    const { idleTimeout, writeTimeout } = this.#config;
+    if (idleTimeout > 0 || writeTimeout > 0) {
+      this.#sweepTimer = setInterval(
+        () => sweepTimeouts(this.#connections.values(), idleTimeout, writeTimeout),
+        SWEEP_MS,
+      );
+    }
+    return listener.addr;
+  }
+
+  /**
+   * Stops accepting, lets each connection finish what it was sent, and closes those still open
+   * after `timeout` seconds. Then stops the workers.
+   *
+   * @param timeout Seconds to wait for connections to finish.
+   */
+  async shutdown(timeout: number): Promise<void> {
+    if (this.#stopping) return;
+    this.#stopping = true;
+    clearInterval(this.#sweepTimer);
+    if (this.#listener !== undefined) closeQuietly(this.#listener);
+    await this.#acceptLoopDone;
+    const deadline = performance.now() + timeout * 1000;
+    if (this.#connections.size > 0) {
+      this.#log.info("Shutting down: draining {count} connection(s), up to {timeout} s", {
+        count: this.#connections.size,
+        timeout,
+      });
+      await this.#waitForEmpty(Math.min(DRAIN_GRACE_MS, timeout * 1000));
+      for (const connection of this.#connections.values()) connection.stopInput();
+      await this.#waitForEmpty(deadline - performance.now());
+      if (this.#connections.size > 0) {
+        this.#log.warning("Shutdown timeout: closing {count} connection(s) still open", {
+          count: this.#connections.size,
+        });
+        this.#closeAll("shutdown");
+      }
+    }
+    this.#pool.close();
+  }
+
+  #admit(conn: Deno.TcpConn): void {
+    const open = this.#connections.size + this.#awaitingHeader;
+    const link = open < this.#config.maxConnections ? this.#pool.next() : undefined;
+    if (link === undefined) {
+      this.#counters.main.add(Counter.rejected);
+      this.#log.debug("Connection from {addr} rejected: {count} open, limit {limit}", {
+        addr: remoteText(conn),
+        count: open,
+        limit: this.#config.maxConnections,
+      });
+      closeQuietly(conn);
+      return;
+    }
+    if (this.#config.proxyProtocol) this.#admitProxied(conn, link);
+    else this.#serve(conn, link);
+  }
+
+  /** Reads the PROXY header, then serves the connection as coming from the client it names. */
+  async #admitProxied(conn: Deno.TcpConn, link: WorkerLink): Promise<void> {
+    const addr = remoteText(conn);
+    this.#awaitingHeader++;
+    try {
+      const { header, rest } = await readProxyHeader(conn);
+      if (!link.alive || this.#stopping) {
+        closeQuietly(conn);
+        return;
+      }
+      this.#serve(conn, link, {
+        remoteAddr: header.command === "proxy" ? header.source : undefined,
+        initial: rest,
+      });
+    } catch (error) {
+      this.#counters.main.add(Counter.proxyRejected);
+      closeQuietly(conn);
+      this.#log.warning("Connection from {addr} rejected: {reason}", {
+        addr,
+        reason: (error as Error).message,
+      });
+    } finally {
+      this.#awaitingHeader--;
+    }
+  }
+
+  #serve(
+    conn: Deno.TcpConn,
+    link: WorkerLink,
+    options?: { remoteAddr?: Deno.NetAddr | undefined; initial?: Uint8Array },
+  ): void {
+    const id = this.#nextId;
+    // Ids are 32-bit in the channel's frames; skip 0 and any still in use after a wrap.
+    do this.#nextId = (this.#nextId + 1) >>> 0 || 1; while (this.#connections.has(this.#nextId));
+    const row = this.#counters.slot(link.slot);
+    const connection = new ClientConnection(id, conn, link, {
+      ...options,
+      counters: row,
+      onClose: (c, reason) => this.#closed(c, reason),
+    });
+    this.#connections.set(id, connection);
+    row.add(Counter.accepted);
+    row.add(Counter.active);
+    this.#log.debug("Connection {id} from {addr} to worker-{worker}", {
+      id,
+      addr: formatAddr(connection.remoteAddr.hostname, connection.remoteAddr.port),
+      worker: link.slot + 1,
+    });
+    connection.start();
+  }
+
+  #closed(connection: ClientConnection, reason: CloseReason): void {
+    this.#connections.delete(connection.id);
+    this.#counters.slot(connection.link.slot).closed(reason);
+    this.#log.debug("Connection {id} closed: {reason} ({bytesIn} B in, {bytesOut} B out)", {
+      id: connection.id,
+      reason,
+      bytesIn: connection.bytesIn,
+      bytesOut: connection.bytesOut,
+    });
+    if (this.#connections.size === 0) this.#onEmpty?.();
+  }
+
+  #receive(
+    link: WorkerLink,
+    buffer: ArrayBuffer,
+    length: number,
+    attached: ArrayBuffer[],
+  ): void {
+    readFrames(buffer, length, attached, (kind, id, value, payload, owned) => {
+      const connection = this.#connections.get(id);
+      // Frames for a connection closed meanwhile are stale: drop them.
+      if (connection === undefined || connection.link !== link) return;
+      switch (kind) {
+        case Frame.DATA:
+          connection.receive(payload!, owned);
+          break;
+        case Frame.ACK:
+          connection.acknowledge(value);
+          break;
+        case Frame.END:
+          connection.end();
+          break;
+        case Frame.ABORT:
+          connection.close("handler-error");
+          break;
+        default:
+          throw new RangeError(`Unexpected frame kind ${kind} from worker-${link.slot + 1}`);
+      }
+    });
+  }
+
+  #closeAll(reason: CloseReason, link?: WorkerLink): void {
+    for (const connection of [...this.#connections.values()]) {
+      if (link === undefined || connection.link === link) connection.close(reason);
+    }
+  }
+
+  #waitForEmpty(ms: number): Promise<void> {
+    if (this.#connections.size === 0 || ms <= 0) return Promise.resolve();
+    return new Promise((resolve) => {
+      const timer = setTimeout(done, ms);
+      this.#onEmpty = done;
+      function done() {
+        clearTimeout(timer);
+        resolve();
+      }
+    });
+  }
+}

@@ -1,0 +1,237 @@
+/**
+ * The server's counters, in one `SharedArrayBuffer` that every thread sees: the thread that
+ * serves a worker slot's connections writes that slot's row, and the main thread reads all rows
+ * for `/metrics`. Rows belong to slots, not to workers, so a replaced worker continues its
+ * predecessor's counts and totals never go backwards.
+ *
+ * Two numbers are shared by all threads and changed with `Atomics`: the count of open connections
+ * (so that `--max-connections` is one limit for the whole server, whichever thread accepts) and
+ * the next connection id (ids are unique server-wide, as the logs need).
+ *
+ * Used on both threads. Each row has exactly one writer, so plain stores suffice there; 8-byte
+ * aligned float stores are not torn on the 64-bit targets Deno ships for.
+ *
+ * @module
+ */
+
+import { CLOSE_REASONS, type CloseReason } from "./close_reason.ts";
+
+/** The fields of a slot's row. */
+export const Counter = {
+  /** Connections accepted and handed to the slot's handler. */
+  accepted: 0,
+  /** Connections closed on accept: `--max-connections` reached, or no worker ready. */
+  rejected: 1,
+  /** `accept()` calls that failed. */
+  acceptFailures: 2,
+  /** Connections closed because their PROXY header was missing, malformed or late. */
+  proxyRejected: 3,
+  /** Connections open now. */
+  active: 4,
+  /** Bytes read from clients. */
+  bytesIn: 5,
+  /** Bytes written to clients. */
+  bytesOut: 6,
+} as const;
+
+/** One of the {@linkcode Counter} fields. */
+export type CounterField = typeof Counter[keyof typeof Counter];
+
+const FIRST_CLOSED = 7;
+const ROW = FIRST_CLOSED + CLOSE_REASONS.length;
+/** Int32 header: open connections, next connection id. */
+const HEADER_BYTES = 16;
+const OPEN = 0;
+const NEXT_ID = 1;
+
+/** A slot's row of counters. Only the thread serving the slot writes it. */
+export class SlotCounters {
+  #row: Float64Array;
+
+  /** @param row The row's view into the shared buffer. */
+  constructor(row: Float64Array) {
+    this.#row = row;
+  }
+
+  /**
+   * Adds to a counter.
+   *
+   * @param field Which counter.
+   * @param n How much.
+   */
+  add(field: CounterField, n = 1): void {
+    this.#row[field]! += n;
+  }
+
+  /**
+   * Counts a closed connection: one fewer active, one more closed for `reason`.
+   *
+   * @param reason Why it closed.
+   */
+  closed(reason: CloseReason): void {
+    this.#row[Counter.active]! -= 1;
+    this.#row[FIRST_CLOSED + CLOSE_REASONS.indexOf(reason)]! += 1;
+  }
+
+  /**
+   * Reads a counter.
+   *
+   * @param field Which counter.
+   * @returns Its value.
+   */
+  get(field: CounterField): number {
+    return this.#row[field]!;
+  }
+
+  /**
+   * Reads the count of connections closed for `reason`.
+   *
+   * @param reason A close reason.
+   * @returns The count.
+   */
+  closedFor(reason: CloseReason): number {
+    return this.#row[FIRST_CLOSED + CLOSE_REASONS.indexOf(reason)]!;
+  }
+}
+
+/**
+ * All of the server's counters: a row per worker slot, plus one for the main thread's own
+ * accept loop (the last), and the shared open-connection count and id sequence.
+ *
+ * @example
+ * ```ts
+ * import { Counter, ServerCounters } from "./counters.ts";
+ * import assert from "node:assert/strict";
+ * const counters = ServerCounters.create(2);
+ * // On another thread: new ServerCounters(counters.buffer, 2)
+ * assert.ok(counters.tryOpen(1));
+ * assert.ok(!counters.tryOpen(1));
+ * counters.slot(0).add(Counter.accepted);
+ * assert.equal(counters.sum(Counter.accepted), 1);
+ * ```
+ */
+export class ServerCounters {
+  /** The shared memory; post it to a worker and wrap it there with the same `workers`. */
+  readonly buffer: SharedArrayBuffer;
+  /** Number of worker slots. */
+  readonly workers: number;
+  #shared: Int32Array;
+  #rows: SlotCounters[];
+
+  /**
+   * Wraps counters created elsewhere (see {@linkcode ServerCounters.create}).
+   *
+   * @param buffer The shared memory.
+   * @param workers Number of worker slots it was made for.
+   */
+  constructor(buffer: SharedArrayBuffer, workers: number) {
+    this.buffer = buffer;
+    this.workers = workers;
+    this.#shared = new Int32Array(buffer, 0, HEADER_BYTES / 4);
+    this.#rows = Array.from(
+      { length: workers + 1 },
+      (_, i) => new SlotCounters(new Float64Array(buffer, HEADER_BYTES + i * ROW * 8, ROW)),
+    );
+  }
+
+  /**
+   * Allocates zeroed counters for `workers` slots.
+   *
+   * @param workers Number of worker slots.
+   * @returns The counters; share `buffer` with the workers.
+   */
+  static create(workers: number): ServerCounters {
+    const buffer = new SharedArrayBuffer(HEADER_BYTES + (workers + 1) * ROW * 8);
+    const counters = new ServerCounters(buffer, workers);
+    Atomics.store(counters.#shared, NEXT_ID, 1);
+    return counters;
+  }
+
+  /**
+   * A slot's row.
+   *
+   * @param slot From 0 to `workers - 1`; `workers` is the main thread's own row.
+   * @returns The row.
+   */
+  slot(slot: number): SlotCounters {
+    const row = this.#rows[slot];
+    if (row === undefined) throw new RangeError(`No counter row for slot ${slot}`);
+    return row;
+  }
+
+  /** The row of the main thread's own accept loop (failures and rejections before a slot). */
+  get main(): SlotCounters {
+    return this.#rows[this.workers]!;
+  }
+
+  /**
+   * Counts one more open connection if fewer than `max` are open.
+   *
+   * @param max `--max-connections`.
+   * @returns Whether it was counted; if not, the connection must be refused.
+   */
+  tryOpen(max: number): boolean {
+    if (Atomics.add(this.#shared, OPEN, 1) < max) return true;
+    Atomics.sub(this.#shared, OPEN, 1);
+    return false;
+  }
+
+  /**
+   * Counts connections closed (undoes {@linkcode ServerCounters.tryOpen}).
+   *
+   * @param n How many.
+   */
+  release(n = 1): void {
+    Atomics.sub(this.#shared, OPEN, n);
+  }
+
+  /** Connections open now, server-wide. */
+  get open(): number {
+    return Atomics.load(this.#shared, OPEN);
+  }
+
+  /**
+   * A connection id unique server-wide (it wraps after 2^32 - 1, skipping 0).
+   *
+   * @returns The id.
+   */
+  nextId(): number {
+    const id = Atomics.add(this.#shared, NEXT_ID, 1) >>> 0;
+    return id === 0 ? this.nextId() : id;
+  }
+
+  /**
+   * A counter summed over every row.
+   *
+   * @param field Which counter.
+   * @returns The total.
+   */
+  sum(field: CounterField): number {
+    return this.#rows.reduce((total, row) => total + row.get(field), 0);
+  }
+
+  /**
+   * The count of connections closed for `reason`, summed over every row.
+   *
+   * @param reason A close reason.
+   * @returns The total.
+   */
+  sumClosed(reason: CloseReason): number {
+    return this.#rows.reduce((total, row) => total + row.closedFor(reason), 0);
+  }
+
+  /**
+   * Folds a dead worker's open connections into `worker-lost` (its sockets closed with it) and
+   * releases them from the server-wide count.
+   *
+   * @param slot The dead worker's slot.
+   * @returns How many connections it had open.
+   */
+  workerLost(slot: number): number {
+    const row = this.slot(slot);
+    const open = row.get(Counter.active);
+    for (let i = 0; i < open; i++) row.closed("worker-lost");
+    this.release(open);
+    return open;
+  }
+}

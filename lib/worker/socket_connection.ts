@@ -1,0 +1,312 @@
+/**
+ * One connection whose socket this worker owns (`kernel` dispatch): the handler's Web Streams
+ * pair reads from and writes to the socket directly, with no other thread in between.
+ *
+ * Runs inside a worker only.
+ *
+ * Why it is built this way:
+ * - The readable is pull-based with no queue of its own (`highWaterMark: 0`): the socket is read
+ *   only when the handler asks for more, so a handler that stops reading stops the reads, and
+ *   the kernel's buffers then push back on the client (backpressure with no buffer here).
+ * - The socket is read with `conn.read()`, not `conn.readable`, which closes the whole socket
+ *   at the peer's EOF and would cost a half-closed client its echo.
+ * - The sink writes each chunk to the socket and resolves when the kernel has taken it all, so
+ *   an awaited `write()` waits for a slow reader and memory stays bounded.
+ * - Read buffers start at 1 KiB and double while reads fill them (up to 64 KiB): an idle
+ *   connection costs 1 KiB, a bulk one reads 64 KiB at a time. A chunk handed to the handler is
+ *   never reused for a later read: handlers may keep chunks.
+ *
+ * @module
+ */
+
+import type { Connection } from "../handlers/handler.ts";
+import type { CloseReason } from "../shared/close_reason.ts";
+import { Counter, type SlotCounters } from "../shared/counters.ts";
+import type { TimedConnection } from "../shared/timeouts.ts";
+import { CLOSED, type HandledConnection } from "./run_handler.ts";
+
+const MIN_READ = 1024;
+const MAX_READ = 64 * 1024;
+/** After the handler ends, how long to drain (and drop) what the client still sends. */
+const LINGER_MS = 1000;
+
+/** Called once when a connection has closed. */
+export type SocketCloseListener = (connection: SocketConnection, reason: CloseReason) => void;
+
+/** Options for {@linkcode SocketConnection}. */
+export interface SocketConnectionOptions {
+  /** The client's address as the logs and the handler show it. */
+  remoteAddr: Deno.NetAddr;
+  /** Bytes already read from the socket (after a PROXY header), delivered first. */
+  initial?: Uint8Array | undefined;
+  /** The row of counters of this worker's slot. */
+  counters: SlotCounters;
+  /** Called once when the connection has closed. */
+  onClose: SocketCloseListener;
+}
+
+/** A connection served by the worker that owns its socket. */
+export class SocketConnection implements HandledConnection, TimedConnection {
+  /** Server-wide connection id. */
+  readonly id: number;
+  /** What the handler sees. */
+  readonly view: Connection;
+  /** Bytes read from the client. */
+  bytesIn = 0;
+  /** Bytes written to the client. */
+  bytesOut = 0;
+  /** See {@linkcode TimedConnection}. */
+  active = true;
+  /** See {@linkcode TimedConnection}. */
+  lastSeenActive: number = performance.now();
+  /** See {@linkcode TimedConnection}. */
+  wrote = false;
+  /** See {@linkcode TimedConnection}. */
+  lastWriteProgress: number = performance.now();
+
+  #conn: Deno.TcpConn;
+  #counters: SlotCounters;
+  #onClose: SocketCloseListener;
+  #buffer = new Uint8Array(MIN_READ);
+  #initial: Uint8Array | undefined;
+  #controller!: ReadableStreamDefaultController<Uint8Array>;
+  /** A `conn.read()` under way, so that the linger loop can wait for it instead of racing it. */
+  #pendingRead: Promise<number | null> | undefined;
+  /** The readable has ended (EOF, cancelled, errored, or input stopped). */
+  #readableDone = false;
+  /** The peer sent EOF, or reading failed. */
+  #readDone = false;
+  /** Input is no longer given to the handler (it ended, or the server is draining). */
+  #inputStopped = false;
+  /** The handler's output is finished and FIN sent. */
+  #outputEnded = false;
+  #writing = false;
+  #closed = false;
+  #lingerTimer: ReturnType<typeof setTimeout> | undefined;
+  /** Created on first use of `signal`: most handlers never look, and it costs memory. */
+  #abort: AbortController | undefined;
+
+  /**
+   * @param id Connection id, unique server-wide.
+   * @param conn The accepted socket.
+   * @param options Address, initial bytes, counters, close listener.
+   */
+  constructor(id: number, conn: Deno.TcpConn, options: SocketConnectionOptions) {
+    this.id = id;
+    this.#conn = conn;
+    this.#counters = options.counters;
+    this.#onClose = options.onClose;
+    this.#initial = options.initial?.length ? options.initial : undefined;
+    try {
+      // Echoes are small writes that must leave at once, not wait for Nagle's timer.
+      conn.setNoDelay(true);
+    } catch {
+      // The peer may already have gone; the first read will find out.
+    }
+    const readable = new ReadableStream<Uint8Array>({
+      start: (controller) => {
+        this.#controller = controller;
+      },
+      pull: (controller) => this.#pull(controller),
+      cancel: () => {
+        this.#readableDone = true;
+      },
+    }, { highWaterMark: 0 });
+    const writable = new WritableStream<Uint8Array>({
+      write: (chunk) => this.#write(chunk),
+      close: () => this.#endOutput(),
+      abort: () => this.close("handler-error"),
+    });
+    const signal = () => this.#signal();
+    this.view = {
+      id,
+      remoteAddr: options.remoteAddr,
+      readable,
+      writable,
+      get signal() {
+        return signal();
+      },
+    };
+  }
+
+  /** Whether the connection was closed (from outside, or finished). */
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  /** Whether output is waiting to be taken by the socket. */
+  get writing(): boolean {
+    return this.#writing;
+  }
+
+  /**
+   * Stops giving input to the handler, as if the client had half-closed: what the handler has
+   * still to answer is still written. Used by the graceful shutdown.
+   */
+  stopInput(): void {
+    if (this.#closed || this.#inputStopped) return;
+    this.#inputStopped = true;
+    this.#endReadable();
+  }
+
+  /** Closes the writable if the handler left it open, so that queued writes are sent. */
+  async closeWritable(): Promise<void> {
+    if (!this.#outputEnded && !this.view.writable.locked) await this.view.writable.close();
+  }
+
+  /**
+   * The handler is done. If it failed, close at once; otherwise send FIN and close once the
+   * client has finished too (or after a short linger).
+   *
+   * @param failed Whether the handler threw.
+   */
+  finish(failed: boolean): void {
+    if (this.#closed) return;
+    if (failed) {
+      this.close("handler-error");
+      return;
+    }
+    this.#inputStopped = true;
+    this.#endReadable();
+    this.#endOutput();
+    if (this.#readDone) {
+      this.close("done");
+      return;
+    }
+    // Closing with unread input would send a reset, which can destroy the echo the client has
+    // not read yet; so keep reading (and dropping) until its EOF, for a short while.
+    this.#lingerTimer = setTimeout(() => this.close("done"), LINGER_MS);
+    this.#linger();
+  }
+
+  /**
+   * Closes the connection now, dropping unsent output.
+   *
+   * @param reason Why, for logs and counters.
+   */
+  close(reason: CloseReason): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    clearTimeout(this.#lingerTimer);
+    // Counted before the socket closes: the main thread serves /metrics, and a client that
+    // sees the close first must find it counted.
+    this.#onClose(this, reason);
+    try {
+      this.#conn.close();
+    } catch {
+      // Already closed.
+    }
+    if (this.#abort !== undefined && !this.#abort.signal.aborted) this.#abort.abort(CLOSED);
+    if (!this.#readableDone) {
+      this.#readableDone = true;
+      this.#controller.error(CLOSED);
+    }
+  }
+
+  async #pull(controller: ReadableStreamDefaultController<Uint8Array>): Promise<void> {
+    if (this.#initial !== undefined) {
+      controller.enqueue(this.#initial);
+      this.#initial = undefined;
+      return;
+    }
+    const chunk = await this.#read();
+    // Input may have been stopped, or the stream cancelled, while the read was under way.
+    if (this.#readableDone) return;
+    if (chunk === null) this.#endReadable();
+    else controller.enqueue(chunk);
+  }
+
+  /** One read from the socket: the bytes (a chunk of their own), or null at EOF. */
+  async #read(): Promise<Uint8Array | null> {
+    const buffer = this.#buffer;
+    let n: number | null;
+    try {
+      const read = this.#conn.read(buffer);
+      this.#pendingRead = read;
+      n = await read;
+    } catch {
+      if (!this.#closed) this.close("reset");
+      throw CLOSED;
+    } finally {
+      this.#pendingRead = undefined;
+    }
+    if (n === null) {
+      this.#readDone = true;
+      return null;
+    }
+    this.active = true;
+    this.bytesIn += n;
+    this.#counters.add(Counter.bytesIn, n);
+    const size = buffer.length;
+    if (n === size) {
+      // A full read: hand the buffer itself over and read into a new, larger one.
+      this.#buffer = new Uint8Array(Math.min(size * 2, MAX_READ));
+      return buffer;
+    }
+    if (n <= size / 8 && size > MIN_READ) this.#buffer = new Uint8Array(size / 2);
+    return buffer.slice(0, n);
+  }
+
+  #endReadable(): void {
+    if (this.#readableDone) return;
+    this.#readableDone = true;
+    this.#controller.close();
+  }
+
+  async #write(chunk: Uint8Array): Promise<void> {
+    if (this.#closed || this.#outputEnded) throw CLOSED;
+    if (!(chunk instanceof Uint8Array)) {
+      throw new TypeError("Handlers must write Uint8Array chunks");
+    }
+    if (chunk.length === 0) return;
+    // Counted before the bytes can reach the client (who may then read /metrics from the main
+    // thread); what the socket does not take is taken back.
+    this.bytesOut += chunk.length;
+    this.#counters.add(Counter.bytesOut, chunk.length);
+    this.#writing = true;
+    let offset = 0;
+    try {
+      while (offset < chunk.length) {
+        offset += await this.#conn.write(offset === 0 ? chunk : chunk.subarray(offset));
+        this.wrote = true; // any byte taken counts as progress for --write-timeout
+      }
+    } catch {
+      this.bytesOut -= chunk.length - offset;
+      this.#counters.add(Counter.bytesOut, offset - chunk.length);
+      if (!this.#closed) this.close("reset");
+      throw CLOSED;
+    } finally {
+      this.#writing = false;
+    }
+    this.active = true;
+  }
+
+  /** The handler's output is complete: send FIN (the client may still be sending). */
+  #endOutput(): void {
+    if (this.#outputEnded || this.#closed) return;
+    this.#outputEnded = true;
+    try {
+      this.#conn.closeWrite();
+    } catch {
+      // The peer has gone; finish() will close.
+    }
+  }
+
+  /** Reads and drops what the client still sends until its EOF, then closes. */
+  async #linger(): Promise<void> {
+    const scratch = this.#buffer;
+    try {
+      let n = await (this.#pendingRead ?? this.#conn.read(scratch));
+      while (n !== null && !this.#closed) n = await this.#conn.read(scratch);
+    } catch {
+      // Reset, or closed by the linger timer.
+    }
+    this.close("done");
+  }
+
+  #signal(): AbortSignal {
+    this.#abort ??= new AbortController();
+    if (this.#closed && !this.#abort.signal.aborted) this.#abort.abort(CLOSED);
+    return this.#abort.signal;
+  }
+}

@@ -1,0 +1,194 @@
+/**
+ * The `kernel` dispatch adapter inside a worker: the worker listens on the server's address
+ * with `SO_REUSEPORT` (the kernel spreads incoming connections over every worker's listener),
+ * accepts, enforces the server-wide limits, and serves each connection on its own event loop
+ * with the socket it owns. Only control messages and the shared counters cross threads.
+ *
+ * Runs inside a worker only.
+ *
+ * @module
+ */
+
+import type { Handler } from "../handlers/handler.ts";
+import { closeQuietly, displayAddr, formatAddr, remoteText } from "../shared/address.ts";
+import { acceptLoop } from "../shared/accept_loop.ts";
+import type { CloseReason } from "../shared/close_reason.ts";
+import { Counter, ServerCounters, type SlotCounters } from "../shared/counters.ts";
+import { getLog } from "../shared/log.ts";
+import type { Dispatch } from "../shared/messages.ts";
+import { readProxyHeader } from "../shared/proxy_protocol.ts";
+import { SWEEP_MS, sweepTimeouts } from "../shared/timeouts.ts";
+import { runHandler } from "./run_handler.ts";
+import { SocketConnection } from "./socket_connection.ts";
+
+/** How long, after a shutdown signal, bytes already on their way are still taken in. */
+const DRAIN_GRACE_MS = 200;
+
+/** Settings of a worker in `kernel` dispatch: the init message's, plus the worker's slot. */
+export type SocketServerOptions = Omit<Extract<Dispatch, { mode: "kernel" }>, "mode"> & {
+  /** This worker's slot, from 0. */
+  slot: number;
+};
+
+/** Listens, accepts and serves connections inside one worker. */
+export class SocketServer {
+  #handler: Handler;
+  #options: SocketServerOptions;
+  #counters: ServerCounters;
+  #row: SlotCounters;
+  #listener: Deno.TcpListener | undefined;
+  #connections = new Map<number, SocketConnection>();
+  #stopping = false;
+  #sweepTimer: ReturnType<typeof setInterval> | undefined;
+  #acceptLoopDone: Promise<void> = Promise.resolve();
+  #onEmpty: (() => void) | undefined;
+  #log = getLog();
+
+  /**
+   * @param handler The protocol handler.
+   * @param options Address, limits, shared counters and slot.
+   */
+  constructor(handler: Handler, options: SocketServerOptions) {
+    this.#handler = handler;
+    this.#options = options;
+    this.#counters = new ServerCounters(options.counters, options.workers);
+    this.#row = this.#counters.slot(options.slot);
+  }
+
+  /**
+   * Listens on the server's address and starts accepting.
+   *
+   * @throws {Error} If the address cannot be listened on; the message is one line.
+   */
+  start(): void {
+    const { hostname, port } = this.#options;
+    try {
+      this.#listener = Deno.listen({ hostname, port, transport: "tcp", reusePort: true });
+    } catch (error) {
+      const reason = (error as Error)?.message?.split("\n")[0] ?? String(error);
+      throw new Error(`Cannot listen on ${formatAddr(hostname, port)}: ${reason}`, {
+        cause: error,
+      });
+    }
+    this.#acceptLoopDone = acceptLoop(this.#listener, {
+      onConnection: (conn) => this.#admit(conn),
+      onFailure: () => this.#row.add(Counter.acceptFailures),
+      stopping: () => this.#stopping,
+      log: this.#log,
+    });
+    const { idleTimeout, writeTimeout } = this.#options;
+    if (idleTimeout > 0 || writeTimeout > 0) {
+      this.#sweepTimer = setInterval(
+        () => sweepTimeouts(this.#connections.values(), idleTimeout, writeTimeout),
+        SWEEP_MS,
+      );
+    }
+  }
+
+  /**
+   * Stops accepting, lets each connection finish what it was sent, and closes those still open
+   * after `timeout` seconds.
+   *
+   * @param timeout Seconds to wait for connections to finish.
+   * @returns How many connections were closed at the deadline.
+   */
+  async drain(timeout: number): Promise<number> {
+    if (this.#stopping) return 0;
+    this.#stopping = true;
+    clearInterval(this.#sweepTimer);
+    if (this.#listener !== undefined) closeQuietly(this.#listener);
+    await this.#acceptLoopDone;
+    const deadline = performance.now() + timeout * 1000;
+    await this.#waitForEmpty(Math.min(DRAIN_GRACE_MS, timeout * 1000));
+    for (const connection of this.#connections.values()) connection.stopInput();
+    await this.#waitForEmpty(deadline - performance.now());
+    const cut = this.#connections.size;
+    if (cut > 0) {
+      this.#log.warning("Shutdown timeout: closing {count} connection(s) still open", {
+        count: cut,
+      });
+      for (const connection of [...this.#connections.values()]) connection.close("shutdown");
+    }
+    return cut;
+  }
+
+  #admit(conn: Deno.TcpConn): void {
+    if (this.#stopping || !this.#counters.tryOpen(this.#options.maxConnections)) {
+      this.#row.add(Counter.rejected);
+      this.#log.debug("Connection from {addr} rejected: {count} open, limit {limit}", {
+        addr: remoteText(conn),
+        count: this.#counters.open,
+        limit: this.#options.maxConnections,
+      });
+      closeQuietly(conn);
+      return;
+    }
+    if (this.#options.proxyProtocol) this.#admitProxied(conn);
+    else this.#serve(conn, displayAddr(conn.remoteAddr));
+  }
+
+  /** Reads the PROXY header, then serves the connection as coming from the client it names. */
+  async #admitProxied(conn: Deno.TcpConn): Promise<void> {
+    const addr = remoteText(conn);
+    try {
+      const { header, rest } = await readProxyHeader(conn);
+      if (this.#stopping) throw new Error("server shutting down");
+      const source = header.command === "proxy" ? header.source : undefined;
+      this.#serve(conn, displayAddr(source ?? conn.remoteAddr), rest);
+    } catch (error) {
+      // Count first: the main thread serves /metrics, and a client that sees the close
+      // before this thread has counted it would read a stale figure.
+      this.#counters.release();
+      this.#row.add(Counter.proxyRejected);
+      closeQuietly(conn);
+      this.#log.warning("Connection from {addr} rejected: {reason}", {
+        addr,
+        reason: (error as Error).message,
+      });
+    }
+  }
+
+  #serve(conn: Deno.TcpConn, remoteAddr: Deno.NetAddr, initial?: Uint8Array): void {
+    const id = this.#counters.nextId();
+    const connection = new SocketConnection(id, conn, {
+      remoteAddr,
+      initial,
+      counters: this.#row,
+      onClose: (c, reason) => this.#closed(c, reason),
+    });
+    this.#connections.set(id, connection);
+    this.#row.add(Counter.accepted);
+    this.#row.add(Counter.active);
+    this.#log.debug("Connection {id} from {addr} to worker-{worker}", {
+      id,
+      addr: formatAddr(remoteAddr.hostname, remoteAddr.port),
+      worker: this.#options.slot + 1,
+    });
+    runHandler(this.#handler, connection);
+  }
+
+  #closed(connection: SocketConnection, reason: CloseReason): void {
+    this.#connections.delete(connection.id);
+    this.#counters.release();
+    this.#row.closed(reason);
+    this.#log.debug("Connection {id} closed: {reason} ({bytesIn} B in, {bytesOut} B out)", {
+      id: connection.id,
+      reason,
+      bytesIn: connection.bytesIn,
+      bytesOut: connection.bytesOut,
+    });
+    if (this.#connections.size === 0) this.#onEmpty?.();
+  }
+
+  #waitForEmpty(ms: number): Promise<void> {
+    if (this.#connections.size === 0 || ms <= 0) return Promise.resolve();
+    return new Promise((resolve) => {
+      const timer = setTimeout(done, ms);
+      this.#onEmpty = done;
+      function done() {
+        clearTimeout(timer);
+        resolve();
+      }
+    });
+  }
+}
