@@ -1,10 +1,13 @@
 /**
- * `deno task bench`: measures the server against the single-isolate baseline, scenario by
- * scenario, alternating the two so that drift hits both, and prints a table per scenario.
- * Results also go to `bench/results/latest.json` and `latest.md`.
+ * `deno task bench`: measures the server in both dispatch modes against the single-isolate
+ * baseline, scenario by scenario, alternating them so that drift hits all alike, and prints a
+ * table per scenario with the CPU each thread class spends per round trip and the throughput
+ * ceiling that implies on a machine with more cores. Results also go to
+ * `bench/results/latest.json`, `latest.md` and `latest.svg` (a chart).
  *
  * Usage: deno task bench [--quick] [--scenarios S1,S3] [--duration 5] [--warmup 2]
- *        [--rounds 2] [--clients 2] [--workers 2] [--external host:port]
+ *        [--rounds 2] [--clients 2] [--workers 2] [--servers main,kernel,baseline]
+ *        [--cores 16] [--external host:port]
  *
  * Runs on the main thread of the benchmark process; the load itself comes from
  * `bench/load_worker.ts` threads.
@@ -15,8 +18,9 @@
 import { parseArgs } from "node:util";
 import process from "node:process";
 import { LAUNCH_FLAGS } from "../scripts/launch_flags.ts";
-import { readProc } from "../tests/helpers.ts";
+import { type ChartBar, renderChart } from "./chart.ts";
 import type { LoadJob, LoadReport } from "./load_worker.ts";
+import { peakRssMb, type ThreadCpu, threadCpu } from "./proc.ts";
 
 interface Scenario {
   name: string;
@@ -55,9 +59,14 @@ interface Result {
   connectFailures: number;
   peakRssMb: number | null;
   serverCpuPct: number | null;
+  /** Server CPU per round trip in microseconds, by thread class (measured window). */
+  cpuUs: ThreadCpu | null;
   clientCpuPct: number;
   firstError: string | undefined;
 }
+
+/** The servers a run may compare. */
+const SERVERS = ["main", "kernel", "baseline"];
 
 const ROOT = new URL("../", import.meta.url);
 const encoder = new TextEncoder();
@@ -69,8 +78,8 @@ function say(line: string): void {
 function usage(message: string): never {
   say(`bench: ${message}`);
   say("Usage: deno task bench [--quick] [--scenarios S1,S2,S3,S4] [--duration s] [--warmup s]");
-  say("       [--rounds n] [--clients n] [--workers n] [--servers ours,baseline]");
-  say("       [--external host:port]");
+  say("       [--rounds n] [--clients n] [--workers n] [--servers main,kernel,baseline]");
+  say("       [--cores n] [--external host:port]");
   Deno.exit(2);
 }
 
@@ -88,6 +97,7 @@ function parse() {
         clients: { type: "string" },
         workers: { type: "string" },
         servers: { type: "string" },
+        cores: { type: "string" },
         external: { type: "string" },
         help: { type: "boolean", short: "h" },
       },
@@ -109,8 +119,8 @@ function parse() {
   const scenarios = names.map((name) =>
     SCENARIOS.find((s) => s.name === name) ?? usage(`unknown scenario '${name}'`)
   );
-  const servers = (values.servers ?? "ours,baseline").split(",").map((s) => s.trim());
-  for (const s of servers) if (s !== "ours" && s !== "baseline") usage(`unknown server '${s}'`);
+  const servers = (values.servers ?? SERVERS.join(",")).split(",").map((s) => s.trim());
+  for (const s of servers) if (!SERVERS.includes(s)) usage(`unknown server '${s}'`);
   if (values.external !== undefined && !/^\[?[\w.:-]+\]?:\d+$/.test(values.external)) {
     usage("'--external' must be host:port");
   }
@@ -124,6 +134,7 @@ function parse() {
     rounds: Math.round(number("rounds", values.rounds, quick ? 1 : 2)),
     clients: Math.round(number("clients", values.clients, 2)),
     workers: Math.round(number("workers", values.workers, 2)),
+    cores: Math.round(number("cores", values.cores, 16)),
   };
 }
 
@@ -158,8 +169,8 @@ async function startServer(kind: string, options: Options): Promise<RunningServe
     String(workers),
     ...extra,
   ];
-  const args = kind === "ours"
-    ? ours(options.workers)
+  const args = kind === "main" || kind === "kernel"
+    ? ours(options.workers, "--dispatch", kind)
     : kind === "hash-1w"
     ? ours(1, "--handler", "hash")
     : kind === "hash-2w"
@@ -201,21 +212,6 @@ async function startServer(kind: string, options: Options): Promise<RunningServe
   }
 }
 
-/** CPU seconds used so far by a process (all its threads), from /proc; null elsewhere. */
-async function cpuSeconds(pid: number): Promise<number | null> {
-  const stat = await readProc(`/proc/${pid}/stat`).catch(() => null);
-  if (stat === null) return null;
-  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-  return (Number(fields[11]) + Number(fields[12])) / 100; // utime + stime, in 1/100 s ticks
-}
-
-/** Peak resident set size of a process in MB, from /proc; null elsewhere. */
-async function peakRssMb(pid: number): Promise<number | null> {
-  const status = await readProc(`/proc/${pid}/status`).catch(() => null);
-  const kb = status === null ? undefined : /VmHWM:\s+(\d+) kB/.exec(status)?.[1];
-  return kb === undefined ? null : Number(kb) / 1024;
-}
-
 function percentile(sorted: Float32Array, p: number): number {
   if (sorted.length === 0) return NaN;
   return sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * p))]!;
@@ -240,9 +236,9 @@ async function measure(
     say(`  ${label}: ${total.toLocaleString("en-US")} round trips so far`);
   }, 1000);
   const cpuClientStart = process.cpuUsage();
-  const cpuServerStart: { cpu?: number; at?: number } = {};
+  const cpuServerStart: { cpu?: ThreadCpu; at?: number } = {};
   const measureStart = setTimeout(async () => {
-    const cpu = server.pid === null ? null : await cpuSeconds(server.pid);
+    const cpu = server.pid === null ? null : await threadCpu(server.pid);
     if (cpu !== null) Object.assign(cpuServerStart, { cpu, at: performance.now() });
   }, options.warmup * 1000);
   const started = performance.now();
@@ -278,7 +274,7 @@ async function measure(
   const wall = (performance.now() - started) / 1000;
   clearInterval(ticker);
   clearTimeout(measureStart);
-  const cpuServerEnd = server.pid === null ? null : await cpuSeconds(server.pid);
+  const cpuServerEnd = server.pid === null ? null : await threadCpu(server.pid);
   const cpuServerEndAt = performance.now();
   const cpuClient = process.cpuUsage(cpuClientStart);
   const rss = server.pid === null ? null : await peakRssMb(server.pid);
@@ -294,6 +290,15 @@ async function measure(
   }
   latencies.sort();
   const seconds = options.duration;
+  const start = cpuServerStart.cpu;
+  const used = start !== undefined && cpuServerEnd !== null
+    ? {
+      main: cpuServerEnd.main - start.main,
+      workers: cpuServerEnd.workers - start.workers,
+      other: cpuServerEnd.other - start.other,
+    }
+    : null;
+  const perTrip = (s: number) => roundTrips > 0 ? (s / roundTrips) * 1e6 : NaN;
   return {
     scenario: scenario.name,
     server: kind,
@@ -312,10 +317,13 @@ async function measure(
     connectFailures: reports.reduce((a, r) => a + r.connectFailures, 0),
     peakRssMb: rss,
     // Sampled from warm-up end to after the last round trip, by the wall clock between samples.
-    serverCpuPct: cpuServerStart.cpu !== undefined && cpuServerEnd !== null
-      ? ((cpuServerEnd - cpuServerStart.cpu) / ((cpuServerEndAt - cpuServerStart.at!) / 1000)) *
+    serverCpuPct: used !== null
+      ? ((used.main + used.workers + used.other) / ((cpuServerEndAt - cpuServerStart.at!) / 1000)) *
         100
       : null,
+    cpuUs: used === null
+      ? null
+      : { main: perTrip(used.main), workers: perTrip(used.workers), other: perTrip(used.other) },
     clientCpuPct: ((cpuClient.user + cpuClient.system) / 1e6 / wall) * 100,
     firstError: reports.find((r) => r.firstError !== undefined)?.firstError,
   };
@@ -334,6 +342,13 @@ function summarize(results: Result[], scenario: Scenario, servers: string[]) {
     };
     const rss = nullable((r) => r.peakRssMb);
     const cpu = nullable((r) => r.serverCpuPct);
+    const cpuUs = runs.every((r) => r.cpuUs !== null)
+      ? {
+        main: mean(runs.map((r) => r.cpuUs!.main)),
+        workers: mean(runs.map((r) => r.cpuUs!.workers)),
+        other: mean(runs.map((r) => r.cpuUs!.other)),
+      }
+      : null;
     return {
       server,
       roundTripsPerSec: mean(runs.map((r) => r.roundTripsPerSec)),
@@ -345,37 +360,72 @@ function summarize(results: Result[], scenario: Scenario, servers: string[]) {
       mismatches: runs.reduce((a, r) => a + r.mismatches, 0),
       peakRssMb: rss === null ? null : Math.max(...rss),
       serverCpuPct: cpu === null ? null : mean(cpu),
+      cpuUs,
       clientCpuPct: mean(runs.map((r) => r.clientCpuPct)),
     };
   });
 }
 
-function table(scenario: Scenario, rows: ReturnType<typeof summarize>): string {
+/**
+ * Round trips per second that `cores` cores allow by the CPU figures: every round trip passes
+ * through the main thread once (in `main` dispatch it relays, in the baseline it is the whole
+ * isolate), so that thread caps throughput at 1 / its CPU per trip; all the CPU of a trip,
+ * spread over the cores, caps it at `cores` / total CPU per trip. The lower cap wins.
+ */
+function ceiling(cpuUs: ThreadCpu | null, cores: number): number | null {
+  if (cpuUs === null) return null;
+  const total = cpuUs.main + cpuUs.workers + cpuUs.other;
+  if (!(total > 0)) return null;
+  const serial = cpuUs.main > 0 ? 1e6 / cpuUs.main : Infinity;
+  return Math.min(serial, (cores * 1e6) / total);
+}
+
+function table(scenario: Scenario, rows: ReturnType<typeof summarize>, cores: number): string {
   // S5 compares 2 workers with 1; the others compare with the single-isolate baseline.
   const reference = scenario.mode === "hash" ? "hash-1w" : "baseline";
   const baseline = rows.find((r) => r.server === reference);
   const fixed = (v: number | null, digits = 1) =>
     v === null || Number.isNaN(v) ? "-" : v.toFixed(digits);
+  const count = (v: number | null) => v === null ? "-" : Math.round(v).toLocaleString("en-US");
   const lines = [
     `### ${scenario.name}: ${scenario.connections.toLocaleString("en-US")} connections x ${
       scenario.size >= 1024 ? `${scenario.size / 1024} KiB` : `${scenario.size} B`
     }${scenario.mode === "hash" ? `, hash handler (${S5_ROUNDS} SHA-256 rounds per line)` : ""}`,
     "",
-    `| server | round trips/s | MB/s | p50 ms | p99 ms | p99.9 ms | errors | mismatched | peak RSS MB | server CPU % | client CPU % | vs ${reference} |`,
-    "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    `| server | round trips/s | MB/s | p50 ms | p99 ms | p99.9 ms | errors | mismatched | peak RSS MB | server CPU % | client CPU % | CPU us/trip main | workers | other | ${cores}-core ceiling/s | vs ${reference} |`,
+    "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
   ];
   for (const row of rows) {
     const ratio = baseline && row.server !== reference && baseline.roundTripsPerSec > 0
       ? `${(row.roundTripsPerSec / baseline.roundTripsPerSec).toFixed(2)}x`
       : "-";
     lines.push(
-      `| ${row.server} | ${Math.round(row.roundTripsPerSec).toLocaleString("en-US")} | ${
-        fixed(row.mbPerSec)
-      } | ${fixed(row.p50, 2)} | ${fixed(row.p99, 2)} | ${
-        fixed(row.p999, 2)
-      } | ${row.errors} | ${row.mismatches} | ${fixed(row.peakRssMb, 0)} | ${
-        fixed(row.serverCpuPct, 0)
-      } | ${fixed(row.clientCpuPct, 0)} | ${ratio} |`,
+      `| ${row.server} | ${count(row.roundTripsPerSec)} | ${fixed(row.mbPerSec)} | ${
+        fixed(row.p50, 2)
+      } | ${fixed(row.p99, 2)} | ${fixed(row.p999, 2)} | ${row.errors} | ${row.mismatches} | ${
+        fixed(row.peakRssMb, 0)
+      } | ${fixed(row.serverCpuPct, 0)} | ${fixed(row.clientCpuPct, 0)} | ${
+        fixed(row.cpuUs?.main ?? null)
+      } | ${fixed(row.cpuUs?.workers ?? null)} | ${fixed(row.cpuUs?.other ?? null)} | ${
+        count(ceiling(row.cpuUs, cores))
+      } | ${ratio} |`,
+    );
+  }
+  const main = rows.find((r) => r.server === "main");
+  const kernel = rows.find((r) => r.server === "kernel");
+  if (main !== undefined && kernel !== undefined && main.roundTripsPerSec > 0) {
+    const cpu = (r: typeof main) =>
+      r.cpuUs === null ? null : r.cpuUs.main + r.cpuUs.workers + r.cpuUs.other;
+    const kernelCpu = cpu(kernel);
+    const baseCpu = baseline === undefined ? null : cpu(baseline);
+    lines.push(
+      "",
+      `kernel / main: ${
+        (kernel.roundTripsPerSec / main.roundTripsPerSec).toFixed(2)
+      }x round trips` +
+        (kernelCpu !== null && baseCpu !== null && baseCpu > 0
+          ? `; kernel's total CPU per trip is ${(kernelCpu / baseCpu).toFixed(2)}x the baseline's`
+          : ""),
     );
   }
   return lines.join("\n");
@@ -408,16 +458,22 @@ async function main(): Promise<void> {
       }
     }
   }
-  const sections = options.scenarios.map((s) =>
-    table(s, summarize(results, s, serversFor(s, servers)))
-  );
+  const summaries = options.scenarios.map((s) => ({
+    scenario: s,
+    rows: summarize(results, s, serversFor(s, servers)),
+  }));
+  const sections = summaries.map(({ scenario, rows }) => table(scenario, rows, options.cores));
   const header = [
     `## Benchmark run ${new Date().toISOString()}`,
     "",
     `Deno ${Deno.version.deno}, ${Deno.build.target}, ${navigator.hardwareConcurrency} CPUs; ` +
     `server: ${options.workers} workers, default settings; ${options.clients} load-generator threads ` +
     `on the same machine; ${options.rounds} round(s) of ${options.warmup} s warm-up + ` +
-    `${options.duration} s per server, alternating; closed loop, every echoed byte verified.`,
+    `${options.duration} s per server, alternating; closed loop, every echoed byte verified. ` +
+    `CPU per round trip is read from /proc/<pid>/task/*/schedstat over the measured window: ` +
+    `main = the main thread, workers = threads named worker-N, other = V8 and Deno helpers. ` +
+    `The ${options.cores}-core ceiling is min(1 / main-thread CPU per trip, ` +
+    `${options.cores} / total CPU per trip).`,
     "",
   ].join("\n");
   const markdown = `${header}\n${sections.join("\n\n")}\n`;
@@ -426,11 +482,28 @@ async function main(): Promise<void> {
     const dir = new URL("bench/results/", ROOT);
     Deno.mkdirSync(dir, { recursive: true });
     Deno.writeTextFileSync(new URL("latest.md", dir), markdown);
+    const bars: ChartBar[] = summaries.flatMap(({ scenario, rows }) =>
+      rows.map((row) => ({
+        scenario: scenario.name,
+        server: row.server,
+        measured: row.roundTripsPerSec,
+        ceiling: ceiling(row.cpuUs, options.cores),
+      }))
+    );
+    Deno.writeTextFileSync(
+      new URL("latest.svg", dir),
+      renderChart(
+        bars,
+        options.cores,
+        `${new Date().toISOString().slice(0, 10)}: Deno ${Deno.version.deno}, ` +
+          `${navigator.hardwareConcurrency} CPUs, ${options.workers} workers, load generator on the same machine`,
+      ),
+    );
     Deno.writeTextFileSync(
       new URL("latest.json", dir),
       JSON.stringify({ date: new Date().toISOString(), options, results }, null, 2) + "\n",
     );
-    say("bench: wrote bench/results/latest.md and latest.json");
+    say("bench: wrote bench/results/latest.md, latest.json and latest.svg");
   }
   const bad = results.filter((r) => r.errors + r.connectFailures + r.mismatches > 0);
   if (bad.length > 0) {
