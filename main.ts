@@ -35,6 +35,8 @@ function parse(): Config {
     const command = parseCommandLine(Deno.args, {
       cpus: navigator.hardwareConcurrency,
       os: Deno.build.os,
+      // Deno exposes its unstable network APIs only under --unstable-net.
+      unstableNet: "listenDatagram" in Deno,
     });
     switch (command.kind) {
       case "help":

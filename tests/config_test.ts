@@ -88,6 +88,11 @@ Deno.test("parseCommandLine() refuses an unknown --dispatch, and kernel off Linu
         error.message.includes(`needs Linux`) && error.message.includes(`on ${os}`),
     );
   }
+  assert.throws(
+    () => parseCommandLine(["--dispatch", "kernel"], { cpus: 2, unstableNet: false }),
+    (error: unknown) =>
+      error instanceof UsageError && !error.showHint && error.message.includes("--unstable-net"),
+  );
   const command = parseCommandLine(["--dispatch", "kernel"], { cpus: 2, os: "linux" });
   assert.equal(command.kind === "serve" && command.config.dispatch, "kernel");
 });

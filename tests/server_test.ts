@@ -412,3 +412,24 @@ Deno.test("resolveHandlerSpec() keeps names and URLs, and finds paths in the fir
     new URL("nowhere.ts", here).href,
   );
 });
+
+Deno.test("--dispatch kernel without Deno's --unstable-net exits 2 with one line, not Deno's 70", async () => {
+  const output = await new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "--allow-net",
+      "--allow-read",
+      new URL("../main.ts", import.meta.url).pathname,
+      "--port",
+      "0",
+      "--dispatch",
+      "kernel",
+    ],
+    stdin: "null",
+    env: { NO_COLOR: "1" },
+  }).output();
+  const stderr = new TextDecoder().decode(output.stderr);
+  assert.equal(output.code, 2, stderr);
+  assert.equal(stderr.trim().split("\n").length, 1, stderr);
+  assert.match(stderr, /'--dispatch kernel' needs Deno's --unstable-net flag/);
+});

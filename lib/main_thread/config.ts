@@ -94,6 +94,12 @@ export interface ParseOptions {
    * @default {"linux"}
    */
   os?: string;
+  /**
+   * Whether Deno runs with `--unstable-net`, which `Deno.listen({ reusePort })` needs in Deno
+   * 2.9.6 (`kernel` dispatch); without it Deno would end the process with exit code 70.
+   * @default {true}
+   */
+  unstableNet?: boolean;
 }
 
 /** The usage text printed by `--help`. */
@@ -194,6 +200,13 @@ export function parseCommandLine(args: readonly string[], options: ParseOptions)
     throw new UsageError(
       `'--dispatch kernel' needs Linux, where SO_REUSEPORT spreads connections over the ` +
         `workers; on ${os} use '--dispatch main'`,
+      { showHint: false },
+    );
+  }
+  if (dispatch === "kernel" && options.unstableNet === false) {
+    throw new UsageError(
+      "'--dispatch kernel' needs Deno's --unstable-net flag (deno task serve and the compiled " +
+        "binary pass it; with deno run, add it before the script name)",
       { showHint: false },
     );
   }

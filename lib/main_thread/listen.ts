@@ -55,13 +55,6 @@ export function listenTcp(options: ListenOptions): Deno.TcpListener {
   } catch (error) {
     failure = error;
   }
-  if (_isUnstableFlagMissing(failure)) {
-    throw new ListenError(
-      "Cannot start: '--dispatch kernel' needs Deno's --unstable-net flag " +
-        "(deno task serve and the compiled binary pass it)",
-      { cause: failure },
-    );
-  }
   // Default host on a machine without IPv6: fall back to IPv4 only.
   if (host === undefined && !_isAddressError(failure)) {
     try {
@@ -83,8 +76,4 @@ export function listenTcp(options: ListenOptions): Deno.TcpListener {
 function _isAddressError(error: unknown): boolean {
   return error instanceof Deno.errors.AddrInUse || error instanceof Deno.errors.PermissionDenied ||
     error instanceof Deno.errors.NotCapable;
-}
-
-function _isUnstableFlagMissing(error: unknown): boolean {
-  return error instanceof Error && error.message.includes("--unstable-net");
 }
