@@ -22,6 +22,11 @@ import { getLog, printError, printOut, setupLogging } from "./lib/shared/log.ts"
 const EXIT_USAGE = 2;
 /** Exit code when the address cannot be listened on. */
 const EXIT_LISTEN = 1;
+/**
+ * A second SIGINT/SIGTERM this soon after the first is the same request delivered twice, not a
+ * person insisting: a deliberate second Ctrl-C takes longer than this.
+ */
+const SIGNAL_REPEAT_WINDOW_MS = 250;
 
 function spawnConnectionWorker(name: string): Worker {
   return new Worker(new URL("./workers/connection_worker.ts", import.meta.url), {
@@ -110,13 +115,16 @@ async function main(): Promise<void> {
     });
   }
 
-  let signalled = false;
+  let signalledAt: number | undefined;
   const onSignal = (signal: Deno.Signal) => {
-    if (signalled) {
+    if (signalledAt !== undefined) {
+      // One Ctrl-C under `deno task` arrives twice within a millisecond (the terminal signals
+      // the whole foreground group, and the task runner forwards it again): that is one request.
+      if (performance.now() - signalledAt < SIGNAL_REPEAT_WINDOW_MS) return;
       log.warning("{signal} again: exiting now", { signal });
       Deno.exit(signal === "SIGINT" ? 130 : 143);
     }
-    signalled = true;
+    signalledAt = performance.now();
     log.info("{signal} received: stopping (send it again to exit at once)", { signal });
     server.shutdown(config.shutdownTimeout).then(async () => {
       await metrics?.shutdown();

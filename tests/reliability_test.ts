@@ -21,6 +21,9 @@ import {
   writeAll,
 } from "./helpers.ts";
 
+/** How close a repeated signal must follow the first to count as the same one (main.ts). */
+const REPEAT_WINDOW_MS = 250;
+
 /** Two workers in the given dispatch mode, and the metrics endpoint on a free port. */
 const base = (dispatch: string) => [
   "--workers",
@@ -247,12 +250,35 @@ test("drain: a second signal exits at once", async (dispatch) => {
   await delay(500);
   server.process.kill("SIGTERM");
   await server.waitForLog(/SIGTERM received/);
+  // A repeat within the server's repeat window counts as the same signal (see the next test):
+  // a deliberate second one comes later.
+  await delay(REPEAT_WINDOW_MS + 100);
   const started = Date.now();
   const status = await server.stop("SIGTERM");
   assert.ok(Date.now() - started < 2000);
   assert.notEqual(status.code, 0);
   stuck.close();
   await sending;
+});
+
+test("drain: one Ctrl-C delivered twice at once (group and task runner) still drains", async (dispatch) => {
+  // Under `deno task serve` one Ctrl-C reaches the server from the terminal and again from the
+  // runner that forwards it, within a millisecond: that must not skip the drain.
+  await using server = await startServer([...base(dispatch), "--shutdown-timeout", "10"]);
+  using conn = await connect(server.port);
+  const payload = pattern(1024 * 1024, 6);
+  const reading = readBytes(conn, Infinity);
+  await writeAll(conn, payload);
+  // Two kill() calls in a row would merge into one pending signal; the runner's copy comes
+  // just after the server has taken the first.
+  server.process.kill("SIGINT");
+  await server.waitForLog(/SIGINT received/);
+  const status = await server.stop("SIGINT");
+  const echoed = await reading;
+  assert.equal(status.code, 0, server.log());
+  assert.doesNotMatch(server.log(), /again: exiting now/);
+  assert.match(server.log(), /Stopped/);
+  assert.equal(echoed.length, payload.length);
 });
 
 for (const [how, line] of [["throws", "crash"], ["exits", "exit"]]) {
