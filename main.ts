@@ -90,6 +90,9 @@ async function main(): Promise<void> {
     }
     if (error instanceof WorkerStartError) {
       log.error(error.message);
+      for (const line of error.detail.split("\n").filter((l) => l.trim() !== "")) {
+        log.debug("  {line}", { line });
+      }
       Deno.exit(EXIT_USAGE);
     }
     throw error;

@@ -24,6 +24,7 @@ Deno.test("parseCommandLine() gives the documented defaults", () => {
     proxyProtocol: false,
     logLevel: "info",
     handler: "echo",
+    handlerTimeout: 10,
   });
 });
 
@@ -69,6 +70,7 @@ Deno.test("parseCommandLine() reads every flag, long and short", () => {
       proxyProtocol: true,
       logLevel: "debug",
       handler: "./h.ts",
+      handlerTimeout: 10,
     },
   );
   assert.equal(serveConfig(["--port", "65535", "--workers", "1"]).port, 65535);

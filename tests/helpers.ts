@@ -378,3 +378,30 @@ export async function connectToWorker(
   }
   throw new Error(`no connection landed on worker-${worker} in 64 tries`);
 }
+
+/**
+ * Scrapes `/metrics` until `sample` reaches `value`, or fails after `timeoutMs`: counters that
+ * another thread updates are awaited, never read once and hoped for.
+ *
+ * @param port The metrics port.
+ * @param sample A sample name with labels, as printed.
+ * @param value The value to wait for.
+ * @param timeoutMs Deadline.
+ * @returns The samples at that moment.
+ */
+export async function waitForMetric(
+  port: number,
+  sample: string,
+  value: number,
+  timeoutMs = 10_000,
+): Promise<Map<string, number>> {
+  const deadline = Date.now() + timeoutMs;
+  while (true) {
+    const samples = await scrape(port);
+    if (samples.get(sample) === value) return samples;
+    if (Date.now() > deadline) {
+      throw new Error(`${sample} is ${samples.get(sample)}, not ${value}, after ${timeoutMs} ms`);
+    }
+    await delay(50);
+  }
+}

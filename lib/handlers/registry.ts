@@ -52,28 +52,83 @@ export function resolveHandlerSpec(spec: string, bases: (() => URL)[]): string {
   return (found ?? candidates[0] ?? new URL(spec, "file:///")).href;
 }
 
+/** A handler module could not be loaded. The message is one line; `detail` has the stack. */
+export class HandlerLoadError extends TypeError {
+  /** The underlying error's stack, for debug logs; empty if there was none. */
+  readonly detail: string;
+
+  /**
+   * @param message One line naming the module and the reason, with file, line and column.
+   * @param options The underlying error as `cause`.
+   */
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = "HandlerLoadError";
+    const cause = options?.cause;
+    this.detail = cause instanceof Error ? cause.stack ?? "" : "";
+  }
+}
+
 /**
  * Loads a handler: a built-in by name, or the default export (or `handler` export) of a module.
  *
  * @param spec A built-in name or an absolute module URL (see {@linkcode resolveHandlerSpec}).
+ * @param timeoutMs How long the module may take to load (its top-level code included).
  * @returns The handler function.
- * @throws {TypeError} If the module cannot be loaded or exports no handler function.
+ * @throws {HandlerLoadError} If the module cannot be loaded in time or exports no handler
+ *   function; the message names the file, line and column where Deno gives them.
  */
-export async function loadHandler(spec: string): Promise<Handler> {
+export async function loadHandler(spec: string, timeoutMs = 10_000): Promise<Handler> {
   const builtin = BUILTIN_HANDLERS[spec];
   if (builtin !== undefined) return builtin;
   let module: Record<string, unknown>;
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const deadline = new Promise<never>((_, reject) => {
+    timer = setTimeout(
+      () =>
+        reject(
+          new HandlerLoadError(
+            `Cannot load handler '${spec}': it did not finish loading within ${
+              timeoutMs / 1000
+            } s (a top-level await that never settles?)`,
+          ),
+        ),
+      timeoutMs,
+    );
+  });
   try {
-    module = await import(spec);
+    module = await Promise.race([import(spec), deadline]);
   } catch (error) {
-    const reason = (error as Error)?.message?.split("\n")[0] ?? String(error);
-    throw new TypeError(`Cannot load handler '${spec}': ${reason}`, { cause: error });
+    if (error instanceof HandlerLoadError) throw error;
+    throw new HandlerLoadError(`Cannot load handler '${spec}': ${describeLoadError(error)}`, {
+      cause: error,
+    });
+  } finally {
+    clearTimeout(timer);
   }
   const handler = module.default ?? module.handler;
   if (typeof handler !== "function") {
-    throw new TypeError(
+    throw new HandlerLoadError(
       `Cannot load handler '${spec}': it must export a function as default or as 'handler'`,
     );
   }
   return handler as Handler;
+}
+
+/**
+ * An error from loading a module as one line: its first line, and where it happened (the first
+ * `file:` or `http(s):` location in its message, where Deno puts a syntax error's, or its stack).
+ *
+ * @param error What `import()` threw.
+ * @returns Such as `SyntaxError: Expression expected (/srv/h.ts:2:13)`.
+ */
+export function describeLoadError(error: unknown): string {
+  const message = error instanceof Error ? error.message : String(error);
+  const first = message.split("\n")[0] ?? message;
+  const where = /\b((?:file|https?):\/\/[^\s()]+:\d+:\d+)/;
+  const location = where.exec(message)?.[1] ??
+    (error instanceof Error ? where.exec(error.stack ?? "")?.[1] : undefined);
+  if (location === undefined) return first;
+  const readable = location.startsWith("file:") ? decodeURIComponent(location.slice(7)) : location;
+  return `${first} (${readable})`;
 }

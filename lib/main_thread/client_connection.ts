@@ -196,7 +196,10 @@ export class ClientConnection implements TimedConnection {
     this.#closed = true;
     clearTimeout(this.#lingerTimer);
     // Tell the worker unless it is the one that ended the connection, or is gone.
-    if (!this.#ending && reason !== "handler-error" && this.link.alive) {
+    if (
+      !this.#ending && reason !== "handler-error" && reason !== "output-overflow" &&
+      this.link.alive
+    ) {
       this.link.writer.control(Frame.CLOSE, this.id);
     }
     this.#writeQueue = [];

@@ -41,6 +41,8 @@ export interface Config {
   logLevel: LogLevelName;
   /** Protocol handler: a built-in name (`echo`) or a module path or URL. */
   handler: string;
+  /** Seconds a handler module may take to load in each worker before start-up fails. */
+  handlerTimeout: number;
 }
 
 /** The values of `--dispatch`. */
@@ -130,6 +132,7 @@ Options:
                              similar) and use the client address it carries; off by default
       --log-level <level>    debug | info | warning | error; default info
       --handler <name|path>  protocol handler: echo (default), hash, or a module path or URL
+      --handler-timeout <s>  how long a handler module may take to load; default 10
   -h, --help                 show this help
   -V, --version              print the version
 
@@ -149,6 +152,7 @@ const OPTIONS = {
   "proxy-protocol": { type: "boolean" },
   "log-level": { type: "string" },
   handler: { type: "string" },
+  "handler-timeout": { type: "string" },
   help: { type: "boolean", short: "h" },
   version: { type: "boolean", short: "V" },
 } as const;
@@ -238,6 +242,7 @@ export function parseCommandLine(args: readonly string[], options: ParseOptions)
         "echo",
         "a built-in name such as echo, or a module path",
       ),
+      handlerTimeout: _seconds("--handler-timeout", values["handler-timeout"], 10, 0.1),
     },
   };
 }

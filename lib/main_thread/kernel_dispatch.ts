@@ -81,12 +81,15 @@ export class KernelDispatch implements Server {
     const { hostname, port } = reservation.addr;
     const pool = new WorkerPool({
       size: config.workers,
+      // The handler's own deadline comes first; this one catches a worker that never answers.
+      readyTimeout: config.handlerTimeout * 1000 + 5000,
       spawn: this.#spawn,
       init: (slot) => ({
         type: "init",
         index: slot + 1,
         logLevel: config.logLevel,
         handler: config.handler,
+        handlerTimeoutMs: config.handlerTimeout * 1000,
         dispatch: {
           mode: "kernel",
           hostname,

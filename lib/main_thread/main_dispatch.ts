@@ -10,7 +10,7 @@
 
 import { closeQuietly, formatAddr, remoteText } from "../shared/address.ts";
 import { acceptLoop } from "../shared/accept_loop.ts";
-import { Frame, readFrames } from "../shared/channel.ts";
+import { ABORT_OUTPUT_OVERFLOW, Frame, readFrames } from "../shared/channel.ts";
 import type { CloseReason } from "../shared/close_reason.ts";
 import { Counter, ServerCounters } from "../shared/counters.ts";
 import { getLog } from "../shared/log.ts";
@@ -58,12 +58,15 @@ export class MainDispatch implements Server {
     this.#counters = ServerCounters.create(config.workers);
     this.#pool = new WorkerPool({
       size: config.workers,
+      // The handler's own deadline comes first; this one catches a worker that never answers.
+      readyTimeout: config.handlerTimeout * 1000 + 5000,
       spawn,
       init: (slot) => ({
         type: "init",
         index: slot + 1,
         logLevel: config.logLevel,
         handler: config.handler,
+        handlerTimeoutMs: config.handlerTimeout * 1000,
         dispatch: { mode: "main" },
       }),
       onFrames: (link, buffer, length, attached) => this.#receive(link, buffer, length, attached),
@@ -248,7 +251,7 @@ export class MainDispatch implements Server {
           connection.end();
           break;
         case Frame.ABORT:
-          connection.close("handler-error");
+          connection.close(value === ABORT_OUTPUT_OVERFLOW ? "output-overflow" : "handler-error");
           break;
         default:
           throw new RangeError(`Unexpected frame kind ${kind} from worker-${link.slot + 1}`);

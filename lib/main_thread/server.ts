@@ -32,6 +32,7 @@ export type ServerConfig = Pick<
   | "maxConnections"
   | "logLevel"
   | "handler"
+  | "handlerTimeout"
   | "proxyProtocol"
 >;
 

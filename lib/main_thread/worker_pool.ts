@@ -55,14 +55,27 @@ export interface WorkerPoolOptions {
    * @default {1000}
    */
   retryDelay?: number;
+  /**
+   * Milliseconds a worker may take to report ready (a worker stuck in synchronous code never
+   * answers at all).
+   * @default {15000}
+   */
+  readyTimeout?: number;
 }
 
 /** A worker failed to start (for example, its handler could not be loaded). */
 export class WorkerStartError extends Error {
-  /** @param message One line saying which worker failed and why. */
-  constructor(message: string) {
+  /** More about the failure (a stack), for debug logs; empty if there is none. */
+  readonly detail: string;
+
+  /**
+   * @param message One line saying which worker failed and why.
+   * @param detail More, for debug logs.
+   */
+  constructor(message: string, detail = "") {
     super(message);
     this.name = "WorkerStartError";
+    this.detail = detail;
   }
 }
 
@@ -170,7 +183,19 @@ export class WorkerPool {
     const worker = this.#options.spawn(name);
     const link = new Link(slot, worker);
     this.#links[slot] = link;
-    const { promise, resolve, reject } = Promise.withResolvers<void>();
+    const started = Promise.withResolvers<void>();
+    const timeout = this.#options.readyTimeout ?? 15_000;
+    const timer = setTimeout(
+      () =>
+        started.reject(
+          new WorkerStartError(
+            `Cannot start ${name}: it did not report ready within ${timeout / 1000} s`,
+          ),
+        ),
+      timeout,
+    );
+    const promise = started.promise.finally(() => clearTimeout(timer));
+    const { resolve, reject } = started;
     worker.onmessage = (event: MessageEvent) => {
       const message = event.data;
       if (!isFromWorker(message)) return;
@@ -208,7 +233,7 @@ export class WorkerPool {
         break;
       case "failed":
         if (link.ready) this.#lose(link, message.message);
-        else reject(new WorkerStartError(message.message));
+        else reject(new WorkerStartError(message.message, message.detail));
         break;
       default: {
         const _never: never = message;

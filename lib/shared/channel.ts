@@ -30,7 +30,10 @@ export const Frame = {
   ACK: 5,
   /** worker → main: the handler finished its output; flush it, then close the connection. */
   END: 6,
-  /** worker → main: the handler failed; close the connection now, dropping unsent output. */
+  /**
+   * worker → main: close the connection now, dropping unsent output. `value` says why:
+   * {@linkcode ABORT_HANDLER_ERROR} or {@linkcode ABORT_OUTPUT_OVERFLOW}.
+   */
   ABORT: 7,
   /**
    * both ways: like DATA, but the `value` bytes travel as the next of the batch's attached
@@ -38,6 +41,11 @@ export const Frame = {
    */
   DATA_REF: 8,
 } as const;
+
+/** `ABORT` value: the handler threw. */
+export const ABORT_HANDLER_ERROR = 0;
+/** `ABORT` value: the handler queued more unsent output than allowed. */
+export const ABORT_OUTPUT_OVERFLOW = 1;
 
 /** One of the {@linkcode Frame} kinds. */
 export type FrameKind = typeof Frame[keyof typeof Frame];

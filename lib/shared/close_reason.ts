@@ -15,7 +15,8 @@ export type CloseReason =
   | "shutdown" // the server stopped before the connection finished
   | "write-timeout" // --write-timeout passed with output pending and none of it taken
   | "worker-lost" // its worker died
-  | "handler-error"; // the handler threw
+  | "handler-error" // the handler threw
+  | "output-overflow"; // the handler queued more unsent output than allowed
 
 /** Every close reason, in the order metrics list them. */
 export const CLOSE_REASONS: readonly CloseReason[] = [
@@ -26,4 +27,5 @@ export const CLOSE_REASONS: readonly CloseReason[] = [
   "shutdown",
   "worker-lost",
   "handler-error",
+  "output-overflow",
 ];

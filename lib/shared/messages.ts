@@ -53,6 +53,8 @@ export type ToWorker =
     logLevel: LogLevelName;
     /** Built-in handler name, or a module URL. */
     handler: string;
+    /** Milliseconds the handler module may take to load. */
+    handlerTimeoutMs: number;
     dispatch: Dispatch;
   }
   /** A batch of frames (see `channel.ts`); the buffers are transferred. */
@@ -67,8 +69,11 @@ export type ToWorker =
 export type FromWorker =
   /** The worker has loaded its handler and serves connections from now on. */
   | { type: "ready" }
-  /** The worker could not start (for example, its handler failed to load). */
-  | { type: "failed"; message: string }
+  /**
+   * The worker could not start (for example, its handler failed to load), or failed later.
+   * `message` is one line; `detail` (a stack) is for debug logs.
+   */
+  | { type: "failed"; message: string; detail?: string }
   /** A batch of frames (see `channel.ts`); the buffers are transferred. */
   | FramesMessage
   /** `kernel` dispatch: the drain is over; `cut` connections were closed at the deadline. */

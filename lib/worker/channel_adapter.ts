@@ -10,6 +10,7 @@
 
 import type { Connection, Handler } from "../handlers/handler.ts";
 import {
+  ABORT_OUTPUT_OVERFLOW,
   ACK_THRESHOLD,
   ATTACH_THRESHOLD,
   BULK_BUFFER_SIZE,
@@ -18,7 +19,9 @@ import {
   readFrames,
   WINDOW,
 } from "../shared/channel.ts";
+import { getLog } from "../shared/log.ts";
 import type { FromWorker } from "../shared/messages.ts";
+import { OUTPUT_LIMIT, OutputGuard, outputStrategy } from "./output_guard.ts";
 import { CLOSED, type HandledConnection, runHandler } from "./run_handler.ts";
 
 /** Sends a message to the main thread, transferring the listed buffers. */
@@ -81,7 +84,12 @@ export class ChannelRuntime {
 
   #open(id: number, payload: Uint8Array): void {
     const remoteAddr = JSON.parse(new TextDecoder().decode(payload)) as Deno.NetAddr;
-    const connection = new WorkerConnection(id, remoteAddr, this.#writer);
+    const connection = new WorkerConnection(
+      id,
+      remoteAddr,
+      this.#writer,
+      () => this.#connections.delete(id),
+    );
     this.#connections.set(id, connection);
     this.#serve(connection);
   }
@@ -113,10 +121,13 @@ class WorkerConnection implements HandledConnection {
   /** Created on first use of `signal`: most handlers never look, and it costs memory. */
   #abort: AbortController | undefined;
   #closed = false;
+  #guard: OutputGuard;
+  #forget: () => void;
 
-  constructor(id: number, remoteAddr: Deno.NetAddr, writer: FrameWriter) {
+  constructor(id: number, remoteAddr: Deno.NetAddr, writer: FrameWriter, forget: () => void) {
     this.id = id;
     this.#writer = writer;
+    this.#forget = forget;
     const readable = new ReadableStream<Uint8Array>({
       start: (controller) => {
         this.#controller = controller;
@@ -131,7 +142,8 @@ class WorkerConnection implements HandledConnection {
       write: (chunk) => this.#send(chunk),
       close: () => this.#end(Frame.END),
       abort: () => this.#end(Frame.ABORT),
-    });
+    }, outputStrategy());
+    this.#guard = new OutputGuard(writable, (queued) => this.#overflow(queued));
     const signal = () => this.#signal();
     this.view = {
       id,
@@ -188,9 +200,9 @@ class WorkerConnection implements HandledConnection {
     this.#drained = undefined;
   }
 
-  /** Closes the writable if the handler left it open, so that queued writes are sent. */
+  /** Sends everything the handler wrote, awaited or not, then closes the writable. */
   async closeWritable(): Promise<void> {
-    if (!this.#ended && !this.view.writable.locked) await this.view.writable.close();
+    if (!this.#ended) await this.#guard.finish();
   }
 
   /** Tells the main thread the handler is done, unless its writable already did. */
@@ -240,6 +252,19 @@ class WorkerConnection implements HandledConnection {
     if (this.#outstanding >= WINDOW) {
       return new Promise((resolve) => this.#drained = resolve);
     }
+  }
+
+  #overflow(queued: number): void {
+    if (this.#closed || this.#ended) return;
+    getLog().warning(
+      "Connection {id}: handler queued more than {limit} MiB of output the client has not taken " +
+        "({queued} B; it does not wait for its writes); closing",
+      { id: this.id, limit: OUTPUT_LIMIT / 1024 / 1024, queued },
+    );
+    this.#ended = true;
+    this.#writer.control(Frame.ABORT, this.id, ABORT_OUTPUT_OVERFLOW);
+    this.closeFromOutside();
+    this.#forget();
   }
 
   #end(kind: typeof Frame.END | typeof Frame.ABORT): void {

@@ -12,7 +12,7 @@
  * @module
  */
 
-import { loadHandler } from "../handlers/registry.ts";
+import { HandlerLoadError, loadHandler } from "../handlers/registry.ts";
 import { getLog, setupLogging } from "../shared/log.ts";
 import { type FromWorker, isToWorker } from "../shared/messages.ts";
 import { ChannelRuntime } from "./channel_adapter.ts";
@@ -82,7 +82,7 @@ export function runWorker(scope: WorkerScope): void {
       case "init": {
         setupLogging(message.logLevel, `worker-${message.index}`);
         try {
-          const handler = await loadHandler(message.handler);
+          const handler = await loadHandler(message.handler, message.handlerTimeoutMs);
           const { dispatch } = message;
           if (dispatch.mode === "kernel") {
             sockets = new SocketServer(handler, { ...dispatch, slot: message.index - 1 });
@@ -92,7 +92,8 @@ export function runWorker(scope: WorkerScope): void {
           }
           post({ type: "ready" });
         } catch (error) {
-          post({ type: "failed", message: (error as Error).message });
+          const detail = error instanceof HandlerLoadError ? error.detail : (error as Error)?.stack;
+          post({ type: "failed", message: (error as Error).message, detail: detail ?? "" });
         }
         break;
       }

@@ -22,7 +22,9 @@
 import type { Connection } from "../handlers/handler.ts";
 import type { CloseReason } from "../shared/close_reason.ts";
 import { Counter, type SlotCounters } from "../shared/counters.ts";
+import { getLog } from "../shared/log.ts";
 import type { TimedConnection } from "../shared/timeouts.ts";
+import { OUTPUT_LIMIT, OutputGuard, outputStrategy } from "./output_guard.ts";
 import { CLOSED, type HandledConnection } from "./run_handler.ts";
 
 const MIN_READ = 1024;
@@ -85,6 +87,7 @@ export class SocketConnection implements HandledConnection, TimedConnection {
   #lingerTimer: ReturnType<typeof setTimeout> | undefined;
   /** Created on first use of `signal`: most handlers never look, and it costs memory. */
   #abort: AbortController | undefined;
+  #guard: OutputGuard;
 
   /**
    * @param id Connection id, unique server-wide.
@@ -116,7 +119,8 @@ export class SocketConnection implements HandledConnection, TimedConnection {
       write: (chunk) => this.#write(chunk),
       close: () => this.#endOutput(),
       abort: () => this.close("handler-error"),
-    });
+    }, outputStrategy());
+    this.#guard = new OutputGuard(writable, (queued) => this.#overflow(queued));
     const signal = () => this.#signal();
     this.view = {
       id,
@@ -149,9 +153,9 @@ export class SocketConnection implements HandledConnection, TimedConnection {
     this.#endReadable();
   }
 
-  /** Closes the writable if the handler left it open, so that queued writes are sent. */
+  /** Sends everything the handler wrote, awaited or not, then closes the writable. */
   async closeWritable(): Promise<void> {
-    if (!this.#outputEnded && !this.view.writable.locked) await this.view.writable.close();
+    if (!this.#outputEnded) await this.#guard.finish();
   }
 
   /**
@@ -302,6 +306,16 @@ export class SocketConnection implements HandledConnection, TimedConnection {
       // Reset, or closed by the linger timer.
     }
     this.close("done");
+  }
+
+  #overflow(queued: number): void {
+    if (this.#closed) return;
+    getLog().warning(
+      "Connection {id}: handler queued more than {limit} MiB of output the client has not taken " +
+        "({queued} B; it does not wait for its writes); closing",
+      { id: this.id, limit: OUTPUT_LIMIT / 1024 / 1024, queued },
+    );
+    this.close("output-overflow");
   }
 
   #signal(): AbortSignal {

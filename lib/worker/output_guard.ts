@@ -1,0 +1,91 @@
+/**
+ * Keeps a handler's output honest whatever the handler does with its writer: everything it
+ * wrote is sent when it returns, awaited or not, and output it queues without waiting for the
+ * client is capped (the role of Redis's client output buffer limit).
+ *
+ * Runs inside a worker only, for both dispatch modes.
+ *
+ * How: the connection's `WritableStream` counts queued bytes (a byte-length strategy whose
+ * high-water mark of 1 keeps the usual backpressure: `ready` waits while anything is queued),
+ * and `getWriter()` is wrapped so that each `write()` checks the queue first and the guard knows
+ * the writer, whose `close()` it can await after the handler returns. `pipeTo()` respects
+ * backpressure by itself and needs none of this.
+ *
+ * @module
+ */
+
+/** Most bytes a connection's handler may have queued and not yet sent, by default. */
+export const OUTPUT_LIMIT: number = 16 * 1024 * 1024;
+
+/** The queuing strategy a guarded `WritableStream` must be created with. */
+export function outputStrategy(): QueuingStrategy<Uint8Array> {
+  return new ByteLengthQueuingStrategy({ highWaterMark: 1 });
+}
+
+/** Guards one connection's writable. */
+export class OutputGuard {
+  #writable: WritableStream<Uint8Array>;
+  #writer: WritableStreamDefaultWriter<Uint8Array> | undefined;
+  #limit: number;
+  #onOverflow: (queued: number) => void;
+
+  /**
+   * @param writable The connection's writable, created with {@linkcode outputStrategy}.
+   * @param onOverflow Called (once per offending write) when a write would take the queue past
+   *   `limit`; it should close the connection.
+   * @param limit Most queued bytes.
+   */
+  constructor(
+    writable: WritableStream<Uint8Array>,
+    onOverflow: (queued: number) => void,
+    limit: number = OUTPUT_LIMIT,
+  ) {
+    this.#writable = writable;
+    this.#onOverflow = onOverflow;
+    this.#limit = limit;
+    const getWriter = writable.getWriter.bind(writable);
+    Object.defineProperty(writable, "getWriter", {
+      configurable: true,
+      writable: true,
+      value: () => this.#wrap(getWriter()),
+    });
+  }
+
+  /**
+   * After the handler has returned: closes the writable if the handler did not, and waits
+   * until everything written, awaited or not, has been taken by the socket.
+   *
+   * @returns When the output is complete.
+   * @throws {Error} The stream's error if the connection closed first.
+   */
+  async finish(): Promise<void> {
+    const writable = this.#writable;
+    if (!writable.locked) {
+      await writable.close();
+      return;
+    }
+    const writer = this.#writer;
+    // Locked by a pipe the handler did not wait for: the pipe closes the stream when it ends.
+    if (writer === undefined) return;
+    try {
+      await writer.close();
+    } catch {
+      // The handler closed it already (close() then rejects): wait for that close instead.
+      await writer.closed;
+    }
+  }
+
+  #wrap(writer: WritableStreamDefaultWriter<Uint8Array>): WritableStreamDefaultWriter<Uint8Array> {
+    this.#writer = writer;
+    const write = writer.write.bind(writer);
+    const limit = this.#limit;
+    writer.write = (chunk?: Uint8Array): Promise<void> => {
+      const size = chunk?.byteLength ?? 0;
+      // desiredSize is 1 minus the bytes queued (in flight included); null once errored.
+      const queued = 1 - (writer.desiredSize ?? 1) + size;
+      if (queued > limit) this.#onOverflow(queued);
+      return write(chunk);
+    };
+    return writer;
+  }
+}

@@ -1,0 +1,151 @@
+/**
+ * The handler contract survives the mistakes ordinary handler authors make: un-awaited writes,
+ * throwing with writes queued, connections closed under queued writes, ignoring backpressure,
+ * modules that never finish loading or fail to. Each test runs in both dispatch modes.
+ */
+
+import assert from "node:assert/strict";
+import {
+  bothModes,
+  readBytes,
+  runServer,
+  scrape,
+  startServer,
+  utf8,
+  waitForMetric,
+  writeAll,
+} from "./helpers.ts";
+
+const careless = (dispatch: string, ...extra: string[]) => [
+  "--workers",
+  "1",
+  "--dispatch",
+  dispatch,
+  "--handler",
+  "tests/fixtures/careless_handler.ts",
+  "--metrics-port",
+  "0",
+  ...extra,
+];
+
+bothModes(
+  "a handler that writes without awaiting and returns still delivers every byte",
+  async (dispatch) => {
+    await using server = await startServer(careless(dispatch));
+    using conn = await Deno.connect({ hostname: "127.0.0.1", port: server.port });
+    await writeAll(conn, utf8("flood 12 1024\n"));
+    const received = await readBytes(conn, Infinity);
+    assert.equal(received.length, 12 * 1024 * 1024, "bytes lost");
+    for (let i = 0; i < 12; i++) {
+      assert.equal(received[i * 1024 * 1024], i % 251, `chunk ${i} out of place`);
+    }
+  },
+);
+
+bothModes(
+  "a handler that throws with a write queued closes only its connection",
+  async (dispatch) => {
+    await using server = await startServer(careless(dispatch));
+    using bystander = await Deno.connect({ hostname: "127.0.0.1", port: server.port });
+    await writeAll(bystander, utf8("flood 1 1\n"));
+    using victim = await Deno.connect({ hostname: "127.0.0.1", port: server.port });
+    await writeAll(victim, utf8("throw 4 1024\n"));
+    await readBytes(victim, Infinity);
+    await server.waitForLog(/handler failed: careless handler gave up/);
+    // The worker is alive: it still serves, and was never replaced.
+    using later = await Deno.connect({ hostname: "127.0.0.1", port: server.port });
+    await writeAll(later, utf8("flood 2 1\n"));
+    assert.equal((await readBytes(later, Infinity)).length, 2048);
+    const metrics = await scrape(server.metricsPort!);
+    assert.equal(metrics.get("echoserver_worker_restarts_total"), 0, server.log());
+    assert.doesNotMatch(server.log(), /died/);
+  },
+);
+
+bothModes(
+  "a connection closed under un-awaited writes does not end its worker",
+  async (dispatch) => {
+    await using server = await startServer(careless(dispatch, "--write-timeout", "1"));
+    {
+      using conn = await Deno.connect({ hostname: "127.0.0.1", port: server.port });
+      await writeAll(conn, utf8("hold 8 1024\n"));
+      // Never read: the write timeout closes the connection with 8 MiB still queued.
+      await waitForMetric(
+        server.metricsPort!,
+        'echoserver_connections_closed_total{reason="write-timeout"}',
+        1,
+      );
+    }
+    using later = await Deno.connect({ hostname: "127.0.0.1", port: server.port });
+    await writeAll(later, utf8("flood 1 1\n"));
+    assert.equal((await readBytes(later, Infinity)).length, 1024);
+    const metrics = await scrape(server.metricsPort!);
+    assert.equal(metrics.get('echoserver_connections_closed_total{reason="write-timeout"}'), 1);
+    assert.equal(metrics.get("echoserver_worker_restarts_total"), 0, server.log());
+  },
+);
+
+bothModes(
+  "a handler that ignores backpressure is cut off at 16 MiB of queued output, counted",
+  async (dispatch) => {
+    await using server = await startServer(careless(dispatch));
+    using conn = await Deno.connect({ hostname: "127.0.0.1", port: server.port });
+    // 100 MiB written without awaiting to a client that reads nothing yet.
+    await writeAll(conn, utf8("hold 100 1024\n"));
+    await server.waitForLog(/queued more than 16 MiB/);
+    // The main thread counts it once the worker's word reaches it: wait for that.
+    const metrics = await waitForMetric(
+      server.metricsPort!,
+      'echoserver_connections_closed_total{reason="output-overflow"}',
+      1,
+    );
+    assert.equal(metrics.get("echoserver_worker_restarts_total"), 0);
+    // What reached the client before the cut is a prefix of what was written, never more.
+    const received = await readBytes(conn, Infinity);
+    assert.ok(received.length < 100 * 1024 * 1024);
+  },
+);
+
+bothModes(
+  "a handler module that never finishes loading fails start-up in time, exit 2",
+  async (dispatch) => {
+    const { code, stderr } = await runServer([
+      "--dispatch",
+      dispatch,
+      "--handler",
+      "tests/fixtures/never_loads.ts",
+      "--handler-timeout",
+      "1",
+    ]);
+    assert.equal(code, 2, stderr);
+    assert.equal(stderr.trim().split("\n").length, 1, stderr);
+    assert.match(stderr, /never_loads\.ts.*did not finish loading within 1 s/);
+  },
+);
+
+Deno.test("handler load errors name the file, line and column; debug adds the stack", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    await Deno.writeTextFile(
+      `${dir}/syntax.ts`,
+      "export default function () {\n  const x = ;\n}\n",
+    );
+    await Deno.writeTextFile(
+      `${dir}/throws.ts`,
+      'const a = 1;\nthrow new Error("refuses to load " + a);\nexport default () => {};\n',
+    );
+    const syntax = await runServer(["--handler", `${dir}/syntax.ts`]);
+    assert.equal(syntax.code, 2);
+    assert.equal(syntax.stderr.trim().split("\n").length, 1, syntax.stderr);
+    assert.match(syntax.stderr, /Expression expected .*syntax\.ts:2:13/);
+    const throws = await runServer(["--handler", `${dir}/throws.ts`]);
+    assert.equal(throws.code, 2);
+    assert.equal(throws.stderr.trim().split("\n").length, 1, throws.stderr);
+    assert.match(throws.stderr, /refuses to load 1 .*throws\.ts:2:7/);
+    const debug = await runServer(["--handler", `${dir}/throws.ts`, "--log-level", "debug"]);
+    assert.equal(debug.code, 2);
+    assert.match(debug.stderr, /\[DBG\].*\s+at file:.*throws\.ts:2:7/, "no stack at debug level");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
