@@ -38,8 +38,19 @@ export interface WorkQueueOptions {
 
 /** Options for {@linkcode WorkQueue.submit}. */
 export interface SubmitOptions {
-  /** Cancels the job: it is dropped if not started, and its promise rejects either way. */
+  /**
+   * Cancels the job. A job not yet started is dropped; its promise rejects at once with the
+   * signal's reason (a `DOMException` named `AbortError` unless `abort()` was given another).
+   * A running job's promise rejects the same way, and the job sees its own signal abort; a job
+   * that computes without awaiting anything cannot see that, so use `hardCancel` for those.
+   */
   signal?: AbortSignal;
+  /**
+   * On cancel, if the job is running, terminate its worker (and start a new one) instead of
+   * asking the job to stop: for CPU-bound jobs that never yield.
+   * @default {false}
+   */
+  hardCancel?: boolean;
   /** Objects in the job to transfer to the worker instead of copying (such as ArrayBuffers). */
   transfer?: Transferable[];
 }
@@ -49,7 +60,9 @@ export type WorkMessage =
   | { type: "run"; id: number; job: unknown }
   | { type: "cancel"; id: number }
   | { type: "done"; id: number; result: unknown }
-  | { type: "failed"; id: number; error: { name: string; message: string; stack?: string } };
+  | { type: "failed"; id: number; error: { name: string; message: string; stack?: string } }
+  /** The worker is ending: it exited, closed itself, or an error escaped the job. */
+  | { type: "lost"; reason: string };
 
 interface Pending {
   id: number;
@@ -59,15 +72,22 @@ interface Pending {
   reject: (reason: unknown) => void;
   signal: AbortSignal | undefined;
   onAbort: (() => void) | undefined;
+  hardCancel: boolean;
+  /** Where the job is: waiting for room, in the backlog, running, or settled. */
+  state: "room" | "backlog" | "running" | "settled";
 }
 
 interface Slot {
   worker: Worker;
+  /** The job the worker is running (it may already be settled, if it was cancelled). */
   running: Pending | undefined;
 }
 
 /**
  * Runs jobs on a pool of workers, first come first served, with a bounded backlog.
+ *
+ * Every promise it returns settles: a job's result or error, its cancellation, the loss of its
+ * worker (which is replaced), or the queue closing before a waiting submit got room.
  *
  * @typeParam Job What a job carries to the worker (structured-cloneable).
  * @typeParam Result What the worker sends back.
@@ -89,12 +109,14 @@ interface Slot {
  */
 export class WorkQueue<Job, Result> {
   #slots: Slot[];
+  /** Submits waiting for room in the backlog, oldest first. */
+  #waitingForRoom: Pending[] = [];
+  /** Jobs admitted and waiting for a worker, oldest first. */
   #backlog: Pending[] = [];
   #capacity: number;
-  #roomWaiters: (() => void)[] = [];
   #nextId = 1;
   #closing = false;
-  #drained: (() => void) | undefined;
+  #drained = Promise.withResolvers<void>();
   #module: string | URL;
   #name: string;
 
@@ -119,34 +141,33 @@ export class WorkQueue<Job, Result> {
     this.#slots = Array.from({ length: workers }, (_, i) => this.#spawn(i));
   }
 
-  /** Jobs waiting to start. */
+  /** Jobs in the backlog, waiting for a worker (at most `capacity`). */
   get waiting(): number {
     return this.#backlog.length;
   }
 
-  /** Jobs running now. */
+  /** Jobs running now whose submitters still wait for them. */
   get running(): number {
-    return this.#slots.filter((slot) => slot.running !== undefined).length;
+    return this.#slots.filter((slot) => slot.running?.state === "running").length;
   }
 
   /**
-   * Submits a job. If the backlog is full, waits for room first.
+   * Submits a job. If the backlog is full, the job waits for room first (backpressure): the
+   * promise then settles later, but a cancel still takes effect at once.
    *
    * @param job The job's input; cloned to the worker (or transferred, see `transfer`).
    * @param options Cancellation and transfer list.
    * @returns The job's result.
-   * @throws {JobError} If the job threw in the worker (its error as `cause`).
-   * @throws {DOMException} `AbortError` if cancelled through `signal`.
-   * @throws {Error} If the queue is closed.
+   * @throws {JobError} If the job threw in the worker (its error as `cause`), or its worker
+   *   ended while running it (exited, closed itself, or an error escaped the job).
+   * @throws {unknown} The signal's reason if cancelled through `signal` (an `AbortError`
+   *   `DOMException` unless `abort()` was given another reason).
+   * @throws {Error} If the queue is closed, or closes before the job got room.
    */
-  async submit(job: Job, options: SubmitOptions = {}): Promise<Result> {
+  submit(job: Job, options: SubmitOptions = {}): Promise<Result> {
     const { signal } = options;
-    signal?.throwIfAborted();
-    while (this.#backlog.length >= this.#capacity && !this.#closing) {
-      await new Promise<void>((resolve) => this.#roomWaiters.push(resolve));
-      signal?.throwIfAborted();
-    }
-    if (this.#closing) throw new Error("WorkQueue is closed: no new jobs");
+    if (signal?.aborted) return Promise.reject(signal.reason);
+    if (this.#closing) return Promise.reject(new Error("WorkQueue is closed: no new jobs"));
     const { promise, resolve, reject } = Promise.withResolvers<unknown>();
     const pending: Pending = {
       id: this.#nextId++,
@@ -156,56 +177,80 @@ export class WorkQueue<Job, Result> {
       reject,
       signal,
       onAbort: undefined,
+      hardCancel: options.hardCancel ?? false,
+      state: "room",
     };
     if (signal !== undefined) {
       pending.onAbort = () => this.#cancel(pending);
       signal.addEventListener("abort", pending.onAbort, { once: true });
     }
-    this.#backlog.push(pending);
-    this.#dispatch();
+    this.#waitingForRoom.push(pending);
+    this.#pump();
     return promise as Promise<Result>;
   }
 
   /**
-   * Stops taking jobs: new submits reject; jobs already submitted (running or waiting) finish;
-   * then the workers stop. Idempotent.
+   * Stops taking jobs: new submits reject, and so do submits still waiting for room; jobs in
+   * the backlog and running ones finish (or fail, or are cancelled); then the workers stop.
+   * Idempotent.
    *
-   * @returns When every submitted job has settled and the workers are stopped.
+   * @returns When every admitted job has settled and the workers are stopped.
    */
   async close(): Promise<void> {
-    this.#closing = true;
-    for (const wake of this.#roomWaiters.splice(0)) wake();
-    if (this.#backlog.length > 0 || this.running > 0) {
-      await new Promise<void>((resolve) => this.#drained = resolve);
+    if (!this.#closing) {
+      this.#closing = true;
+      for (const pending of this.#waitingForRoom.splice(0)) {
+        this.#settle(pending, () => pending.reject(new Error("WorkQueue is closed: no new jobs")));
+      }
+      this.#checkDrained();
     }
+    await this.#drained.promise;
     for (const slot of this.#slots) slot.worker.terminate();
   }
 
-  #dispatch(): void {
-    for (const slot of this.#slots) {
-      if (slot.running !== undefined) continue;
-      const next = this.#backlog.shift();
-      if (next === undefined) break;
-      slot.running = next;
+  /** Admits waiting submits while the backlog has room, and starts jobs on idle workers. */
+  #pump(): void {
+    while (true) {
+      while (this.#waitingForRoom.length > 0 && this.#backlog.length < this.#capacity) {
+        const pending = this.#waitingForRoom.shift()!;
+        pending.state = "backlog";
+        this.#backlog.push(pending);
+      }
+      const idle = this.#slots.find((slot) => slot.running === undefined);
+      const next = idle === undefined ? undefined : this.#backlog.shift();
+      if (idle === undefined || next === undefined) break;
+      next.state = "running";
+      idle.running = next;
       const message: WorkMessage = { type: "run", id: next.id, job: next.job };
-      slot.worker.postMessage(message, next.transfer);
-      this.#roomWaiters.shift()?.();
+      try {
+        idle.worker.postMessage(message, next.transfer);
+      } catch (error) {
+        // The job could not be cloned to the worker: it fails alone.
+        idle.running = undefined;
+        this.#settle(next, () => next.reject(new JobError(`Job not sent: ${error}`)));
+      }
     }
     this.#checkDrained();
   }
 
   #receive(slot: Slot, message: WorkMessage): void {
+    if (message.type === "lost") {
+      this.#workerLost(slot, message.reason);
+      return;
+    }
     const pending = slot.running;
     if (pending === undefined || !("id" in message) || message.id !== pending.id) return;
     switch (message.type) {
       case "done":
-        this.#settle(slot, () => pending.resolve(message.result));
+        slot.running = undefined;
+        this.#settle(pending, () => pending.resolve(message.result));
         break;
       case "failed": {
         const { error } = message;
         const cause = Object.assign(new Error(error.message), error);
+        slot.running = undefined;
         this.#settle(
-          slot,
+          pending,
           () => pending.reject(new JobError(`Job failed: ${error.message}`, { cause })),
         );
         break;
@@ -218,34 +263,43 @@ export class WorkQueue<Job, Result> {
         throw new TypeError(`Unknown work message: ${JSON.stringify(_never)}`);
       }
     }
+    this.#pump();
   }
 
-  #settle(slot: Slot, settle: () => void): void {
-    const pending = slot.running!;
-    slot.running = undefined;
+  /** Settles a job once: runs `settle` unless it already settled, and forgets its signal. */
+  #settle(pending: Pending, settle: () => void): void {
+    if (pending.state === "settled") return;
+    pending.state = "settled";
     if (pending.onAbort) pending.signal?.removeEventListener("abort", pending.onAbort);
     settle();
-    this.#dispatch();
   }
 
   #cancel(pending: Pending): void {
-    const reason = pending.signal?.reason ?? new DOMException("Job cancelled", "AbortError");
-    const queued = this.#backlog.indexOf(pending);
-    if (queued >= 0) {
-      this.#backlog.splice(queued, 1);
-      this.#roomWaiters.shift()?.();
-      pending.reject(reason);
-      this.#checkDrained();
-      return;
+    const reason = pending.signal?.reason;
+    switch (pending.state) {
+      case "room":
+        this.#waitingForRoom.splice(this.#waitingForRoom.indexOf(pending), 1);
+        break;
+      case "backlog":
+        this.#backlog.splice(this.#backlog.indexOf(pending), 1);
+        break;
+      case "running": {
+        const slot = this.#slots.find((s) => s.running === pending);
+        if (slot !== undefined && pending.hardCancel) {
+          this.#replace(slot);
+        } else if (slot !== undefined) {
+          // Ask the job to stop (it sees its signal abort); the worker stays busy until it
+          // returns, and its late result then settles nothing.
+          const message: WorkMessage = { type: "cancel", id: pending.id };
+          slot.worker.postMessage(message);
+        }
+        break;
+      }
+      case "settled":
+        return;
     }
-    const slot = this.#slots.find((s) => s.running === pending);
-    if (slot === undefined) return;
-    // A running job cannot be stopped from outside its thread: ask the worker (the job sees its
-    // signal abort) and reject the caller now. The slot takes new work once the job returns;
-    // its late result then settles nothing (a promise settles once).
-    const message: WorkMessage = { type: "cancel", id: pending.id };
-    slot.worker.postMessage(message);
-    pending.reject(reason);
+    this.#settle(pending, () => pending.reject(reason));
+    this.#pump();
   }
 
   #spawn(index: number): Slot {
@@ -258,22 +312,37 @@ export class WorkQueue<Job, Result> {
     worker.onerror = (event) => {
       // Handled here: a broken worker fails its job, not the submitting thread.
       event.preventDefault();
-      this.#workerFailed(slot, event.message);
+      this.#workerLost(slot, event.message);
     };
     return slot;
   }
 
-  /** A worker died (an error escaped its job): fail its job and put a new worker in its place. */
-  #workerFailed(slot: Slot, message: string): void {
-    slot.worker.terminate();
+  /** A worker ended under a job: fail the job (if it still waits) and start a new worker. */
+  #workerLost(slot: Slot, reason: string): void {
+    if (!this.#slots.includes(slot)) return; // already replaced
     const pending = slot.running;
+    this.#replace(slot);
+    if (pending !== undefined) {
+      this.#settle(
+        pending,
+        () => pending.reject(new JobError(`Worker failed while running a job: ${reason}`)),
+      );
+    }
+    this.#pump();
+  }
+
+  /** Terminates a slot's worker and puts a new one in its place. */
+  #replace(slot: Slot): void {
+    slot.worker.terminate();
+    slot.running = undefined;
     const index = this.#slots.indexOf(slot);
     if (index >= 0) this.#slots[index] = this.#spawn(index);
-    pending?.reject(new JobError(`Worker failed while running a job: ${message}`));
-    this.#dispatch();
   }
 
   #checkDrained(): void {
-    if (this.#closing && this.#backlog.length === 0 && this.running === 0) this.#drained?.();
+    if (!this.#closing || this.#waitingForRoom.length > 0 || this.#backlog.length > 0) return;
+    // Jobs cancelled while running no longer hold anyone up.
+    if (this.#slots.some((slot) => slot.running?.state === "running")) return;
+    this.#drained.resolve();
   }
 }

@@ -45,8 +45,11 @@ export function transferring<Result>(
  * Serves jobs in this worker, one at a time, with `run`.
  *
  * @param run Computes a job's result; may be async; gets an AbortSignal that aborts when the
- *   submitter cancels the job. Throwing fails the job (the submitter's promise rejects with a
- *   `JobError` whose `cause` carries this error).
+ *   submitter cancels the job (a job that computes without awaiting never sees it: submit such
+ *   jobs with `hardCancel`). Throwing fails the job (the submitter's promise rejects with a
+ *   `JobError` whose `cause` carries this error). If the job ends the worker (`Deno.exit()`,
+ *   `self.close()`) or an error escapes it (a throw in a timer, a rejection nobody handles),
+ *   the job fails with a `JobError` saying so and the queue starts a new worker.
  *
  * @example
  * ```ts ignore
@@ -63,7 +66,9 @@ export function serveJobs<Job, Result>(
   const scope = self as unknown as {
     onmessage: ((event: MessageEvent<WorkMessage>) => void) | null;
     postMessage(message: WorkMessage, transfer?: Transferable[]): void;
+    close(): void;
   };
+  _reportEndings(scope);
   const controllers = new Map<number, AbortController>();
   scope.onmessage = async (event) => {
     const message = event.data;
@@ -96,6 +101,7 @@ export function serveJobs<Job, Result>(
         break;
       case "done":
       case "failed":
+      case "lost":
         break;
       default: {
         const _never: never = message;
@@ -103,4 +109,48 @@ export function serveJobs<Job, Result>(
       }
     }
   };
+}
+
+/**
+ * Makes every way this worker can end reach the queue as one `lost` message: Deno reports no
+ * event for `Deno.exit()` or `self.close()` in a worker, and an error that escapes a job would
+ * otherwise print Deno's own "Uncaught (in worker)" lines although the queue handles it.
+ */
+function _reportEndings(scope: {
+  postMessage(message: WorkMessage): void;
+  close(): void;
+}): void {
+  const close = scope.close.bind(scope);
+  const exit = Deno.exit;
+  let ending = false;
+  const lose = (reason: string) => {
+    if (ending) return;
+    ending = true;
+    scope.postMessage({ type: "lost", reason });
+  };
+  Object.defineProperty(Deno, "exit", {
+    configurable: true,
+    writable: true,
+    value: (code?: number): never => {
+      lose(`worker exited (code ${code ?? 0})`);
+      return exit(code);
+    },
+  });
+  scope.close = () => {
+    lose("worker closed itself");
+    close();
+  };
+  const escaped = (what: string, error: unknown) => {
+    const message = error instanceof Error ? error.message : String(error);
+    lose(`${what}: ${message}`);
+    close();
+  };
+  globalThis.addEventListener("error", (event) => {
+    event.preventDefault();
+    escaped("uncaught error", event.error ?? event.message);
+  });
+  globalThis.addEventListener("unhandledrejection", (event) => {
+    event.preventDefault();
+    escaped("unhandled rejection", event.reason);
+  });
 }
