@@ -11,7 +11,8 @@ import { pathToFileURL } from "node:url";
 import denoJson from "./deno.json" with { type: "json" };
 import { resolveHandlerSpec } from "./lib/handlers/registry.ts";
 import { type Config, parseCommandLine, USAGE, UsageError } from "./lib/main_thread/config.ts";
-import { serveMetrics } from "./lib/main_thread/metrics.ts";
+import { renderMetrics } from "./lib/main_thread/metrics.ts";
+import { type MetricsHttpServer, serveMetricsHttp } from "./lib/main_thread/metrics_server.ts";
 import { ListenError } from "./lib/main_thread/listen.ts";
 import { createServer } from "./lib/main_thread/server.ts";
 import { WorkerStartError } from "./lib/main_thread/worker_pool.ts";
@@ -69,7 +70,7 @@ function parse(): Config {
 
 async function main(): Promise<void> {
   const parsed = parse();
-  setupLogging(parsed.logLevel, "main");
+  setupLogging(parsed.logLevel, "main", parsed.logFormat);
   const log = getLog();
   const config = {
     ...parsed,
@@ -98,13 +99,19 @@ async function main(): Promise<void> {
     throw error;
   }
 
-  let metrics: Deno.HttpServer<Deno.NetAddr> | undefined;
+  let metrics: MetricsHttpServer | undefined;
   if (config.metricsPort !== undefined) {
     try {
-      metrics = serveMetrics({
+      const build = {
+        version: denoJson.version,
+        dispatch: config.dispatch,
+        handler: parsed.handler,
+      };
+      metrics = serveMetricsHttp({
         hostname: config.metricsHost,
         port: config.metricsPort,
-        snapshot: () => server.snapshot(),
+        render: () => renderMetrics(server.snapshot(), build),
+        log,
       });
     } catch (error) {
       log.error("Cannot serve metrics on {address}: {reason}", {

@@ -50,7 +50,7 @@ async function compile(output: string, target?: string): Promise<void> {
 
 async function sha256(path: URL): Promise<string> {
   const digest = await crypto.subtle.digest("SHA-256", await Deno.readFile(path));
-  return Array.from(new Uint8Array(digest), (b) => b.toString(16).padStart(2, "0")).join("");
+  return new Uint8Array(digest).toHex();
 }
 
 if (import.meta.main) {

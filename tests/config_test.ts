@@ -23,6 +23,7 @@ Deno.test("parseCommandLine() gives the documented defaults", () => {
     metricsHost: "127.0.0.1",
     proxyProtocol: false,
     logLevel: "info",
+    logFormat: "text",
     handler: "echo",
     handlerTimeout: 10,
   });
@@ -69,6 +70,7 @@ Deno.test("parseCommandLine() reads every flag, long and short", () => {
       metricsHost: "::",
       proxyProtocol: true,
       logLevel: "debug",
+      logFormat: "text",
       handler: "./h.ts",
       handlerTimeout: 10,
     },
@@ -132,7 +134,7 @@ const BAD: [string[], RegExp][] = [
   [["--shutdown-timeout", "99999999"], /^'--shutdown-timeout' must be a number of seconds/],
   [
     ["--log-level", "loud"],
-    /^'--log-level' must be one of debug, info, warning, error, got "loud"$/,
+    /^'--log-level' must be one of trace, debug, info, warning, error, fatal, got "loud"$/,
   ],
   [["--host", ""], /^'--host' must be an address/],
   [["--handler", " "], /^'--handler' must be a built-in name/],

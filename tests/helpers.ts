@@ -260,7 +260,9 @@ export function pattern(n: number, seed = 0): Uint8Array {
  * @returns Samples such as `echoserver_connections_active{worker="1"}` → 3.
  */
 export async function scrape(port: number): Promise<Map<string, number>> {
-  const response = await fetch(`http://127.0.0.1:${port}/metrics`);
+  const response = await fetch(`http://127.0.0.1:${port}/metrics`, {
+    signal: AbortSignal.timeout(5000),
+  });
   const body = await response.text();
   if (!response.ok) throw new Error(`GET /metrics: ${response.status} ${body}`);
   const samples = new Map<string, number>();

@@ -446,3 +446,44 @@ test("metrics: Prometheus text whose counters add up", async (dispatch) => {
   assert.equal((await fetch(`http://127.0.0.1:${server.metricsPort}/other`)).status, 404);
   await (await fetch(`http://127.0.0.1:${server.metricsPort}/other`)).body?.cancel();
 });
+
+test("metrics: the process series and build info that Prometheus users expect", async (dispatch) => {
+  await using server = await startServer(base(dispatch));
+  const metrics = await scrape(server.metricsPort!);
+  const rss = metrics.get("process_resident_memory_bytes")!;
+  assert.ok(rss > 10e6 && rss < 10e9, `rss ${rss}`);
+  const started = metrics.get("process_start_time_seconds")!;
+  assert.ok(Math.abs(started - Date.now() / 1000) < 600, `start time ${started}`);
+  const build = [...metrics.keys()].find((k) => k.startsWith("echoserver_build_info{"));
+  assert.ok(build !== undefined);
+  assert.match(build, new RegExp(`dispatch="${dispatch}"`));
+  assert.match(build, /version="\d+\.\d+\.\d+",deno="2\.9\.6"/);
+  assert.equal(metrics.get(build), 1);
+});
+
+test("metrics: a scrape while the process is out of descriptors does not end it", async (dispatch) => {
+  // The old endpoint (Deno.serve) died with "Too many open files" on its accept, and took the
+  // whole server with it.
+  await using server = await startServer(base(dispatch), { maxOpenFiles: 128 });
+  {
+    using _flood = await connectMany(server.port, 200);
+    await delay(300);
+    for (let i = 0; i < 5; i++) {
+      await fetch(`http://127.0.0.1:${server.metricsPort}/metrics`, {
+        signal: AbortSignal.timeout(1000),
+      })
+        .then((r) => r.body?.cancel())
+        .catch(() => {}); // refused or reset while out of descriptors: expected
+    }
+  }
+  // The flood has gone: the endpoint answers again, and the server never exited.
+  let served = false;
+  for (let i = 0; i < 50 && !served; i++) {
+    served = await scrape(server.metricsPort!).then(() => true, () => false);
+    if (!served) await delay(100);
+  }
+  assert.ok(served, `metrics never came back:\n${server.log()}`);
+  using conn = await connect(server.port);
+  await writeAll(conn, utf8("alive\n"));
+  assert.equal(text(await readBytes(conn, 6)), "alive\n");
+});

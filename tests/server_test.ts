@@ -219,7 +219,10 @@ Deno.test("bad flags exit 2 with a one-line message and a hint, no stack trace",
       [["--bogus"], "Unknown option '--bogus'"],
       [["--port", "99999"], `'--port' must be an integer from 0 to 65535, got "99999"`],
       [["--workers", "none"], `'--workers' must be an integer`],
-      [["--log-level", "verbose"], `'--log-level' must be one of debug, info, warning, error`],
+      [
+        ["--log-level", "verbose"],
+        `'--log-level' must be one of trace, debug, info, warning, error, fatal`,
+      ],
     ] as const
   ) {
     const { code, stderr, stdout } = await runServer([...args]);
@@ -433,3 +436,39 @@ Deno.test("--dispatch kernel without Deno's --unstable-net exits 2 with one line
   assert.equal(stderr.trim().split("\n").length, 1, stderr);
   assert.match(stderr, /'--dispatch kernel' needs Deno's --unstable-net flag/);
 });
+
+bothModes(
+  "--log-format json: every log line is one JSON object with time, level, logger, message, fields",
+  async (dispatch) => {
+    const server = await startServer([
+      ...twoWorkers(dispatch),
+      "--log-format",
+      "json",
+      "--log-level",
+      "debug",
+    ]);
+    {
+      using conn = await Deno.connect({ hostname: "127.0.0.1", port: server.port });
+      await writeAll(conn, utf8("hi\n"));
+      assert.equal(text(await readBytes(conn, 3)), "hi\n");
+    }
+    await server.waitForLog(/Connection \d+ closed: \\"done/);
+    await server.stop("SIGTERM");
+    const lines = server.log().trim().split("\n");
+    assert.ok(lines.length >= 4, server.log());
+    const records = lines.map((line) => JSON.parse(line));
+    for (const record of records) {
+      for (const field of ["@timestamp", "level", "logger", "message"]) {
+        assert.ok(field in record, `${field} missing: ${JSON.stringify(record)}`);
+      }
+    }
+    const opened = records.find((r) => /Connection \d+ from/.test(r.message));
+    // Opens are logged by the thread that accepts: the main thread, or the worker itself.
+    assert.match(
+      opened.logger,
+      dispatch === "main" ? /^echoserver\.main$/ : /^echoserver\.worker-[12]$/,
+    );
+    assert.equal(typeof opened.properties.id, "number");
+    assert.ok(records.some((r) => r.message === "Stopped" && r.logger === "echoserver.main"));
+  },
+);

@@ -8,7 +8,7 @@
  */
 
 import { parseArgs } from "node:util";
-import { LOG_LEVELS, type LogLevelName } from "../shared/log.ts";
+import { LOG_FORMATS, LOG_LEVELS, type LogFormat, type LogLevelName } from "../shared/log.ts";
 
 /** The server's settings, after validation. */
 export interface Config {
@@ -39,6 +39,8 @@ export interface Config {
   proxyProtocol: boolean;
   /** Least severe level that is logged. */
   logLevel: LogLevelName;
+  /** `text` (one readable line per record) or `json` (one JSON object per line). */
+  logFormat: LogFormat;
   /** Protocol handler: a built-in name (`echo`) or a module path or URL. */
   handler: string;
   /** Seconds a handler module may take to load in each worker before start-up fails. */
@@ -130,7 +132,8 @@ Options:
       --metrics-host <addr>  address of the metrics endpoint; default 127.0.0.1
       --proxy-protocol       require a PROXY protocol v1/v2 header (behind HAProxy or
                              similar) and use the client address it carries; off by default
-      --log-level <level>    debug | info | warning | error; default info
+      --log-level <level>    trace | debug | info | warning | error | fatal; default info
+      --log-format <format>  text | json (one JSON object per line); default text
       --handler <name|path>  protocol handler: echo (default), hash, or a module path or URL
       --handler-timeout <s>  how long a handler module may take to load; default 10
   -h, --help                 show this help
@@ -151,6 +154,7 @@ const OPTIONS = {
   "metrics-host": { type: "string" },
   "proxy-protocol": { type: "boolean" },
   "log-level": { type: "string" },
+  "log-format": { type: "string" },
   handler: { type: "string" },
   "handler-timeout": { type: "string" },
   help: { type: "boolean", short: "h" },
@@ -236,6 +240,7 @@ export function parseCommandLine(args: readonly string[], options: ParseOptions)
       ),
       proxyProtocol: values["proxy-protocol"] ?? false,
       logLevel: logLevel as LogLevelName,
+      logFormat: _oneOf("--log-format", values["log-format"], "text", LOG_FORMATS),
       handler: _nonEmpty(
         "--handler",
         values.handler,
@@ -260,6 +265,19 @@ function _integer(
     throw new UsageError(`'${flag}' must be an integer from ${min} to ${max}, got "${raw}"`);
   }
   return value;
+}
+
+function _oneOf<T extends string>(
+  flag: string,
+  raw: string | undefined,
+  fallback: T,
+  allowed: readonly T[],
+): T {
+  if (raw === undefined) return fallback;
+  if (!(allowed as readonly string[]).includes(raw)) {
+    throw new UsageError(`'${flag}' must be one of ${allowed.join(", ")}, got "${raw}"`);
+  }
+  return raw as T;
 }
 
 function _nonEmpty(flag: string, raw: string | undefined, fallback: string, what: string): string {

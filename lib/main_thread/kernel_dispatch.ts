@@ -88,6 +88,7 @@ export class KernelDispatch implements Server {
         type: "init",
         index: slot + 1,
         logLevel: config.logLevel,
+        logFormat: config.logFormat,
         handler: config.handler,
         handlerTimeoutMs: config.handlerTimeout * 1000,
         dispatch: {

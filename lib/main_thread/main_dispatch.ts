@@ -65,6 +65,7 @@ export class MainDispatch implements Server {
         type: "init",
         index: slot + 1,
         logLevel: config.logLevel,
+        logFormat: config.logFormat,
         handler: config.handler,
         handlerTimeoutMs: config.handlerTimeout * 1000,
         dispatch: { mode: "main" },

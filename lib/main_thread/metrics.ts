@@ -11,31 +11,48 @@ import { CLOSE_REASONS } from "../shared/close_reason.ts";
 import { Counter } from "../shared/counters.ts";
 import type { ServerSnapshot } from "./server.ts";
 
+/** What `echoserver_build_info` says of the running server. */
+export interface BuildInfo {
+  /** The server's version (deno.json). */
+  version: string;
+  /** The dispatch mode. */
+  dispatch: string;
+  /** The handler, as given on the command line. */
+  handler: string;
+}
+
 /**
  * Renders a snapshot in the Prometheus text exposition format (version 0.0.4).
  *
  * @param snapshot The server's counters and gauges.
+ * @param build What the build-info series says.
  * @returns The text of a `/metrics` response.
  *
  * @example
  * ```ts ignore
- * const text = renderMetrics(server.snapshot());
+ * const text = renderMetrics(server.snapshot(), { version, dispatch, handler });
  * ```
  */
-export function renderMetrics(snapshot: ServerSnapshot): string {
+export function renderMetrics(snapshot: ServerSnapshot, build: BuildInfo): string {
   const { counters } = snapshot;
   const lines: string[] = [];
-  const metric = (
+  const series = (
     name: string,
     type: "counter" | "gauge",
     help: string,
     samples: [labels: string, value: number][],
   ) => {
-    lines.push(`# HELP echoserver_${name} ${help}`, `# TYPE echoserver_${name} ${type}`);
+    lines.push(`# HELP ${name} ${help}`, `# TYPE ${name} ${type}`);
     for (const [labels, value] of samples) {
-      lines.push(`echoserver_${name}${labels ? `{${labels}}` : ""} ${value}`);
+      lines.push(`${name}${labels ? `{${labels}}` : ""} ${value}`);
     }
   };
+  const metric = (
+    name: string,
+    type: "counter" | "gauge",
+    help: string,
+    samples: [labels: string, value: number][],
+  ) => series(`echoserver_${name}`, type, help, samples);
   const perWorker = (field: typeof Counter.accepted | typeof Counter.active) =>
     Array.from(
       { length: counters.workers },
@@ -93,39 +110,44 @@ export function renderMetrics(snapshot: ServerSnapshot): string {
     [["", snapshot.workerRestarts]],
   );
   metric("workers", "gauge", "Size of the worker pool.", [["", counters.workers]]);
+  metric("build_info", "gauge", "Always 1; the labels say what is running.", [[
+    `version="${_label(build.version)}",deno="${_label(Deno.version.deno)}",` +
+    `dispatch="${_label(build.dispatch)}",handler="${_label(build.handler)}"`,
+    1,
+  ]]);
+  // The process series every Prometheus client library exports.
+  series("process_resident_memory_bytes", "gauge", "Resident memory size in bytes.", [[
+    "",
+    Deno.memoryUsage().rss,
+  ]]);
+  series(
+    "process_start_time_seconds",
+    "gauge",
+    "Start time of the process since the Unix epoch, in seconds.",
+    [["", Math.floor(performance.timeOrigin / 1000)]],
+  );
+  const fds = _openFds();
+  if (fds !== undefined) {
+    series("process_open_fds", "gauge", "Number of open file descriptors.", [["", fds]]);
+  }
   return lines.join("\n") + "\n";
 }
 
-/** Options for {@linkcode serveMetrics}. */
-export interface MetricsServerOptions {
-  /** Address to bind. */
-  hostname: string;
-  /** Port; 0 picks a free one. */
-  port: number;
-  /** Called per scrape for the current numbers. */
-  snapshot: () => ServerSnapshot;
+/** A label value, escaped as the exposition format wants (backslash, quote, newline). */
+function _label(value: string): string {
+  return value.replaceAll("\\", "\\\\").replaceAll('"', '\\"').replaceAll("\n", "\\n");
 }
 
 /**
- * Serves `GET /metrics` over HTTP with `Deno.serve`.
- *
- * @param options Where to listen and what to serve.
- * @returns The HTTP server; `shutdown()` it to stop.
- * @throws {Deno.errors.AddrInUse} And the other listen errors, if the address is unusable.
+ * Open descriptors, from /proc/self/fd on Linux. Deno 2.9.6 lets a program read that folder only
+ * with --allow-all, which the server does not ask for: the series is then left out.
  */
-export function serveMetrics(options: MetricsServerOptions): Deno.HttpServer<Deno.NetAddr> {
-  return Deno.serve({
-    hostname: options.hostname,
-    port: options.port,
-    onListen: () => {},
-  }, (request) => {
-    const { pathname } = new URL(request.url);
-    if (pathname !== "/metrics") return new Response("Not found: try /metrics\n", { status: 404 });
-    if (request.method !== "GET" && request.method !== "HEAD") {
-      return new Response("Method not allowed\n", { status: 405, headers: { allow: "GET, HEAD" } });
-    }
-    return new Response(renderMetrics(options.snapshot()), {
-      headers: { "content-type": "text/plain; version=0.0.4; charset=utf-8" },
-    });
-  });
+function _openFds(): number | undefined {
+  try {
+    let count = 0;
+    for (const _ of Deno.readDirSync("/proc/self/fd")) count++;
+    return count;
+  } catch {
+    return undefined;
+  }
 }

@@ -31,6 +31,7 @@ export type ServerConfig = Pick<
   | "writeTimeout"
   | "maxConnections"
   | "logLevel"
+  | "logFormat"
   | "handler"
   | "handlerTimeout"
   | "proxyProtocol"

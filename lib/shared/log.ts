@@ -10,26 +10,42 @@
 
 import {
   configureSync,
+  getJsonLinesFormatter,
   getLogger,
+  getLogLevels,
   getTextFormatter,
   type Logger,
+  type LogLevel,
   type LogRecord,
 } from "@logtape/logtape";
 
-/** Log levels a user may pick with `--log-level`. */
-export const LOG_LEVELS = ["debug", "info", "warning", "error"] as const;
+/** Log levels a user may pick with `--log-level`: LogTape's own list, least severe first. */
+export const LOG_LEVELS: readonly LogLevelName[] = getLogLevels();
 
 /** One of {@linkcode LOG_LEVELS}. */
-export type LogLevelName = typeof LOG_LEVELS[number];
+export type LogLevelName = LogLevel;
+
+/** Formats a user may pick with `--log-format`. */
+export const LOG_FORMATS = ["text", "json"] as const;
+
+/** One of {@linkcode LOG_FORMATS}. */
+export type LogFormat = typeof LOG_FORMATS[number];
 
 const encoder = new TextEncoder();
-const formatter = getTextFormatter({ timestamp: "date-time-timezone", value: "bare" });
+const FORMATTERS: Record<LogFormat, (record: LogRecord) => string> = {
+  // An ASCII category separator ("echoserver.worker-1"), so that lines grep well.
+  text: getTextFormatter({ timestamp: "date-time-timezone", value: "bare", category: "." }),
+  // One JSON object a line: @timestamp, level, message, logger, and the structured fields.
+  json: getJsonLinesFormatter(),
+};
+let formatter = FORMATTERS.text;
 
 /**
  * Routes log records of `level` and above to stderr, each tagged with `thread`.
  *
  * @param level Least severe level logged.
  * @param thread Name of the calling thread, such as `main` or `worker-1`.
+ * @param format Line format.
  *
  * @example
  * ```ts
@@ -38,7 +54,12 @@ const formatter = getTextFormatter({ timestamp: "date-time-timezone", value: "ba
  * getLog().debug("not shown");
  * ```
  */
-export function setupLogging(level: LogLevelName, thread: string): void {
+export function setupLogging(
+  level: LogLevelName,
+  thread: string,
+  format: LogFormat = "text",
+): void {
+  formatter = FORMATTERS[format];
   configureSync({
     reset: true,
     sinks: { stderr: _stderrSink },

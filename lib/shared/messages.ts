@@ -8,7 +8,7 @@
  * @module
  */
 
-import type { LogLevelName } from "./log.ts";
+import type { LogFormat, LogLevelName } from "./log.ts";
 
 /** A batch of frames (see `channel.ts`), either way. */
 export interface FramesMessage {
@@ -51,6 +51,7 @@ export type ToWorker =
     /** Worker's slot in the pool, from 1; used in its name. */
     index: number;
     logLevel: LogLevelName;
+    logFormat: LogFormat;
     /** Built-in handler name, or a module URL. */
     handler: string;
     /** Milliseconds the handler module may take to load. */

@@ -80,7 +80,7 @@ export function runWorker(scope: WorkerScope): void {
     if (!isToWorker(message)) return;
     switch (message.type) {
       case "init": {
-        setupLogging(message.logLevel, `worker-${message.index}`);
+        setupLogging(message.logLevel, `worker-${message.index}`, message.logFormat);
         try {
           const handler = await loadHandler(message.handler, message.handlerTimeoutMs);
           const { dispatch } = message;
