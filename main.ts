@@ -7,7 +7,7 @@
  * @module
  */
 
-import { pathToFileURL } from "node:url";
+import { fileURLToPath, pathToFileURL } from "node:url";
 import denoJson from "./deno.json" with { type: "json" };
 import { resolveHandlerSpec } from "./lib/handlers/registry.ts";
 import { type Config, parseCommandLine, USAGE, UsageError } from "./lib/main_thread/config.ts";
@@ -21,16 +21,18 @@ import { getLog, printError, printOut, setupLogging } from "./lib/shared/log.ts"
 
 /** Exit code for a bad command line (or a handler that cannot be loaded). */
 const EXIT_USAGE = 2;
-/** Exit code when the address cannot be listened on. */
-const EXIT_LISTEN = 1;
+/** Exit code when the server cannot run: address unusable, a permission missing. */
+const EXIT_CANNOT_RUN = 1;
 /**
  * A second SIGINT/SIGTERM this soon after the first is the same request delivered twice, not a
  * person insisting: a deliberate second Ctrl-C takes longer than this.
  */
 const SIGNAL_REPEAT_WINDOW_MS = 250;
 
+const WORKER_MODULE = new URL("./workers/connection_worker.ts", import.meta.url);
+
 function spawnConnectionWorker(name: string): Worker {
-  return new Worker(new URL("./workers/connection_worker.ts", import.meta.url), {
+  return new Worker(WORKER_MODULE, {
     type: "module",
     name,
   });
@@ -79,6 +81,22 @@ async function main(): Promise<void> {
       () => new URL("./", import.meta.url), // handlers embedded in a compiled binary
     ]),
   };
+  // Without read access to a module it must load, Deno prints its own "Uncaught (in worker)"
+  // lines from every worker: say it once, in one line, before starting any.
+  const modules = [WORKER_MODULE];
+  if (config.handler.startsWith("file:")) modules.push(new URL(config.handler));
+  const unreadable = modules.find((url) =>
+    url.protocol === "file:" &&
+    Deno.permissions.querySync({ name: "read", path: url }).state !== "granted"
+  );
+  if (unreadable !== undefined) {
+    log.error(
+      "Cannot start: no permission to read {path}; run Deno with --allow-read (deno task serve " +
+        "and the compiled binary have it)",
+      { path: fileURLToPath(unreadable) },
+    );
+    Deno.exit(EXIT_CANNOT_RUN);
+  }
   const server = createServer(config, spawnConnectionWorker);
 
   let addr: Deno.NetAddr;
@@ -87,7 +105,7 @@ async function main(): Promise<void> {
   } catch (error) {
     if (error instanceof ListenError) {
       log.error(error.message);
-      Deno.exit(EXIT_LISTEN);
+      Deno.exit(EXIT_CANNOT_RUN);
     }
     if (error instanceof WorkerStartError) {
       log.error(error.message);
@@ -118,7 +136,7 @@ async function main(): Promise<void> {
         address: formatAddr(config.metricsHost, config.metricsPort),
         reason: errorReason(error),
       });
-      Deno.exit(EXIT_LISTEN);
+      Deno.exit(EXIT_CANNOT_RUN);
     }
     log.info("Metrics on http://{address}/metrics", {
       address: formatAddr(metrics.addr.hostname, metrics.addr.port),

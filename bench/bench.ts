@@ -17,6 +17,7 @@
 
 import { parseArgs } from "node:util";
 import process from "node:process";
+import { fileURLToPath } from "node:url";
 import { LAUNCH_FLAGS } from "../scripts/launch_flags.ts";
 import { type ChartBar, renderChart } from "./chart.ts";
 import type { LoadJob, LoadReport } from "./load_worker.ts";
@@ -165,7 +166,7 @@ async function startServer(kind: string, options: Options): Promise<RunningServe
     "--allow-net",
     "--allow-read",
     ...LAUNCH_FLAGS,
-    new URL("main.ts", ROOT).pathname,
+    fileURLToPath(new URL("main.ts", ROOT)),
     "--port",
     "0",
     "--workers",
@@ -178,7 +179,7 @@ async function startServer(kind: string, options: Options): Promise<RunningServe
     ? ours(1, "--handler", "hash")
     : kind === "hash-2w"
     ? ours(2, "--handler", "hash")
-    : ["run", "--allow-net", new URL("bench/baseline_server.ts", ROOT).pathname, "0"];
+    : ["run", "--allow-net", fileURLToPath(new URL("bench/baseline_server.ts", ROOT)), "0"];
   const child = new Deno.Command(Deno.execPath(), {
     args,
     stdin: "null",

@@ -7,6 +7,7 @@
  */
 
 import assert from "node:assert/strict";
+import { fileURLToPath } from "node:url";
 import { COMPILE_FLAGS } from "../scripts/compile.ts";
 import { smoke } from "../scripts/smoke.ts";
 
@@ -34,7 +35,7 @@ async function runtimeModules(root: string): Promise<Set<string>> {
   };
   for (const r of graph.roots) visit(r);
   return new Set(
-    [...seen].map((s) => decodeURIComponent(new URL(s).pathname.slice(ROOT.pathname.length))),
+    [...seen].map((s) => fileURLToPath(s).slice(fileURLToPath(ROOT).length).replaceAll("\\", "/")),
   );
 }
 

@@ -4,9 +4,11 @@
  * @module
  */
 
+import { fileURLToPath } from "node:url";
 import { LAUNCH_FLAGS } from "../scripts/launch_flags.ts";
 
-const MAIN = new URL("../main.ts", import.meta.url).pathname;
+// fileURLToPath, not URL.pathname: on Windows the latter gives "/D:/...".
+const MAIN = fileURLToPath(new URL("../main.ts", import.meta.url));
 const decoder = new TextDecoder();
 
 /** A server process started by {@linkcode startServer}. Stop it with `await using`. */

@@ -4,6 +4,7 @@
  */
 
 import assert from "node:assert/strict";
+import { fileURLToPath } from "node:url";
 import {
   bothModes,
   connectToWorker,
@@ -422,7 +423,7 @@ Deno.test("--dispatch kernel without Deno's --unstable-net exits 2 with one line
       "run",
       "--allow-net",
       "--allow-read",
-      new URL("../main.ts", import.meta.url).pathname,
+      fileURLToPath(new URL("../main.ts", import.meta.url)),
       "--port",
       "0",
       "--dispatch",
@@ -472,3 +473,27 @@ bothModes(
     assert.ok(records.some((r) => r.message === "Stopped" && r.logger === "echoserver.main"));
   },
 );
+
+Deno.test("a permission the server lacks exits 1 with one line, without Deno's worker errors", async () => {
+  const main = fileURLToPath(new URL("../main.ts", import.meta.url));
+  for (
+    const [flags, reason] of [
+      [["--allow-read", "--unstable-net"], /Cannot listen on .*requires net access/],
+      [
+        ["--allow-net", "--unstable-net"],
+        /Cannot start: no permission to read .*connection_worker\.ts/,
+      ],
+    ] as const
+  ) {
+    const output = await new Deno.Command(Deno.execPath(), {
+      args: ["run", ...flags, main, "--port", "0"],
+      stdin: "null",
+      env: { NO_COLOR: "1" },
+    }).output();
+    const stderr = new TextDecoder().decode(output.stderr);
+    assert.equal(output.code, 1, stderr);
+    assert.equal(stderr.trim().split("\n").length, 1, stderr);
+    assert.match(stderr, reason);
+    assert.doesNotMatch(stderr, /Uncaught/);
+  }
+});

@@ -139,6 +139,12 @@ Options:
   -h, --help                 show this help
   -V, --version              print the version
 
+Exit status:
+  0    stopped on SIGINT/SIGTERM after draining
+  1    cannot run: the address is in use or invalid, or a permission is missing
+  2    bad command line, or a handler that cannot be loaded
+  130  a second SIGINT (143: SIGTERM) cut the drain short
+
 Try it: telnet localhost 5555, type a line, see it echoed; type quit to leave.`;
 
 const OPTIONS = {

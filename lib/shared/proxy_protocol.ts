@@ -10,7 +10,7 @@
  */
 
 /** The v2 signature: the first 12 bytes of every v2 header. */
-export const V2_SIGNATURE = new Uint8Array([
+export const V2_SIGNATURE: Uint8Array = new Uint8Array([
   0x0d,
   0x0a,
   0x0d,
@@ -27,7 +27,7 @@ export const V2_SIGNATURE = new Uint8Array([
 /** Longest v1 header, CRLF included (the specification's figure). */
 export const V1_MAX_LENGTH = 107;
 /** Longest v2 header this server accepts (16-byte preamble and up to 4 KiB of addresses and TLVs). */
-export const V2_MAX_LENGTH = 16 + 4096;
+export const V2_MAX_LENGTH: number = 16 + 4096;
 
 /** A parsed header. */
 export interface ProxyHeader {
@@ -52,6 +52,8 @@ export interface ProxyHeader {
 /** A header that is missing or malformed. The message says what is wrong, in one line. */
 export class ProxyProtocolError extends Error {
   /**
+   * Creates the error.
+   *
    * @param message What is wrong with the header.
    * @param options The underlying error as `cause`, if any.
    */

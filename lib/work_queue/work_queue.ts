@@ -11,6 +11,8 @@
 /** A job's error, as it crossed back from the worker. */
 export class JobError extends Error {
   /**
+   * Creates the error.
+   *
    * @param message What failed.
    * @param options The worker's error (name, message, stack) as `cause`.
    */

@@ -1,0 +1,38 @@
+/**
+ * What other programs may build on: the protocol-handler contract, the multi-threaded work queue
+ * and its worker side, and the PROXY protocol parser. Everything else in `lib/` is the server's
+ * own and may change.
+ *
+ * The server itself is the command-line program `main.ts`.
+ *
+ * @example A handler module for `--handler ./upper.ts`
+ * ```ts
+ * import type { Handler } from "./mod.ts";
+ * export const upper: Handler = async ({ readable, writable }) => {
+ *   await readable
+ *     .pipeThrough(new TextDecoderStream())
+ *     .pipeThrough(new TransformStream({ transform: (s, c) => c.enqueue(s.toUpperCase()) }))
+ *     .pipeThrough(new TextEncoderStream())
+ *     .pipeTo(writable);
+ * };
+ * export default upper;
+ * ```
+ *
+ * @module
+ */
+
+export type { Connection, Handler } from "./lib/handlers/handler.ts";
+export {
+  JobError,
+  type SubmitOptions,
+  WorkQueue,
+  type WorkQueueOptions,
+} from "./lib/work_queue/work_queue.ts";
+export { serveJobs, type Transferring, transferring } from "./lib/work_queue/work_queue_worker.ts";
+export {
+  parseProxyHeader,
+  type ProxiedStart,
+  type ProxyHeader,
+  ProxyProtocolError,
+  readProxyHeader,
+} from "./lib/shared/proxy_protocol.ts";
