@@ -107,6 +107,25 @@ Deno.test({
 
 const haproxy = which("haproxy");
 
+/** Whether a freshly spawned HAProxy answers on `port` (false if it exited: port taken). */
+async function _answers(port: number, balancer: Deno.ChildProcess): Promise<boolean> {
+  let exited = false;
+  balancer.status.then(() => exited = true);
+  for (let attempt = 0; attempt < 100 && !exited; attempt++) {
+    try {
+      using probe = await Deno.connect({ hostname: "127.0.0.1", port });
+      await writeAll(probe, utf8("probe\n"));
+      if (text(await readBytes(probe, 6)) === "probe\n") return true;
+    } catch {
+      // Not listening yet, or no instance up yet.
+    }
+    await delay(100);
+  }
+  if (!exited) balancer.kill("SIGKILL");
+  await balancer.status;
+  return false;
+}
+
 function freePort(): number {
   using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   return listener.addr.port;
@@ -121,36 +140,48 @@ Deno.test({
     const args = ["--workers", "2", "--proxy-protocol", "--log-level", "debug"];
     await using one = await startServer(args);
     await using two = await startServer(args);
-    const front = freePort();
-    const config = read("deploy/haproxy.cfg")
-      .replace(/bind :5555/, `bind 127.0.0.1:${front}`)
-      .replace("127.0.0.1:5601", `127.0.0.1:${one.port}`)
-      .replace("127.0.0.1:5602", `127.0.0.1:${two.port}`)
-      .replace(/maxconn \d+/, "maxconn 1000");
     const dir = await Deno.makeTempDir();
-    Deno.writeTextFileSync(`${dir}/haproxy.cfg`, config);
-    const check = await new Deno.Command(haproxy!, { args: ["-c", "-f", `${dir}/haproxy.cfg`] })
-      .output();
-    assert.ok(check.success, decoder.decode(check.stderr));
-
-    const balancer = new Deno.Command(haproxy!, {
-      args: ["-db", "-f", `${dir}/haproxy.cfg`],
-      stdout: "null",
-      stderr: "null",
-    }).spawn();
+    // HAProxy must bind its front port itself, so the port is only known free a moment before:
+    // if another program takes it meanwhile, HAProxy exits, and the test tries another port.
+    let front = 0;
+    let balancer: Deno.ChildProcess | undefined;
+    for (let attempt = 0; balancer === undefined; attempt++) {
+      front = freePort();
+      const config = read("deploy/haproxy.cfg")
+        .replace(/bind :5555/, `bind 127.0.0.1:${front}`)
+        .replace("127.0.0.1:5601", `127.0.0.1:${one.port}`)
+        .replace("127.0.0.1:5602", `127.0.0.1:${two.port}`)
+        .replace(/maxconn \d+/, "maxconn 1000");
+      Deno.writeTextFileSync(`${dir}/haproxy.cfg`, config);
+      const check = await new Deno.Command(haproxy!, { args: ["-c", "-f", `${dir}/haproxy.cfg`] })
+        .output();
+      assert.ok(check.success, decoder.decode(check.stderr));
+      const started = new Deno.Command(haproxy!, {
+        args: ["-db", "-f", `${dir}/haproxy.cfg`],
+        stdout: "null",
+        stderr: "null",
+      }).spawn();
+      if (await _answers(front, started)) balancer = started;
+      else if (attempt >= 4) throw new Error("HAProxy did not start on any of 5 ports");
+    }
     try {
-      // Wait until the balancer answers (it may start before its checks have run).
-      for (let attempt = 0;; attempt++) {
-        try {
-          using probe = await Deno.connect({ hostname: "127.0.0.1", port: front });
-          await writeAll(probe, utf8("probe\n"));
-          if (text(await readBytes(probe, 6)) === "probe\n") break;
-        } catch (error) {
-          if (attempt > 50) throw error;
+      // Both instances pass their health checks (rise 2, inter 1s) at their own pace: send
+      // clients through until each instance has served one.
+      const served = new Set<number>();
+      for (let attempt = 0; served.size < 2; attempt++) {
+        using conn = await Deno.connect({ hostname: "127.0.0.1", port: front });
+        await writeAll(conn, utf8("warm\n"));
+        assert.equal(text(await readBytes(conn, 5)), "warm\n");
+        const mark = ` from 127.0.0.1:${conn.localAddr.port} to worker-`;
+        // The instance logged the connection when it accepted it; its log may reach this
+        // process a moment after the echo.
+        for (let i = 0; i < 100 && !one.log().includes(mark) && !two.log().includes(mark); i++) {
+          await delay(20);
         }
-        await delay(200);
+        if (one.log().includes(mark)) served.add(1);
+        if (two.log().includes(mark)) served.add(2);
+        if (attempt > 200) throw new Error(`only instance ${[...served]} was ever used`);
       }
-      await delay(2500); // both instances pass their health checks (rise 2, inter 1s)
 
       const ports: number[] = [];
       for (let i = 0; i < 10; i++) {
@@ -176,8 +207,8 @@ Deno.test({
         assert.equal(text(await readBytes(conn, line.length)), text(line), `connection ${i}`);
       }
     } finally {
-      balancer.kill("SIGTERM");
-      await balancer.status;
+      balancer!.kill("SIGTERM");
+      await balancer!.status;
       await Deno.remove(dir, { recursive: true });
     }
   },

@@ -158,6 +158,6 @@ bothModes(
     assert.equal(metrics.get("echoserver_proxy_header_rejected_total"), 2);
     // The two good connections were accepted; the rejected ones never reached a handler.
     assert.equal(total(metrics, "echoserver_connections_accepted_total"), 2);
-    assert.match(server.log(), /rejected: no PROXY protocol header/);
+    await server.waitForLog(/rejected: no PROXY protocol header/);
   },
 );

@@ -118,17 +118,15 @@ bothModes(
       assert.equal(text(await readBytes(conn, 11)), "still here\n");
     }
     using late = await Deno.connect({ hostname: "127.0.0.1", port: server.port });
+    // "qu" is echoed before "it\n" is sent, so the two arrive apart however busy the machine.
     await writeAll(late, utf8("qu"));
-    await new Promise((r) => setTimeout(r, 50));
+    assert.equal(text(await readBytes(late, 2)), "qu");
     await writeAll(late, utf8("it\n"));
-    assert.equal(text(await readBytes(late, Infinity)), "qu", "split quit line not seen");
-    assert.equal(
-      server.process.pid > 0 && (await Promise.race([
-        server.process.status.then(() => "exited"),
-        new Promise((r) => setTimeout(() => r("running"), 100)),
-      ])),
-      "running",
-    );
+    assert.equal(text(await readBytes(late, Infinity)), "", "split quit line not seen");
+    // The server itself carries on: a new client is served.
+    using after = await Deno.connect({ hostname: "127.0.0.1", port: server.port });
+    await writeAll(after, utf8("after quit\n"));
+    assert.equal(text(await readBytes(after, 11)), "after quit\n");
   },
 );
 
@@ -356,14 +354,20 @@ bothModes(
   { ignore: !POSIX },
 );
 
-bothModes("SIGINT with idle connections open stops within the grace, exit 0", async (dispatch) => {
-  await using server = await startServer([...twoWorkers(dispatch), "--shutdown-timeout", "5"]);
-  using _idle = await Deno.connect({ hostname: "127.0.0.1", port: server.port });
-  const started = performance.now();
-  const status = await server.stop("SIGINT");
-  assert.equal(status.code, 0);
-  assert.ok(performance.now() - started < 4000, "waited for the idle client");
-}, { ignore: !POSIX });
+bothModes(
+  "SIGINT with idle connections open: they end with the drain, not at its deadline, exit 0",
+  async (dispatch) => {
+    await using server = await startServer([...twoWorkers(dispatch), "--shutdown-timeout", "30"]);
+    using _idle = await Deno.connect({ hostname: "127.0.0.1", port: server.port });
+    const status = await server.stop("SIGINT");
+    assert.equal(status.code, 0);
+    // An idle connection has nothing to finish: it is closed when input stops, not cut at the
+    // 30 s deadline (which would log the timeout).
+    assert.doesNotMatch(server.log(), /Shutdown timeout/);
+    assert.match(server.log(), /Stopped/);
+  },
+  { ignore: !POSIX },
+);
 
 bothModes(
   "a worker that dies is replaced: only its connections close, new ones are served",

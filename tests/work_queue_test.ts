@@ -69,12 +69,10 @@ Deno.test("WorkQueue: an AbortSignal cancels a waiting job and frees a running o
   queuedController.abort();
   await assert.rejects(queued, { name: "AbortError" });
   assert.equal(queue.waiting, 0);
-  const started = performance.now();
   long.abort();
   await assert.rejects(running, { name: "AbortError" });
   // The job saw its signal and returned: the worker takes the next job at once.
-  assert.equal(await queue.submit({ op: "square", n: 6 }), 36);
-  assert.ok(performance.now() - started < 2000);
+  assert.equal(await within(queue.submit({ op: "square", n: 6 }), 5000, "the next job"), 36);
   await assert.rejects(
     queue.submit({ op: "square", n: 1 }, { signal: AbortSignal.abort() }),
     { name: "AbortError" },
