@@ -18,7 +18,7 @@
 import { parseArgs } from "node:util";
 import process from "node:process";
 import { fileURLToPath } from "node:url";
-import { LAUNCH_FLAGS } from "../scripts/launch_flags.ts";
+import { serverCommand, startProcess } from "../launcher/server_process.ts";
 import { type ChartBar, renderChart } from "./chart.ts";
 import type { LoadJob, LoadReport } from "./load_worker.ts";
 import { peakRssMb, type ThreadCpu, threadCpu } from "./proc.ts";
@@ -161,59 +161,27 @@ async function startServer(kind: string, options: Options): Promise<RunningServe
     const [, host, port] = /^\[?(.+?)\]?:(\d+)$/.exec(options.external!)!;
     return { hostname: host!, port: Number(port), pid: null, stop: () => Promise.resolve() };
   }
-  const ours = (workers: number, ...extra: string[]) => [
-    "run",
-    "--allow-net",
-    "--allow-read",
-    ...LAUNCH_FLAGS,
-    fileURLToPath(new URL("main.ts", ROOT)),
-    "--port",
-    "0",
-    "--workers",
-    String(workers),
-    ...extra,
-  ];
-  const args = kind === "main" || kind === "kernel"
+  const ours = (workers: number, ...extra: string[]) =>
+    serverCommand(["--workers", String(workers), ...extra]);
+  const { program, args } = kind === "main" || kind === "kernel"
     ? ours(options.workers, "--dispatch", kind)
     : kind === "hash-1w"
     ? ours(1, "--handler", "hash")
     : kind === "hash-2w"
     ? ours(2, "--handler", "hash")
-    : ["run", "--allow-net", fileURLToPath(new URL("bench/baseline_server.ts", ROOT)), "0"];
-  const child = new Deno.Command(Deno.execPath(), {
-    args,
-    stdin: "null",
-    stdout: "null",
-    stderr: "piped",
-    env: { NO_COLOR: "1" },
-  }).spawn();
-  const reader = child.stderr.pipeThrough(new TextDecoderStream()).getReader();
-  let log = "";
-  while (true) {
-    const { value, done } = await reader.read();
-    if (done) throw new Error(`${kind} server exited before listening:\n${log}`);
-    log += value;
-    const match = /listening on \S+:(\d+)/.exec(log);
-    if (match) {
-      // Keep draining its stderr so that it never blocks on a full pipe.
-      (async () => {
-        while (!(await reader.read()).done) { /* drain */ }
-      })();
-      return {
-        hostname: "127.0.0.1",
-        port: Number(match[1]),
-        pid: child.pid,
-        async stop() {
-          try {
-            child.kill("SIGKILL");
-          } catch {
-            // Already gone.
-          }
-          await child.status;
-        },
-      };
-    }
-  }
+    : {
+      program: Deno.execPath(),
+      args: ["run", "--allow-net", fileURLToPath(new URL("bench/baseline_server.ts", ROOT)), "0"],
+    };
+  const server = await startProcess(program, args);
+  return {
+    hostname: "127.0.0.1",
+    port: server.port,
+    pid: server.process.pid,
+    async stop() {
+      await server.stop("SIGKILL");
+    },
+  };
 }
 
 function percentile(sorted: Float32Array, p: number): number {

@@ -12,7 +12,8 @@
  */
 
 import { parseArgs } from "node:util";
-import { openFiles, rssKiB, scrape, startServer, total } from "../tests/helpers.ts";
+import { openFiles, rssKiB, scrape, total } from "../launcher/probes.ts";
+import { startServer } from "../launcher/server_process.ts";
 
 const ROOT = new URL("../", import.meta.url);
 const encoder = new TextEncoder();

@@ -7,6 +7,8 @@
  * @module
  */
 
+import { startProcess } from "../launcher/server_process.ts";
+
 /**
  * Runs the smoke test.
  *
@@ -14,41 +16,21 @@
  * @throws {Error} If the server does not start, echo, or stop cleanly.
  */
 export async function smoke(binary: string): Promise<void> {
-  const child = new Deno.Command(binary, {
-    args: ["--port", "0", "--workers", "2"],
-    stdin: "null",
-    stdout: "null",
-    stderr: "piped",
-  }).spawn();
-  const reader = child.stderr.pipeThrough(new TextDecoderStream()).getReader();
-  let log = "";
-  try {
-    while (!/listening on \S+:(\d+)/.test(log)) {
-      const { value, done } = await reader.read();
-      if (done) throw new Error(`${binary} exited before listening:\n${log}`);
-      log += value;
-    }
-    const port = Number(/listening on \S+:(\d+)/.exec(log)![1]);
-    using conn = await Deno.connect({ hostname: "127.0.0.1", port });
-    const line = new TextEncoder().encode("smoke test\n");
-    await conn.write(line);
-    const echoed = new Uint8Array(line.length);
-    let got = 0;
-    while (got < line.length) {
-      const n = await conn.read(echoed.subarray(got));
-      if (n === null) break;
-      got += n;
-    }
-    if (new TextDecoder().decode(echoed) !== "smoke test\n") {
-      throw new Error(`echo mismatch: ${JSON.stringify(new TextDecoder().decode(echoed))}`);
-    }
-  } finally {
-    child.kill("SIGTERM");
-    (async () => {
-      while (!(await reader.read()).done) { /* drain */ }
-    })();
+  await using server = await startProcess(binary, ["--port", "0", "--workers", "2"]);
+  using conn = await Deno.connect({ hostname: "127.0.0.1", port: server.port });
+  const line = new TextEncoder().encode("smoke test\n");
+  await conn.write(line);
+  const echoed = new Uint8Array(line.length);
+  let got = 0;
+  while (got < line.length) {
+    const n = await conn.read(echoed.subarray(got));
+    if (n === null) break;
+    got += n;
   }
-  const status = await child.status;
+  if (new TextDecoder().decode(echoed) !== "smoke test\n") {
+    throw new Error(`echo mismatch: ${JSON.stringify(new TextDecoder().decode(echoed))}`);
+  }
+  const status = await server.stop("SIGTERM");
   if (status.code !== 0) throw new Error(`${binary} exited with ${status.code} on SIGTERM`);
 }
 

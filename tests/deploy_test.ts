@@ -48,7 +48,9 @@ Deno.test("the binary, deno task serve and the benchmark launch with the same ru
     assert.ok(COMPILE_FLAGS.includes(flag), flag);
     assert.ok(denoJson.tasks.serve.split(" ").includes(flag), denoJson.tasks.serve);
   }
-  assert.ok(read("bench/bench.ts").includes("...LAUNCH_FLAGS,"));
+  // The tests, the benchmark, the soak and the smoke test all start servers through here.
+  assert.ok(read("launcher/server_process.ts").includes("...LAUNCH_FLAGS,"));
+  assert.ok(read("bench/bench.ts").includes("serverCommand("));
 });
 
 Deno.test("release.yml builds every target on a version tag, smoke-tests, and uploads", () => {

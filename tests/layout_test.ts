@@ -60,3 +60,16 @@ Deno.test("layout: the worker entry's whole module graph stays out of lib/main_t
   }
   assert.deepEqual(specifiers.filter((s) => s.startsWith(MAIN_THREAD)), []);
 });
+
+Deno.test("layout: the benchmark, scripts and launcher never import from tests/", () => {
+  const tests = new URL("tests/", ROOT).href;
+  const offenders: string[] = [];
+  for (const folder of ["bench/", "scripts/", "launcher/"]) {
+    for (const file of filesUnder(folder)) {
+      for (const target of importsOf(file)) {
+        if (target.href.startsWith(tests)) offenders.push(`${file.href} -> ${target.href}`);
+      }
+    }
+  }
+  assert.deepEqual(offenders, []);
+});
