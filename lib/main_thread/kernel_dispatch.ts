@@ -17,6 +17,7 @@ import { ServerCounters } from "../shared/counters.ts";
 import { getLog } from "../shared/log.ts";
 import { listenTcp } from "./listen.ts";
 import type { Server, ServerConfig, ServerSnapshot } from "./server.ts";
+import { workerInit } from "./worker_init.ts";
 import { type WorkerFactory, type WorkerLink, WorkerPool } from "./worker_pool.ts";
 
 /** How long past `--shutdown-timeout` to wait for a worker's drain report before giving up. */
@@ -84,14 +85,8 @@ export class KernelDispatch implements Server {
       // The handler's own deadline comes first; this one catches a worker that never answers.
       readyTimeout: config.handlerTimeout * 1000 + 5000,
       spawn: this.#spawn,
-      init: (slot) => ({
-        type: "init",
-        index: slot + 1,
-        logLevel: config.logLevel,
-        logFormat: config.logFormat,
-        handler: config.handler,
-        handlerTimeoutMs: config.handlerTimeout * 1000,
-        dispatch: {
+      init: (slot) =>
+        workerInit(config, slot, {
           mode: "kernel",
           hostname,
           port,
@@ -101,8 +96,7 @@ export class KernelDispatch implements Server {
           idleTimeout: config.idleTimeout,
           writeTimeout: config.writeTimeout,
           proxyProtocol: config.proxyProtocol,
-        },
-      }),
+        }),
       onLost: (link) => this.#lost(link),
       onDrained: (link) => this.#drainWaiters.get(link)?.(),
     });

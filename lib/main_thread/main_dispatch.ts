@@ -10,15 +10,16 @@
 
 import { closeQuietly, formatAddr, remoteText } from "../shared/address.ts";
 import { acceptLoop } from "../shared/accept_loop.ts";
+import { ConnectionSet } from "../shared/connection_set.ts";
 import { ABORT_OUTPUT_OVERFLOW, Frame, readFrames } from "../shared/channel.ts";
 import type { CloseReason } from "../shared/close_reason.ts";
 import { Counter, ServerCounters } from "../shared/counters.ts";
 import { getLog } from "../shared/log.ts";
 import { readProxyHeader } from "../shared/proxy_protocol.ts";
-import { SWEEP_MS, sweepTimeouts } from "../shared/timeouts.ts";
 import { ClientConnection } from "./client_connection.ts";
 import { listenTcp } from "./listen.ts";
 import type { Server, ServerConfig, ServerSnapshot } from "./server.ts";
+import { workerInit } from "./worker_init.ts";
 import { type WorkerFactory, type WorkerLink, WorkerPool } from "./worker_pool.ts";
 
 /** How long, after a shutdown signal, bytes already on their way are still taken in. */
@@ -40,12 +41,10 @@ export class MainDispatch implements Server {
   #pool: WorkerPool;
   #counters: ServerCounters;
   #listener: Deno.TcpListener | undefined;
-  #connections = new Map<number, ClientConnection>();
+  #connections = new ConnectionSet<ClientConnection>();
   #nextId = 1;
   #stopping = false;
-  #sweepTimer: ReturnType<typeof setInterval> | undefined;
   #acceptLoopDone: Promise<void> = Promise.resolve();
-  #onEmpty: (() => void) | undefined;
   #awaitingHeader = 0;
   #log = getLog();
 
@@ -61,15 +60,7 @@ export class MainDispatch implements Server {
       // The handler's own deadline comes first; this one catches a worker that never answers.
       readyTimeout: config.handlerTimeout * 1000 + 5000,
       spawn,
-      init: (slot) => ({
-        type: "init",
-        index: slot + 1,
-        logLevel: config.logLevel,
-        logFormat: config.logFormat,
-        handler: config.handler,
-        handlerTimeoutMs: config.handlerTimeout * 1000,
-        dispatch: { mode: "main" },
-      }),
+      init: (slot) => workerInit(config, slot, { mode: "main" }),
       onFrames: (link, buffer, length, attached) => this.#receive(link, buffer, length, attached),
       onLost: (link) => this.#closeAll("worker-lost", link),
     });
@@ -110,13 +101,7 @@ export class MainDispatch implements Server {
       stopping: () => this.#stopping,
       log: this.#log,
     });
-    const { idleTimeout, writeTimeout } = this.#config;
-    if (idleTimeout > 0 || writeTimeout > 0) {
-      this.#sweepTimer = setInterval(
-        () => sweepTimeouts(this.#connections.values(), idleTimeout, writeTimeout),
-        SWEEP_MS,
-      );
-    }
+    this.#connections.startSweeps(this.#config.idleTimeout, this.#config.writeTimeout);
     return listener.addr;
   }
 
@@ -129,7 +114,7 @@ export class MainDispatch implements Server {
   async shutdown(timeout: number): Promise<void> {
     if (this.#stopping) return;
     this.#stopping = true;
-    clearInterval(this.#sweepTimer);
+    this.#connections.stopSweeps();
     if (this.#listener !== undefined) closeQuietly(this.#listener);
     await this.#acceptLoopDone;
     const deadline = performance.now() + timeout * 1000;
@@ -138,9 +123,9 @@ export class MainDispatch implements Server {
         count: this.#connections.size,
         timeout,
       });
-      await this.#waitForEmpty(Math.min(DRAIN_GRACE_MS, timeout * 1000));
+      await this.#connections.waitForEmpty(Math.min(DRAIN_GRACE_MS, timeout * 1000));
       for (const connection of this.#connections.values()) connection.stopInput();
-      await this.#waitForEmpty(deadline - performance.now());
+      await this.#connections.waitForEmpty(deadline - performance.now());
       if (this.#connections.size > 0) {
         this.#log.warning("Shutdown timeout: closing {count} connection(s) still open", {
           count: this.#connections.size,
@@ -208,7 +193,7 @@ export class MainDispatch implements Server {
       counters: row,
       onClose: (c, reason) => this.#closed(c, reason),
     });
-    this.#connections.set(id, connection);
+    this.#connections.add(connection);
     row.add(Counter.accepted);
     row.add(Counter.active);
     this.#log.debug("Connection {id} from {addr} to worker-{worker}", {
@@ -228,7 +213,6 @@ export class MainDispatch implements Server {
       bytesIn: connection.bytesIn,
       bytesOut: connection.bytesOut,
     });
-    if (this.#connections.size === 0) this.#onEmpty?.();
   }
 
   #receive(
@@ -264,17 +248,5 @@ export class MainDispatch implements Server {
     for (const connection of [...this.#connections.values()]) {
       if (link === undefined || connection.link === link) connection.close(reason);
     }
-  }
-
-  #waitForEmpty(ms: number): Promise<void> {
-    if (this.#connections.size === 0 || ms <= 0) return Promise.resolve();
-    return new Promise((resolve) => {
-      const timer = setTimeout(done, ms);
-      this.#onEmpty = done;
-      function done() {
-        clearTimeout(timer);
-        resolve();
-      }
-    });
   }
 }

@@ -12,12 +12,12 @@
 import type { Handler } from "../handlers/handler.ts";
 import { closeQuietly, displayAddr, formatAddr, remoteText } from "../shared/address.ts";
 import { acceptLoop } from "../shared/accept_loop.ts";
+import { ConnectionSet } from "../shared/connection_set.ts";
 import type { CloseReason } from "../shared/close_reason.ts";
 import { Counter, ServerCounters, type SlotCounters } from "../shared/counters.ts";
 import { getLog } from "../shared/log.ts";
 import type { Dispatch } from "../shared/messages.ts";
 import { readProxyHeader } from "../shared/proxy_protocol.ts";
-import { SWEEP_MS, sweepTimeouts } from "../shared/timeouts.ts";
 import { runHandler } from "./run_handler.ts";
 import { SocketConnection } from "./socket_connection.ts";
 
@@ -37,11 +37,9 @@ export class SocketServer {
   #counters: ServerCounters;
   #row: SlotCounters;
   #listener: Deno.TcpListener | undefined;
-  #connections = new Map<number, SocketConnection>();
+  #connections = new ConnectionSet<SocketConnection>();
   #stopping = false;
-  #sweepTimer: ReturnType<typeof setInterval> | undefined;
   #acceptLoopDone: Promise<void> = Promise.resolve();
-  #onEmpty: (() => void) | undefined;
   #log = getLog();
 
   /**
@@ -76,13 +74,7 @@ export class SocketServer {
       stopping: () => this.#stopping,
       log: this.#log,
     });
-    const { idleTimeout, writeTimeout } = this.#options;
-    if (idleTimeout > 0 || writeTimeout > 0) {
-      this.#sweepTimer = setInterval(
-        () => sweepTimeouts(this.#connections.values(), idleTimeout, writeTimeout),
-        SWEEP_MS,
-      );
-    }
+    this.#connections.startSweeps(this.#options.idleTimeout, this.#options.writeTimeout);
   }
 
   /**
@@ -95,13 +87,13 @@ export class SocketServer {
   async drain(timeout: number): Promise<number> {
     if (this.#stopping) return 0;
     this.#stopping = true;
-    clearInterval(this.#sweepTimer);
+    this.#connections.stopSweeps();
     if (this.#listener !== undefined) closeQuietly(this.#listener);
     await this.#acceptLoopDone;
     const deadline = performance.now() + timeout * 1000;
-    await this.#waitForEmpty(Math.min(DRAIN_GRACE_MS, timeout * 1000));
+    await this.#connections.waitForEmpty(Math.min(DRAIN_GRACE_MS, timeout * 1000));
     for (const connection of this.#connections.values()) connection.stopInput();
-    await this.#waitForEmpty(deadline - performance.now());
+    await this.#connections.waitForEmpty(deadline - performance.now());
     const cut = this.#connections.size;
     if (cut > 0) {
       this.#log.warning("Shutdown timeout: closing {count} connection(s) still open", {
@@ -156,7 +148,7 @@ export class SocketServer {
       counters: this.#row,
       onClose: (c, reason) => this.#closed(c, reason),
     });
-    this.#connections.set(id, connection);
+    this.#connections.add(connection);
     this.#row.add(Counter.accepted);
     this.#row.add(Counter.active);
     this.#log.debug("Connection {id} from {addr} to worker-{worker}", {
@@ -176,19 +168,6 @@ export class SocketServer {
       reason,
       bytesIn: connection.bytesIn,
       bytesOut: connection.bytesOut,
-    });
-    if (this.#connections.size === 0) this.#onEmpty?.();
-  }
-
-  #waitForEmpty(ms: number): Promise<void> {
-    if (this.#connections.size === 0 || ms <= 0) return Promise.resolve();
-    return new Promise((resolve) => {
-      const timer = setTimeout(done, ms);
-      this.#onEmpty = done;
-      function done() {
-        clearTimeout(timer);
-        resolve();
-      }
     });
   }
 }

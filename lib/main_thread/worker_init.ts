@@ -1,0 +1,31 @@
+/**
+ * The `init` message that tells a new worker who it is and how to serve, the same in both
+ * dispatch modes but for the `dispatch` part.
+ *
+ * Runs on the main thread only.
+ *
+ * @module
+ */
+
+import type { Dispatch, ToWorker } from "../shared/messages.ts";
+import type { ServerConfig } from "./server.ts";
+
+/**
+ * Builds a slot's `init` message.
+ *
+ * @param config The server's settings.
+ * @param slot The worker's slot, from 0.
+ * @param dispatch How the worker gets its connections.
+ * @returns The message.
+ */
+export function workerInit(config: ServerConfig, slot: number, dispatch: Dispatch): ToWorker {
+  return {
+    type: "init",
+    index: slot + 1,
+    logLevel: config.logLevel,
+    logFormat: config.logFormat,
+    handler: config.handler,
+    handlerTimeoutMs: config.handlerTimeout * 1000,
+    dispatch,
+  };
+}
