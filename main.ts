@@ -167,6 +167,13 @@ async function main(): Promise<void> {
       // Windows has no SIGTERM: skip the signals this platform cannot deliver.
     }
   }
+  try {
+    // A closed terminal or SSH session sends SIGHUP, whose default is to end the process at
+    // once with no drain. A server keeps running; it has nothing to reload (yet).
+    Deno.addSignalListener("SIGHUP", () => log.info("SIGHUP received: ignored, still serving"));
+  } catch {
+    // No SIGHUP on Windows.
+  }
 
   log.info(
     "echoserver {version} listening on {address} with {workers} workers ({handler}, {dispatch} dispatch)",

@@ -515,3 +515,28 @@ test("metrics: a scrape while the process is out of descriptors does not end it"
   await writeAll(conn, utf8("alive\n"));
   assert.equal(text(await readBytes(conn, 6)), "alive\n");
 });
+
+test("SIGHUP (a closed terminal) does not end the server", async (dispatch) => {
+  await using server = await startServer(base(dispatch));
+  server.process.kill("SIGHUP");
+  await server.waitForLog(/SIGHUP received: ignored/);
+  using conn = await connect(server.port);
+  await writeAll(conn, utf8("still here\n"));
+  assert.equal(text(await readBytes(conn, 11)), "still here\n");
+});
+
+test("a flood of bad PROXY headers is counted in full but logged at most once a second", async (dispatch) => {
+  await using server = await startServer([...base(dispatch), "--proxy-protocol"]);
+  for (let i = 0; i < 60; i++) {
+    using conn = await connect(server.port);
+    await writeAll(conn, utf8("GET / HTTP/1.0\r\n\r\n"));
+    await readBytes(conn, Infinity);
+  }
+  await waitForMetric(server.metricsPort!, "echoserver_proxy_header_rejected_total", 60);
+  const lines = server.log().split("\n").filter((l) =>
+    /rejected: no PROXY protocol header/.test(l)
+  );
+  // 60 rejections in well under the seconds it would take to log them all: each thread logged
+  // at most a few lines (one a second), not 60.
+  assert.ok(lines.length >= 1 && lines.length <= 10, `${lines.length} warning lines`);
+});

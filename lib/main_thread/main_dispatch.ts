@@ -15,6 +15,7 @@ import { ABORT_OUTPUT_OVERFLOW, Frame, readFrames } from "../shared/channel.ts";
 import type { CloseReason } from "../shared/close_reason.ts";
 import { Counter, ServerCounters } from "../shared/counters.ts";
 import { getLog } from "../shared/log.ts";
+import { RateLimitedLog } from "../shared/rate_limited_log.ts";
 import { readProxyHeader } from "../shared/proxy_protocol.ts";
 import { ClientConnection } from "./client_connection.ts";
 import { listenTcp } from "./listen.ts";
@@ -47,6 +48,7 @@ export class MainDispatch implements Server {
   #acceptLoopDone: Promise<void> = Promise.resolve();
   #awaitingHeader = 0;
   #log = getLog();
+  #rejections = new RateLimitedLog(this.#log);
 
   /**
    * @param config Validated settings.
@@ -98,6 +100,7 @@ export class MainDispatch implements Server {
     this.#acceptLoopDone = acceptLoop(listener, {
       onConnection: (conn) => this.#admit(conn),
       onFailure: () => this.#counters.main.add(Counter.acceptFailures),
+      onPeerAbort: () => this.#counters.main.add(Counter.acceptAborted),
       stopping: () => this.#stopping,
       log: this.#log,
     });
@@ -170,7 +173,7 @@ export class MainDispatch implements Server {
     } catch (error) {
       this.#counters.main.add(Counter.proxyRejected);
       closeQuietly(conn);
-      this.#log.warning("Connection from {addr} rejected: {reason}", {
+      this.#rejections.warn("proxy", "Connection from {addr} rejected: {reason}", {
         addr,
         reason: (error as Error).message,
       });

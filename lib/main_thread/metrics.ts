@@ -90,6 +90,12 @@ export function renderMetrics(snapshot: ServerSnapshot, build: BuildInfo): strin
     [["", counters.sum(Counter.acceptFailures)]],
   );
   metric(
+    "accept_peer_aborts_total",
+    "counter",
+    "Connections the peer reset or abandoned before accept() returned them (not a fault here).",
+    [["", counters.sum(Counter.acceptAborted)]],
+  );
+  metric(
     "proxy_header_rejected_total",
     "counter",
     "Connections closed because their PROXY protocol header was missing or malformed.",

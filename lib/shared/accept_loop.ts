@@ -19,8 +19,10 @@ export const ACCEPT_BACKOFF_MS = 10;
 export interface AcceptLoopOptions {
   /** Called with each accepted connection. */
   onConnection: (conn: Deno.TcpConn) => void;
-  /** Called for each failed `accept()`, for counting. */
+  /** Called for each failed `accept()` (descriptor shortage and the like), for counting. */
   onFailure: () => void;
+  /** Called when the peer reset or abandoned its connection before it was accepted. */
+  onPeerAbort?: () => void;
   /** True once the listener is being closed on purpose: the loop then ends quietly. */
   stopping: () => boolean;
   /** Where failures are reported (at most one warning line a second). */
@@ -46,14 +48,15 @@ export async function acceptLoop(
       conn = await listener.accept();
     } catch (error) {
       if (options.stopping() || error instanceof Deno.errors.BadResource) return;
-      options.onFailure();
-      failures++;
       if (_isPeerAbort(error)) {
+        options.onPeerAbort?.();
         // The client gave up between its handshake and our accept (a reset, a load
         // balancer's health check): nothing is wrong here, accept the next one at once.
         options.log.debug("Accept failed: {reason}", { reason: errorReason(error) });
         continue;
       }
+      options.onFailure();
+      failures++;
       // EMFILE repeats every few milliseconds: one line a second is enough.
       const now = performance.now();
       if (now - lastWarning >= 1000) {

@@ -32,12 +32,14 @@ export const Counter = {
   bytesIn: 5,
   /** Bytes written to clients. */
   bytesOut: 6,
+  /** Connections the peer reset or abandoned before `accept()` returned them (not a fault here). */
+  acceptAborted: 7,
 } as const;
 
 /** One of the {@linkcode Counter} fields. */
 export type CounterField = typeof Counter[keyof typeof Counter];
 
-const FIRST_CLOSED = 7;
+const FIRST_CLOSED = 8;
 const ROW = FIRST_CLOSED + CLOSE_REASONS.length;
 /** Int32 header: open connections, next connection id. */
 const HEADER_BYTES = 16;

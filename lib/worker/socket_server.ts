@@ -16,6 +16,7 @@ import { ConnectionSet } from "../shared/connection_set.ts";
 import type { CloseReason } from "../shared/close_reason.ts";
 import { Counter, ServerCounters, type SlotCounters } from "../shared/counters.ts";
 import { getLog } from "../shared/log.ts";
+import { RateLimitedLog } from "../shared/rate_limited_log.ts";
 import type { Dispatch } from "../shared/messages.ts";
 import { readProxyHeader } from "../shared/proxy_protocol.ts";
 import { runHandler } from "./run_handler.ts";
@@ -41,6 +42,7 @@ export class SocketServer {
   #stopping = false;
   #acceptLoopDone: Promise<void> = Promise.resolve();
   #log = getLog();
+  #rejections = new RateLimitedLog(this.#log);
 
   /**
    * @param handler The protocol handler.
@@ -71,6 +73,7 @@ export class SocketServer {
     this.#acceptLoopDone = acceptLoop(this.#listener, {
       onConnection: (conn) => this.#admit(conn),
       onFailure: () => this.#row.add(Counter.acceptFailures),
+      onPeerAbort: () => this.#row.add(Counter.acceptAborted),
       stopping: () => this.#stopping,
       log: this.#log,
     });
@@ -133,7 +136,7 @@ export class SocketServer {
       this.#counters.release();
       this.#row.add(Counter.proxyRejected);
       closeQuietly(conn);
-      this.#log.warning("Connection from {addr} rejected: {reason}", {
+      this.#rejections.warn("proxy", "Connection from {addr} rejected: {reason}", {
         addr,
         reason: (error as Error).message,
       });
