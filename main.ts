@@ -15,7 +15,12 @@ import { renderMetrics } from "./lib/main_thread/metrics.ts";
 import { type MetricsHttpServer, serveMetricsHttp } from "./lib/main_thread/metrics_server.ts";
 import { ListenError } from "./lib/main_thread/listen.ts";
 import { createServer } from "./lib/main_thread/server.ts";
-import { WorkerStartError } from "./lib/main_thread/worker_pool.ts";
+import { startNodeWorker } from "./lib/main_thread/node_worker.ts";
+import {
+  type SpawnOptions,
+  type WorkerHandle,
+  WorkerStartError,
+} from "./lib/main_thread/worker_pool.ts";
 import { errorReason, formatAddr } from "./lib/shared/address.ts";
 import { getLog, printError, printOut, setupLogging } from "./lib/shared/log.ts";
 
@@ -31,11 +36,12 @@ const SIGNAL_REPEAT_WINDOW_MS = 250;
 
 const WORKER_MODULE = new URL("./workers/connection_worker.ts", import.meta.url);
 
-function spawnConnectionWorker(name: string): Worker {
-  return new Worker(WORKER_MODULE, {
-    type: "module",
-    name,
-  });
+function spawnConnectionWorker(name: string, options: SpawnOptions): WorkerHandle {
+  // A young-generation cap is only honoured for node:worker_threads workers (kernel dispatch).
+  if (options.youngGenerationMb !== undefined) {
+    return startNodeWorker(WORKER_MODULE, name, options.youngGenerationMb);
+  }
+  return new Worker(WORKER_MODULE, { type: "module", name });
 }
 
 function parse(): Config {

@@ -12,8 +12,32 @@ import { getLog } from "../shared/log.ts";
 import { type FromWorker, isFromWorker, type ToWorker } from "../shared/messages.ts";
 import { RoundRobin } from "./round_robin.ts";
 
+/**
+ * What the pool needs of a worker: a Web `Worker` has it, and so does the adapter that
+ * `node_worker.ts` puts around a `node:worker_threads` worker.
+ */
+export interface WorkerHandle {
+  /** Receives the worker's messages. */
+  onmessage: ((event: MessageEvent) => void) | null;
+  /** Receives an error that escaped the worker (or its unexpected exit). */
+  onerror: ((event: ErrorEvent) => void) | null;
+  /** Sends a message, transferring the listed objects. */
+  postMessage(message: unknown, transfer?: Transferable[]): void;
+  /** Ends the worker at once. */
+  terminate(): void;
+}
+
+/** How a worker should be created. */
+export interface SpawnOptions {
+  /**
+   * Cap on the worker's young generation in MiB (V8 semi-spaces), or undefined for V8's default.
+   * Only `node:worker_threads` workers take a per-worker cap in Deno 2.9.6.
+   */
+  youngGenerationMb?: number | undefined;
+}
+
 /** Creates the worker for a slot; `name` shows in the worker's log lines and in errors. */
-export type WorkerFactory = (name: string) => Worker;
+export type WorkerFactory = (name: string, options: SpawnOptions) => WorkerHandle;
 
 /** One running worker, as connections see it. A replacement worker is a new link. */
 export interface WorkerLink {
@@ -48,6 +72,8 @@ export interface WorkerPoolOptions {
   ) => void;
   /** Called when a worker dies, before its replacement starts. */
   onLost: (link: WorkerLink) => void;
+  /** How each worker is created. */
+  spawnOptions?: SpawnOptions;
   /** Called when a worker reports that its drain is over (`kernel` dispatch). */
   onDrained?: (link: WorkerLink, cut: number) => void;
   /**
@@ -81,12 +107,12 @@ export class WorkerStartError extends Error {
 
 class Link implements WorkerLink {
   readonly slot: number;
-  readonly worker: Worker;
+  readonly worker: WorkerHandle;
   readonly writer: FrameWriter;
   alive = true;
   ready = false;
 
-  constructor(slot: number, worker: Worker) {
+  constructor(slot: number, worker: WorkerHandle) {
     this.slot = slot;
     this.worker = worker;
     this.writer = new FrameWriter((buffer, length, attached, done) => {
@@ -180,7 +206,7 @@ export class WorkerPool {
 
   #spawn(slot: number): Promise<void> {
     const name = `worker-${slot + 1}`;
-    const worker = this.#options.spawn(name);
+    const worker = this.#options.spawn(name, this.#options.spawnOptions ?? {});
     const link = new Link(slot, worker);
     this.#links[slot] = link;
     const started = Promise.withResolvers<void>();
