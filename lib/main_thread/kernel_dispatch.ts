@@ -17,7 +17,7 @@ import { ServerCounters } from "../shared/counters.ts";
 import { getLog } from "../shared/log.ts";
 import { listenTcp } from "./listen.ts";
 import type { Server, ServerConfig, ServerSnapshot } from "./server.ts";
-import { workerInit } from "./worker_init.ts";
+import { readyTimeout, workerInit } from "./worker_init.ts";
 import { type WorkerFactory, type WorkerLink, WorkerPool } from "./worker_pool.ts";
 
 /**
@@ -91,8 +91,7 @@ export class KernelDispatch implements Server {
     const { hostname, port } = reservation.addr;
     const pool = new WorkerPool({
       size: config.workers,
-      // The handler's own deadline comes first; this one catches a worker that never answers.
-      readyTimeout: config.handlerTimeout * 1000 + 5000,
+      readyTimeout: readyTimeout(config),
       spawn: this.#spawn,
       init: (slot) =>
         workerInit(config, slot, {

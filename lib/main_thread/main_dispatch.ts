@@ -20,7 +20,7 @@ import { readProxyHeader } from "../shared/proxy_protocol.ts";
 import { ClientConnection } from "./client_connection.ts";
 import { listenTcp } from "./listen.ts";
 import type { Server, ServerConfig, ServerSnapshot } from "./server.ts";
-import { workerInit } from "./worker_init.ts";
+import { readyTimeout, workerInit } from "./worker_init.ts";
 import { type WorkerFactory, type WorkerLink, WorkerPool } from "./worker_pool.ts";
 
 /** How long, after a shutdown signal, bytes already on their way are still taken in. */
@@ -59,8 +59,7 @@ export class MainDispatch implements Server {
     this.#counters = ServerCounters.create(config.workers);
     this.#pool = new WorkerPool({
       size: config.workers,
-      // The handler's own deadline comes first; this one catches a worker that never answers.
-      readyTimeout: config.handlerTimeout * 1000 + 5000,
+      readyTimeout: readyTimeout(config),
       spawn,
       init: (slot) => workerInit(config, slot, { mode: "main" }),
       onFrames: (link, buffer, length, attached) => this.#receive(link, buffer, length, attached),

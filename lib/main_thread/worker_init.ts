@@ -11,6 +11,17 @@ import type { Dispatch, ToWorker } from "../shared/messages.ts";
 import type { ServerConfig } from "./server.ts";
 
 /**
+ * How long a worker may take to report ready: the handler's own load deadline comes first (the
+ * worker reports it); this one catches a worker that never answers at all.
+ *
+ * @param config The server's settings.
+ * @returns Milliseconds.
+ */
+export function readyTimeout(config: ServerConfig): number {
+  return config.handlerTimeout * 1000 + 5000;
+}
+
+/**
  * Builds a slot's `init` message.
  *
  * @param config The server's settings.

@@ -9,6 +9,8 @@
  * @module
  */
 
+import { closeQuietly } from "./address.ts";
+
 /** The v2 signature: the first 12 bytes of every v2 header. */
 export const V2_SIGNATURE: Uint8Array = new Uint8Array([
   0x0d,
@@ -92,7 +94,7 @@ export async function readProxyHeader(
   let late = false;
   const timer = setTimeout(() => {
     late = true;
-    _closeQuietly(conn);
+    closeQuietly(conn);
   }, timeoutMs);
   try {
     const buffer = new Uint8Array(V2_MAX_LENGTH);
@@ -111,14 +113,6 @@ export async function readProxyHeader(
     }
   } finally {
     clearTimeout(timer);
-  }
-}
-
-function _closeQuietly(conn: Deno.Conn): void {
-  try {
-    conn.close();
-  } catch {
-    // Already closed.
   }
 }
 

@@ -19,9 +19,8 @@ import {
   readFrames,
   WINDOW,
 } from "../shared/channel.ts";
-import { getLog } from "../shared/log.ts";
 import type { FromWorker } from "../shared/messages.ts";
-import { OUTPUT_LIMIT, OutputGuard, outputStrategy } from "./output_guard.ts";
+import { OutputGuard, outputStrategy } from "./output_guard.ts";
 import { CLOSED, type HandledConnection, runHandler } from "./run_handler.ts";
 
 /** Sends a message to the main thread, transferring the listed buffers. */
@@ -143,7 +142,7 @@ class WorkerConnection implements HandledConnection {
       close: () => this.#end(Frame.END),
       abort: () => this.#end(Frame.ABORT),
     }, outputStrategy());
-    this.#guard = new OutputGuard(writable, (queued) => this.#overflow(queued));
+    this.#guard = new OutputGuard(writable, id, () => this.#overflow());
     const signal = () => this.#signal();
     this.view = {
       id,
@@ -254,13 +253,8 @@ class WorkerConnection implements HandledConnection {
     }
   }
 
-  #overflow(queued: number): void {
+  #overflow(): void {
     if (this.#closed || this.#ended) return;
-    getLog().warning(
-      "Connection {id}: handler queued more than {limit} MiB of output the client has not taken " +
-        "({queued} B; it does not wait for its writes); closing",
-      { id: this.id, limit: OUTPUT_LIMIT / 1024 / 1024, queued },
-    );
     this.#ended = true;
     this.#writer.control(Frame.ABORT, this.id, ABORT_OUTPUT_OVERFLOW);
     this.closeFromOutside();

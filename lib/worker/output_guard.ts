@@ -14,6 +14,8 @@
  * @module
  */
 
+import { getLog } from "../shared/log.ts";
+
 /** Most bytes a connection's handler may have queued and not yet sent, by default. */
 export const OUTPUT_LIMIT: number = 16 * 1024 * 1024;
 
@@ -26,21 +28,26 @@ export function outputStrategy(): QueuingStrategy<Uint8Array> {
 export class OutputGuard {
   #writable: WritableStream<Uint8Array>;
   #writer: WritableStreamDefaultWriter<Uint8Array> | undefined;
+  #id: number;
   #limit: number;
-  #onOverflow: (queued: number) => void;
+  #onOverflow: () => void;
+  #overflowed = false;
 
   /**
    * @param writable The connection's writable, created with {@linkcode outputStrategy}.
-   * @param onOverflow Called (once per offending write) when a write would take the queue past
-   *   `limit`; it should close the connection.
+   * @param id The connection's id, for the log.
+   * @param onOverflow Called once, after the warning is logged, when a write would take the queue
+   *   past `limit`; it closes the connection (counted as `output-overflow`).
    * @param limit Most queued bytes.
    */
   constructor(
     writable: WritableStream<Uint8Array>,
-    onOverflow: (queued: number) => void,
+    id: number,
+    onOverflow: () => void,
     limit: number = OUTPUT_LIMIT,
   ) {
     this.#writable = writable;
+    this.#id = id;
     this.#onOverflow = onOverflow;
     this.#limit = limit;
     const getWriter = writable.getWriter.bind(writable);
@@ -80,12 +87,25 @@ export class OutputGuard {
     const write = writer.write.bind(writer);
     const limit = this.#limit;
     writer.write = (chunk?: Uint8Array): Promise<void> => {
-      const size = chunk?.byteLength ?? 0;
-      // desiredSize is 1 minus the bytes queued (in flight included); null once errored.
-      const queued = 1 - (writer.desiredSize ?? 1) + size;
-      if (queued > limit) this.#onOverflow(queued);
+      // desiredSize is 1 minus the bytes queued (in flight included); null once the stream has
+      // errored (the connection is closed already, and the write rejects by itself).
+      const desired = writer.desiredSize;
+      if (desired !== null && 1 - desired + (chunk?.byteLength ?? 0) > limit) {
+        this.#overflow(1 - desired + (chunk?.byteLength ?? 0));
+      }
       return write(chunk);
     };
     return writer;
+  }
+
+  #overflow(queued: number): void {
+    if (this.#overflowed) return;
+    this.#overflowed = true;
+    getLog().warning(
+      "Connection {id}: handler queued more than {limit} MiB of output the client has not taken " +
+        "({queued} B; it does not wait for its writes); closing",
+      { id: this.#id, limit: this.#limit / 1024 / 1024, queued },
+    );
+    this.#onOverflow();
   }
 }

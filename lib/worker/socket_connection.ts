@@ -22,9 +22,8 @@
 import type { Connection } from "../handlers/handler.ts";
 import type { CloseReason } from "../shared/close_reason.ts";
 import { Counter, type SlotCounters } from "../shared/counters.ts";
-import { getLog } from "../shared/log.ts";
 import type { TimedConnection } from "../shared/timeouts.ts";
-import { OUTPUT_LIMIT, OutputGuard, outputStrategy } from "./output_guard.ts";
+import { OutputGuard, outputStrategy } from "./output_guard.ts";
 import { CLOSED, type HandledConnection } from "./run_handler.ts";
 
 const MIN_READ = 1024;
@@ -120,7 +119,7 @@ export class SocketConnection implements HandledConnection, TimedConnection {
       close: () => this.#endOutput(),
       abort: () => this.close("handler-error"),
     }, outputStrategy());
-    this.#guard = new OutputGuard(writable, (queued) => this.#overflow(queued));
+    this.#guard = new OutputGuard(writable, id, () => this.close("output-overflow"));
     const signal = () => this.#signal();
     this.view = {
       id,
@@ -306,16 +305,6 @@ export class SocketConnection implements HandledConnection, TimedConnection {
       // Reset, or closed by the linger timer.
     }
     this.close("done");
-  }
-
-  #overflow(queued: number): void {
-    if (this.#closed) return;
-    getLog().warning(
-      "Connection {id}: handler queued more than {limit} MiB of output the client has not taken " +
-        "({queued} B; it does not wait for its writes); closing",
-      { id: this.id, limit: OUTPUT_LIMIT / 1024 / 1024, queued },
-    );
-    this.close("output-overflow");
   }
 
   #signal(): AbortSignal {
