@@ -28,6 +28,8 @@ import { getLog, printError, printOut, setupLogging } from "./lib/shared/log.ts"
 const EXIT_USAGE = 2;
 /** Exit code when the server cannot run: address unusable, a permission missing. */
 const EXIT_CANNOT_RUN = 1;
+/** Exit code when the drain's deadline cut connections that had input or output pending. */
+const EXIT_CUT = 3;
 /**
  * A second SIGINT/SIGTERM this soon after the first is the same request delivered twice, not a
  * person insisting: a deliberate second Ctrl-C takes longer than this.
@@ -160,9 +162,20 @@ async function main(): Promise<void> {
     }
     signalledAt = performance.now();
     log.info("{signal} received: stopping (send it again to exit at once)", { signal });
-    server.shutdown(config.shutdownTimeout).then(async () => {
+    server.shutdown(config.shutdownTimeout).then(async ({ finished, idle, cut }) => {
       await metrics?.shutdown();
-      log.info("Stopped");
+      if (cut > 0) {
+        log.warning(
+          "Stopped: {cut} connection(s) cut at --shutdown-timeout with input or output pending " +
+            "(reset), {finished} finished, {idle} idle closed",
+          { cut, finished, idle },
+        );
+        Deno.exit(EXIT_CUT);
+      }
+      log.info("Stopped: {finished} connection(s) finished, {idle} idle closed, none cut", {
+        finished,
+        idle,
+      });
       Deno.exit(0);
     });
   };

@@ -26,5 +26,14 @@ export const V8_FLAGS = "--v8-flags=--heap-growing-percent=50";
  */
 export const UNSTABLE_FLAGS = "--unstable-net";
 
+/**
+ * `--allow-ffi`: the one native call the server makes. At `--shutdown-timeout` (and on write
+ * timeouts) a connection with output still pending must be reset, not closed with a FIN that
+ * makes a short echo look complete; Deno 2.9.6 cannot set `SO_LINGER`, so
+ * `lib/shared/socket_reset.ts` calls libc's `setsockopt` through `Deno.dlopen`. Without the
+ * permission the server still runs, and such a connection may end in a FIN.
+ */
+export const FFI_PERMISSION = "--allow-ffi";
+
 /** Every runtime flag, in the order `deno run` and `deno compile` take them. */
-export const LAUNCH_FLAGS: readonly string[] = [UNSTABLE_FLAGS, V8_FLAGS];
+export const LAUNCH_FLAGS: readonly string[] = [UNSTABLE_FLAGS, FFI_PERMISSION, V8_FLAGS];

@@ -223,7 +223,7 @@ test("idle timeout: not closed before the deadline, then closed, socket really r
   assert.equal(fds, fdsBefore, "descriptor leaked");
 });
 
-test("drain: on SIGTERM 1,000 connections mid-echo get every byte they sent, exit 0", async (dispatch) => {
+test("drain: on SIGTERM 1,000 connections keep being served until they finish, exit 0", async (dispatch) => {
   await using server = await startServer([...base(dispatch), "--shutdown-timeout", "10"]);
   using conns = await connectMany(server.port, 1000);
   let stop = false;
@@ -236,17 +236,21 @@ test("drain: on SIGTERM 1,000 connections mid-echo get every byte they sent, exi
       sent += message.length;
       await delay(5);
     }
+    // Done: half-close, and the server ends the connection once the echo is out.
+    await conn.closeWrite();
     const echoed = await reading;
     return { sent, echoed: echoed.length, exact: echoed.every((b, j) => b === message[j % 512]) };
   });
   await delay(1000);
-  const stopping = server.stop("SIGTERM");
+  server.process.kill("SIGTERM");
+  await server.waitForLog(/SIGTERM received/);
+  // The clients go on sending for a while after the signal: the server still reads and echoes.
+  await delay(500);
   stop = true;
-  const status = await stopping;
   const outcomes = await Promise.all(results);
-  assert.equal(status.code, 0);
-  // Every connection finished by itself: none was cut at the deadline.
-  assert.doesNotMatch(server.log(), /Shutdown timeout/);
+  const status = await server.stop("SIGTERM");
+  assert.equal(status.code, 0, server.log());
+  assert.match(server.log(), /Stopped: 1000 connection\(s\) finished, 0 idle closed, none cut/);
   const short = outcomes.filter((o) => o.echoed !== o.sent || !o.exact);
   assert.equal(
     short.length,
@@ -255,18 +259,54 @@ test("drain: on SIGTERM 1,000 connections mid-echo get every byte they sent, exi
   );
 });
 
-test("drain: past --shutdown-timeout the rest are closed and the exit still comes", async (dispatch) => {
+test("drain: clients slow to read when the signal comes still get their whole echo", async (dispatch) => {
+  await using server = await startServer([...base(dispatch), "--shutdown-timeout", "10"]);
+  using conns = await connectMany(server.port, 50);
+  // Each sends 2 MiB and reads none of it yet: most of the echo waits in the server and in
+  // the kernel's buffers when the signal comes.
+  const payloads = conns.map((_, i) => pattern(2 * 1024 * 1024, i));
+  const sending = conns.map((conn, i) => writeAll(conn, payloads[i]!));
+  await delay(300);
+  server.process.kill("SIGTERM");
+  await server.waitForLog(/SIGTERM received/);
+  await delay(1000);
+  const echoes = conns.map((conn) => readBytes(conn, Infinity));
+  await Promise.all(sending);
+  await Promise.all(conns.map((conn) => conn.closeWrite()));
+  const echoed = await Promise.all(echoes);
+  const status = await server.stop("SIGTERM");
+  assert.equal(status.code, 0, server.log());
+  for (const [i, bytes] of echoed.entries()) {
+    assert.equal(bytes.length, payloads[i]!.length, `connection ${i}`);
+    assert.ok(bytes.every((b, j) => b === payloads[i]![j]), `connection ${i} echo differs`);
+  }
+});
+
+test("drain: at --shutdown-timeout a connection with output pending is reset, exit 3", async (dispatch) => {
   await using server = await startServer([...base(dispatch), "--shutdown-timeout", "1"]);
   using stuck = await connect(server.port);
-  const sending = writeAll(stuck, pattern(32 * 1024 * 1024, 3)).catch(() => {});
+  using quiet = await connect(server.port);
+  // Sends far more than the kernel's buffers hold and never reads its echo.
+  let writeError: unknown;
+  const sending = writeAll(stuck, pattern(64 * 1024 * 1024, 3)).catch((e) => writeError = e);
   await delay(500);
   const status = await server.stop("SIGTERM");
-  assert.equal(status.code, 0);
-  // The connection that never finished was closed at the deadline, and the exit followed.
-  assert.match(server.log(), /Shutdown timeout: closing 1 connection\(s\) still open/);
-  assert.match(server.log(), /Stopped/);
-  stuck.close();
   await sending;
+  let readError: unknown;
+  let got = 0;
+  try {
+    got = (await readBytes(stuck, Infinity)).length;
+  } catch (error) {
+    readError = error;
+  }
+  // The client learns that its echo was cut: a reset on its write or its read, never an echo
+  // that ends in a FIN as if it were complete.
+  const reset = [writeError, readError].some((e) => e instanceof Deno.errors.ConnectionReset);
+  assert.ok(reset, `no reset seen (read ${got} B, then EOF)`);
+  assert.equal(status.code, 3, server.log());
+  assert.match(server.log(), /Stopped: 1 connection\(s\) cut at --shutdown-timeout/);
+  // The quiet client had nothing pending: closed with a FIN, not counted as cut.
+  assert.equal((await readBytes(quiet, Infinity)).length, 0);
 });
 
 test("drain: a second signal exits at once", async (dispatch) => {

@@ -474,7 +474,9 @@ bothModes(
       dispatch === "main" ? /^echoserver\.main$/ : /^echoserver\.worker-[12]$/,
     );
     assert.equal(typeof opened.properties.id, "number");
-    assert.ok(records.some((r) => r.message === "Stopped" && r.logger === "echoserver.main"));
+    assert.ok(
+      records.some((r) => r.message.startsWith("Stopped:") && r.logger === "echoserver.main"),
+    );
   },
 );
 

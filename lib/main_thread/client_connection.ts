@@ -6,9 +6,16 @@
  *
  * Flow control: at most `WINDOW` bytes read from the socket may wait unacknowledged in the
  * worker; past that the read loop pauses, so a client whose echo is not being read (a slow
- * reader) stops being read from, and memory stays bounded. The socket is read with `read()`
- * loops, not `conn.readable`, because the latter closes the whole socket at the peer's EOF and
- * the half-closed client would lose its echo.
+ * reader) stops being read from, and memory stays bounded. Past the thread's buffer budget
+ * (`--max-buffered`) heavy connections pause too. A paused connection gives its read buffer
+ * back, and what it holds is held in buffers of its own size (a chunk that would keep a much
+ * larger buffer alive is copied), so a slow reader costs what it really holds.
+ *
+ * The socket is read with `read()` loops, not `conn.readable`, because the latter closes the
+ * whole socket at the peer's EOF and the half-closed client would lose its echo.
+ *
+ * A connection closed with input or output still pending (by a timeout, the shutdown deadline,
+ * a handler error) is reset, not closed with a FIN: a short answer must not look complete.
  *
  * @module
  */
@@ -21,8 +28,10 @@ import {
   Frame,
   WINDOW,
 } from "../shared/channel.ts";
+import type { BufferBudget } from "../shared/buffer_budget.ts";
 import type { CloseReason } from "../shared/close_reason.ts";
 import { Counter, type SlotCounters } from "../shared/counters.ts";
+import { resetAndClose } from "../shared/socket_reset.ts";
 import type { TimedConnection } from "../shared/timeouts.ts";
 import { BufferPool } from "./buffer_pool.ts";
 import type { WorkerLink } from "./worker_pool.ts";
@@ -36,6 +45,8 @@ export interface ClientConnectionOptions {
   counters: SlotCounters;
   /** Called once when the connection has closed. */
   onClose: CloseListener;
+  /** The main thread's budget for bytes held for clients. */
+  budget: BufferBudget;
   /** The client's address as a PROXY header gave it; the socket's peer otherwise. */
   remoteAddr?: Deno.NetAddr | undefined;
   /** Bytes already read past a PROXY header, delivered first. */
@@ -77,13 +88,20 @@ export class ClientConnection implements TimedConnection {
   bytesIn = 0;
   /** Bytes written to the client. */
   bytesOut = 0;
+  /** Closed with input or output still pending (and so reset, where Deno lets us). */
+  cut = false;
 
   #conn: Deno.TcpConn;
   #counters: SlotCounters;
   #onClose: CloseListener;
-  #buffer = new Uint8Array(MIN_READ);
+  #budget: BufferBudget;
+  /** The read buffer; given back while reading is paused. */
+  #buffer: Uint8Array<ArrayBuffer> | undefined;
+  #readSize = MIN_READ;
   /** Bytes sent to the worker and not yet acknowledged. */
   #inFlight = 0;
+  /** Bytes in `#writeQueue`. */
+  #queuedOut = 0;
   #resumeRead: (() => void) | undefined;
   #writeQueue: Uint8Array[] = [];
   /** For each chunk of `#writeQueue`: whether its buffer is ours to recycle once written. */
@@ -119,6 +137,7 @@ export class ClientConnection implements TimedConnection {
     this.link = link;
     this.#counters = options.counters;
     this.#onClose = options.onClose;
+    this.#budget = options.budget;
     this.remoteAddr = displayAddr(options.remoteAddr ?? conn.remoteAddr);
     this.#initial = options.initial;
   }
@@ -135,6 +154,7 @@ export class ClientConnection implements TimedConnection {
     if (this.#initial !== undefined && this.#initial.length > 0) {
       this.link.writer.data(this.id, this.#initial);
       this.#inFlight += this.#initial.length;
+      this.#budget.take(this.#initial.length);
       this.bytesIn += this.#initial.length;
       this.#counters.add(Counter.bytesIn, this.#initial.length);
     }
@@ -148,6 +168,17 @@ export class ClientConnection implements TimedConnection {
   }
 
   /**
+   * Whether closing now would lose something: output not yet taken by the socket, or reading
+   * paused (the worker holds a window of unconsumed input, or the budget is spent, and the
+   * kernel may hold more). Unacknowledged input alone does not count: the worker acknowledges
+   * in steps of `ACK_THRESHOLD`, so up to that much of it is usually consumed already, and
+   * resetting would destroy an echo that the kernel still holds for the client.
+   */
+  get pending(): boolean {
+    return this.#writeQueue.length > 0 || this.#resumeRead !== undefined;
+  }
+
+  /**
    * The worker's output for this connection: queue it for the socket.
    *
    * @param bytes The bytes.
@@ -155,6 +186,13 @@ export class ClientConnection implements TimedConnection {
    */
   receive(bytes: Uint8Array, owned = false): void {
     if (this.#closed || this.#ending) return;
+    // A chunk that will wait views a batch that may carry other connections' bytes too: keep a
+    // copy of its own size instead of the whole batch.
+    if (!owned && this.#writing && bytes.byteLength * 2 < bytes.buffer.byteLength) {
+      bytes = bytes.slice();
+    }
+    this.#queuedOut += bytes.length;
+    this.#budget.take(bytes.length);
     this.#writeQueue.push(bytes);
     this.#writeOwned.push(owned);
     if (!this.#writing) this.#writeLoop();
@@ -163,6 +201,7 @@ export class ClientConnection implements TimedConnection {
   /** The worker consumed `bytes` more of this connection's input. */
   acknowledge(bytes: number): void {
     this.#inFlight -= bytes;
+    this.#budget.give(bytes);
     if (this.#inFlight < WINDOW) this.#wakeReader();
   }
 
@@ -176,23 +215,13 @@ export class ClientConnection implements TimedConnection {
   }
 
   /**
-   * Stops passing input to the worker and tells it the input has ended, as if the client had
-   * half-closed: what was already received is still served. Used by the graceful shutdown.
-   */
-  stopInput(): void {
-    if (this.#closed || this.#inputStopped) return;
-    this.#inputStopped = true;
-    if (!this.#readDone) this.link.writer.control(Frame.EOF, this.id);
-    this.#wakeReader();
-  }
-
-  /**
-   * Closes the connection now, dropping unsent output.
+   * Closes the connection now, dropping unsent output; with a reset if anything was pending.
    *
    * @param reason Why, for the close listener.
    */
   close(reason: CloseReason): void {
     if (this.#closed) return;
+    this.cut = reason !== "done" && this.pending;
     this.#closed = true;
     clearTimeout(this.#lingerTimer);
     // Tell the worker unless it is the one that ended the connection, or is gone.
@@ -204,24 +233,37 @@ export class ClientConnection implements TimedConnection {
     }
     this.#writeQueue = [];
     this.#writeOwned = [];
+    this.#budget.give(this.#inFlight + this.#queuedOut);
+    this.#inFlight = 0;
+    this.#queuedOut = 0;
     this.#wakeReader();
-    try {
-      this.#conn.close();
-    } catch {
-      // Already closed.
+    if (this.cut) {
+      if (resetAndClose(this.#conn)) this.#counters.add(Counter.resets);
+    } else {
+      try {
+        this.#conn.close();
+      } catch {
+        // Already closed.
+      }
     }
     this.#onClose(this, reason);
   }
 
   async #readLoop(): Promise<void> {
     while (!this.#closed) {
-      if (this.#inFlight >= WINDOW && !this.#inputStopped) {
-        await new Promise<void>((resolve) => this.#resumeRead = resolve);
+      const overBudget = this.#budget.mustPause(this.#inFlight + this.#queuedOut);
+      if ((this.#inFlight >= WINDOW || overBudget) && !this.#inputStopped) {
+        this.#releaseBuffer();
+        await new Promise<void>((resolve) => {
+          this.#resumeRead = resolve;
+          if (overBudget) this.#budget.onRelief(() => this.#wakeReader());
+        });
         continue;
       }
+      const buffer = this.#buffer ??= newReadBuffer(this.#readSize);
       let n: number | null;
       try {
-        n = await this.#conn.read(this.#buffer);
+        n = await this.#conn.read(buffer);
       } catch {
         n = -1;
       }
@@ -239,29 +281,26 @@ export class ClientConnection implements TimedConnection {
       this.active = true;
       this.bytesIn += n;
       this.#counters.add(Counter.bytesIn, n);
-      if (this.#inputStopped) continue; // draining: read and drop
+      if (this.#inputStopped) continue; // the handler has ended: read and drop
       this.#inFlight += n;
-      if (n >= ATTACH_THRESHOLD) {
-        // Bulk: hand the read buffer itself to the worker (no copy) and read into a new one.
-        const size = this.#nextReadSize(n);
-        this.link.writer.attach(this.id, this.#buffer.buffer as ArrayBuffer, n);
-        this.#buffer = newReadBuffer(size);
+      this.#budget.take(n);
+      this.#readSize = nextReadSize(buffer.length, n);
+      if (n >= ATTACH_THRESHOLD && n * 2 >= buffer.length) {
+        // Bulk: hand the read buffer itself to the worker (no copy): at most twice the bytes
+        // it carries. The next read gets a buffer of its own.
+        this.link.writer.attach(this.id, buffer.buffer, n);
+        this.#buffer = undefined;
       } else {
-        this.link.writer.data(this.id, this.#buffer.subarray(0, n));
-        const size = this.#nextReadSize(n);
-        if (size !== this.#buffer.length) this.#buffer = newReadBuffer(size);
+        this.link.writer.data(this.id, buffer.subarray(0, n)); // copied into the batch
+        if (this.#readSize !== buffer.length) this.#buffer = undefined;
       }
     }
   }
 
-  /** The read size after a read of `n` bytes: doubled while reads fill the buffer, halved while
-   * they use an eighth of it, so idle connections cost 1 KiB each and bulk ones read 64 KiB at a
-   * time. */
-  #nextReadSize(n: number): number {
-    const size = this.#buffer.length;
-    if (n === size && size < MAX_READ) return size * 2;
-    if (n <= size / 8 && size > MIN_READ) return size / 2;
-    return size;
+  /** While paused, a connection holds no read buffer; a full-size one goes back to the pool. */
+  #releaseBuffer(): void {
+    if (this.#buffer?.length === MAX_READ) bulkBuffers.give(this.#buffer.buffer);
+    this.#buffer = undefined;
   }
 
   async #writeLoop(): Promise<void> {
@@ -279,6 +318,8 @@ export class ClientConnection implements TimedConnection {
         break;
       }
       this.#writeQueue.shift();
+      this.#queuedOut -= chunk.length;
+      this.#budget.give(chunk.length);
       if (this.#writeOwned.shift()) bulkBuffers.give(chunk.buffer as ArrayBuffer);
       this.active = true;
       this.bytesOut += chunk.length;
@@ -315,6 +356,17 @@ export class ClientConnection implements TimedConnection {
     this.#resumeRead = undefined;
     resume?.();
   }
+}
+
+/**
+ * The read size after a read of `n` bytes into `size`: doubled while reads fill the buffer,
+ * halved while they use an eighth of it, so idle connections cost 1 KiB each and bulk ones read
+ * 64 KiB at a time.
+ */
+function nextReadSize(size: number, n: number): number {
+  if (n === size && size < MAX_READ) return size * 2;
+  if (n <= size / 8 && size > MIN_READ) return size / 2;
+  return size;
 }
 
 /** A read buffer of `size` bytes; full-size ones are reused bulk buffers when there are any. */

@@ -27,6 +27,16 @@ export interface Config {
   idleTimeout: number;
   /** Most connections served at once; the ones past it are closed on accept. */
   maxConnections: number;
+  /**
+   * Most connections open at once from one client address (the PROXY header's source when
+   * `proxyProtocol` is on); 0 = no limit.
+   */
+  maxConnectionsPerIp: number;
+  /**
+   * Most bytes held for clients (input not yet consumed by handlers, output not yet taken by
+   * sockets), server-wide; past it the heaviest connections stop being read.
+   */
+  maxBuffered: number;
   /** Seconds that SIGINT/SIGTERM lets open connections drain before they are closed. */
   shutdownTimeout: number;
   /** Seconds a client may leave its pending echo wholly unread before it is disconnected; 0 = never. */
@@ -124,6 +134,11 @@ Options:
                                        own socket I/O: scales with cores (Linux only)
       --idle-timeout <s>     close a connection idle this many seconds; default 300; 0 = never
       --max-connections <n>  default 10000; beyond it new connections are closed at once
+      --max-connections-per-ip <n>
+                             most open connections from one address (the PROXY header's
+                             client with --proxy-protocol); default 0 = no limit
+      --max-buffered <MiB>   bytes held for clients, server-wide, before the heaviest
+                             connections stop being read; default 64
       --shutdown-timeout <s> on SIGINT/SIGTERM, how long to let connections drain; default 10
       --write-timeout <s>    disconnect a client that reads none of its echo this long; default 30;
                              0 = never
@@ -140,7 +155,8 @@ Options:
   -V, --version              print the version
 
 Exit status:
-  0    stopped on SIGINT/SIGTERM after draining
+  0    stopped on SIGINT/SIGTERM after draining: no connection was cut
+  3    stopped, but --shutdown-timeout cut connections with input or output pending
   1    cannot run: the address is in use or invalid, or a permission is missing
   2    bad command line, or a handler that cannot be loaded
   130  a second SIGINT (143: SIGTERM) cut the drain short
@@ -154,6 +170,8 @@ const OPTIONS = {
   dispatch: { type: "string" },
   "idle-timeout": { type: "string" },
   "max-connections": { type: "string" },
+  "max-connections-per-ip": { type: "string" },
+  "max-buffered": { type: "string" },
   "shutdown-timeout": { type: "string" },
   "write-timeout": { type: "string" },
   "metrics-port": { type: "string" },
@@ -233,6 +251,15 @@ export function parseCommandLine(args: readonly string[], options: ParseOptions)
       dispatch: dispatch as DispatchMode,
       idleTimeout: _seconds("--idle-timeout", values["idle-timeout"], 300, 0),
       maxConnections: _integer("--max-connections", values["max-connections"], 10000, 1, 1e7),
+      maxConnectionsPerIp: _integer(
+        "--max-connections-per-ip",
+        values["max-connections-per-ip"],
+        0,
+        0,
+        1e7,
+      ),
+      maxBuffered: _integer("--max-buffered", values["max-buffered"], 64, 1, 1024 * 1024) *
+        1024 * 1024,
       shutdownTimeout: _seconds("--shutdown-timeout", values["shutdown-timeout"], 10, 0),
       writeTimeout: _seconds("--write-timeout", values["write-timeout"], 30, 0),
       metricsPort: values["metrics-port"] === undefined

@@ -13,10 +13,12 @@
  * @module
  */
 
+import { AddressLimit } from "../shared/address_limit.ts";
+import type { DrainResult } from "../shared/connection_set.ts";
 import { ServerCounters } from "../shared/counters.ts";
 import { getLog } from "../shared/log.ts";
 import { listenTcp } from "./listen.ts";
-import type { Server, ServerConfig, ServerSnapshot } from "./server.ts";
+import type { DrainReport, Server, ServerConfig, ServerSnapshot } from "./server.ts";
 import { readyTimeout, workerInit } from "./worker_init.ts";
 import { type WorkerFactory, type WorkerLink, WorkerPool } from "./worker_pool.ts";
 
@@ -48,7 +50,8 @@ export class KernelDispatch implements Server {
   #counters: ServerCounters;
   #pool: WorkerPool | undefined;
   #stopping = false;
-  #drainWaiters = new Map<WorkerLink, () => void>();
+  #drainWaiters = new Map<WorkerLink, (result?: DrainResult) => void>();
+  #perAddress: AddressLimit | undefined;
   #log = getLog();
 
   /**
@@ -59,6 +62,9 @@ export class KernelDispatch implements Server {
     this.#config = config;
     this.#spawn = spawn;
     this.#counters = ServerCounters.create(config.workers);
+    this.#perAddress = config.maxConnectionsPerIp > 0
+      ? AddressLimit.create(config.maxConnectionsPerIp, config.workers)
+      : undefined;
   }
 
   /**
@@ -101,13 +107,16 @@ export class KernelDispatch implements Server {
           counters: this.#counters.buffer,
           workers: config.workers,
           maxConnections: config.maxConnections,
+          maxConnectionsPerIp: config.maxConnectionsPerIp,
+          perAddress: this.#perAddress?.buffer,
+          maxBuffered: Math.ceil(config.maxBuffered / config.workers),
           idleTimeout: config.idleTimeout,
           writeTimeout: config.writeTimeout,
           proxyProtocol: config.proxyProtocol,
         }),
       spawnOptions: { youngGenerationMb: YOUNG_GENERATION_MB },
       onLost: (link) => this.#lost(link),
-      onDrained: (link) => this.#drainWaiters.get(link)?.(),
+      onDrained: (link, result) => this.#drainWaiters.get(link)?.(result),
     });
     this.#pool = pool;
     try {
@@ -125,9 +134,12 @@ export class KernelDispatch implements Server {
    * seconds, waits for their reports, then stops the workers.
    *
    * @param timeout Seconds to wait for connections to finish.
+   * @returns How the connections ended, summed over the workers. A worker that never reports
+   *   (stuck in a handler) has its open connections counted as cut.
    */
-  async shutdown(timeout: number): Promise<void> {
-    if (this.#stopping || this.#pool === undefined) return;
+  async shutdown(timeout: number): Promise<DrainReport> {
+    const report: DrainReport = { finished: 0, idle: 0, cut: 0 };
+    if (this.#stopping || this.#pool === undefined) return report;
     this.#stopping = true;
     const pool = this.#pool;
     pool.stopReplacing();
@@ -140,7 +152,15 @@ export class KernelDispatch implements Server {
     }
     const reports = pool.links.map((link) =>
       new Promise<void>((resolve) => {
-        this.#drainWaiters.set(link, resolve);
+        this.#drainWaiters.set(link, (result) => {
+          this.#drainWaiters.delete(link);
+          if (result !== undefined) {
+            report.finished += result.finished;
+            report.idle += result.idle;
+            report.cut += result.cut;
+          }
+          resolve();
+        });
         link.post({ type: "drain", timeout });
       })
     );
@@ -151,13 +171,17 @@ export class KernelDispatch implements Server {
     });
     await Promise.race([Promise.all(reports), giveUp]);
     clearTimeout(timer);
+    // What the silent workers still hold is cut when they are terminated.
+    if (this.#drainWaiters.size > 0) report.cut += this.#counters.open;
     pool.close();
+    return report;
   }
 
   #lost(link: WorkerLink): void {
     // The dead worker's sockets closed with it (connections still waiting in its accept queue
     // were reset by the kernel): count them as lost and free their places in the limit.
     this.#counters.workerLost(link.slot);
+    this.#perAddress?.clearSlot(link.slot);
     this.#drainWaiters.get(link)?.();
   }
 }

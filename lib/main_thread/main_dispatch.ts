@@ -8,8 +8,10 @@
  * @module
  */
 
-import { closeQuietly, formatAddr, remoteText } from "../shared/address.ts";
+import { closeQuietly, displayAddr, formatAddr, remoteText } from "../shared/address.ts";
 import { acceptLoop } from "../shared/accept_loop.ts";
+import { AddressLimit } from "../shared/address_limit.ts";
+import { BufferBudget } from "../shared/buffer_budget.ts";
 import { ConnectionSet } from "../shared/connection_set.ts";
 import { ABORT_OUTPUT_OVERFLOW, Frame, readFrames } from "../shared/channel.ts";
 import type { CloseReason } from "../shared/close_reason.ts";
@@ -19,12 +21,9 @@ import { RateLimitedLog } from "../shared/rate_limited_log.ts";
 import { readProxyHeader } from "../shared/proxy_protocol.ts";
 import { ClientConnection } from "./client_connection.ts";
 import { listenTcp } from "./listen.ts";
-import type { Server, ServerConfig, ServerSnapshot } from "./server.ts";
+import type { DrainReport, Server, ServerConfig, ServerSnapshot } from "./server.ts";
 import { readyTimeout, workerInit } from "./worker_init.ts";
 import { type WorkerFactory, type WorkerLink, WorkerPool } from "./worker_pool.ts";
-
-/** How long, after a shutdown signal, bytes already on their way are still taken in. */
-const DRAIN_GRACE_MS = 200;
 
 /**
  * The server in `main` dispatch.
@@ -47,6 +46,8 @@ export class MainDispatch implements Server {
   #stopping = false;
   #acceptLoopDone: Promise<void> = Promise.resolve();
   #awaitingHeader = 0;
+  #budget: BufferBudget;
+  #perAddress: AddressLimit | undefined;
   #log = getLog();
   #rejections = new RateLimitedLog(this.#log);
 
@@ -57,6 +58,11 @@ export class MainDispatch implements Server {
   constructor(config: ServerConfig, spawn: WorkerFactory) {
     this.#config = config;
     this.#counters = ServerCounters.create(config.workers);
+    const main = this.#counters.main;
+    this.#budget = new BufferBudget(config.maxBuffered, (used) => main.set(Counter.buffered, used));
+    this.#perAddress = config.maxConnectionsPerIp > 0
+      ? AddressLimit.create(config.maxConnectionsPerIp, 1)
+      : undefined;
     this.#pool = new WorkerPool({
       size: config.workers,
       readyTimeout: readyTimeout(config),
@@ -108,34 +114,27 @@ export class MainDispatch implements Server {
   }
 
   /**
-   * Stops accepting, lets each connection finish what it was sent, and closes those still open
-   * after `timeout` seconds. Then stops the workers.
+   * Stops accepting, keeps serving open connections until each finishes or `timeout` seconds
+   * pass, closes the rest (resetting those with input or output pending), then stops the
+   * workers.
    *
    * @param timeout Seconds to wait for connections to finish.
+   * @returns How the connections ended.
    */
-  async shutdown(timeout: number): Promise<void> {
-    if (this.#stopping) return;
+  async shutdown(timeout: number): Promise<DrainReport> {
+    if (this.#stopping) return { finished: 0, idle: 0, cut: 0 };
     this.#stopping = true;
-    this.#connections.stopSweeps();
     if (this.#listener !== undefined) closeQuietly(this.#listener);
     await this.#acceptLoopDone;
-    const deadline = performance.now() + timeout * 1000;
     if (this.#connections.size > 0) {
       this.#log.info("Shutting down: draining {count} connection(s), up to {timeout} s", {
         count: this.#connections.size,
         timeout,
       });
-      await this.#connections.waitForEmpty(Math.min(DRAIN_GRACE_MS, timeout * 1000));
-      for (const connection of this.#connections.values()) connection.stopInput();
-      await this.#connections.waitForEmpty(deadline - performance.now());
-      if (this.#connections.size > 0) {
-        this.#log.warning("Shutdown timeout: closing {count} connection(s) still open", {
-          count: this.#connections.size,
-        });
-        this.#closeAll("shutdown");
-      }
     }
+    const report = await this.#connections.drain(timeout * 1000);
     this.#pool.close();
+    return report;
   }
 
   #admit(conn: Deno.TcpConn): void {
@@ -152,7 +151,22 @@ export class MainDispatch implements Server {
       return;
     }
     if (this.#config.proxyProtocol) this.#admitProxied(conn, link);
-    else this.#serve(conn, link);
+    else if (this.#admitAddress(conn, displayAddr(conn.remoteAddr))) this.#serve(conn, link);
+  }
+
+  /**
+   * Counts the connection against `--max-connections-per-ip`; closes it if its address is at
+   * the limit. The count is released in `#closed`, by the connection's `remoteAddr`.
+   */
+  #admitAddress(conn: Deno.TcpConn, client: Deno.NetAddr): boolean {
+    if (this.#perAddress === undefined || this.#perAddress.tryOpen(0, client.hostname)) return true;
+    this.#counters.main.add(Counter.perAddressRejected);
+    this.#log.debug("Connection from {addr} rejected: {limit} open from that address", {
+      addr: formatAddr(client.hostname, client.port),
+      limit: this.#perAddress.limit,
+    });
+    closeQuietly(conn);
+    return false;
   }
 
   /** Reads the PROXY header, then serves the connection as coming from the client it names. */
@@ -165,10 +179,9 @@ export class MainDispatch implements Server {
         closeQuietly(conn);
         return;
       }
-      this.#serve(conn, link, {
-        remoteAddr: header.command === "proxy" ? header.source : undefined,
-        initial: rest,
-      });
+      const source = header.command === "proxy" ? header.source : undefined;
+      if (!this.#admitAddress(conn, displayAddr(source ?? conn.remoteAddr))) return;
+      this.#serve(conn, link, { remoteAddr: source, initial: rest });
     } catch (error) {
       this.#counters.main.add(Counter.proxyRejected);
       closeQuietly(conn);
@@ -193,6 +206,7 @@ export class MainDispatch implements Server {
     const connection = new ClientConnection(id, conn, link, {
       ...options,
       counters: row,
+      budget: this.#budget,
       onClose: (c, reason) => this.#closed(c, reason),
     });
     this.#connections.add(connection);
@@ -208,6 +222,7 @@ export class MainDispatch implements Server {
 
   #closed(connection: ClientConnection, reason: CloseReason): void {
     this.#connections.delete(connection.id);
+    this.#perAddress?.release(0, connection.remoteAddr.hostname);
     this.#counters.slot(connection.link.slot).closed(reason);
     this.#log.debug("Connection {id} closed: {reason} ({bytesIn} B in, {bytesOut} B out)", {
       id: connection.id,

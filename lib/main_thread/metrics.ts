@@ -78,6 +78,24 @@ export function renderMetrics(snapshot: ServerSnapshot, build: BuildInfo): strin
     [["", counters.sum(Counter.rejected)]],
   );
   metric(
+    "connections_rejected_per_ip_total",
+    "counter",
+    "Connections closed on accept because their address had --max-connections-per-ip open.",
+    [["", counters.sum(Counter.perAddressRejected)]],
+  );
+  metric(
+    "buffered_bytes",
+    "gauge",
+    "Bytes held for clients now: input not yet consumed by handlers, output not yet taken by sockets.",
+    [["", counters.sum(Counter.buffered)]],
+  );
+  metric(
+    "connections_reset_total",
+    "counter",
+    "Connections the server closed with a reset (RST): input or output was still pending.",
+    [["", counters.sum(Counter.resets)]],
+  );
+  metric(
     "connections_closed_total",
     "counter",
     "Connections closed, by reason.",

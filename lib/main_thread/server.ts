@@ -6,6 +6,7 @@
  * @module
  */
 
+import type { DrainResult } from "../shared/connection_set.ts";
 import type { ServerCounters } from "../shared/counters.ts";
 import type { Config } from "./config.ts";
 import { KernelDispatch } from "./kernel_dispatch.ts";
@@ -20,6 +21,9 @@ export interface ServerSnapshot {
   workerRestarts: number;
 }
 
+/** How the connections open when a shutdown began ended (see {@linkcode DrainResult}). */
+export type DrainReport = DrainResult;
+
 /** Settings the server needs (a subset of {@linkcode Config}). */
 export type ServerConfig = Pick<
   Config,
@@ -30,6 +34,8 @@ export type ServerConfig = Pick<
   | "idleTimeout"
   | "writeTimeout"
   | "maxConnections"
+  | "maxConnectionsPerIp"
+  | "maxBuffered"
   | "logLevel"
   | "logFormat"
   | "handler"
@@ -46,12 +52,14 @@ export interface Server {
    */
   start(): Promise<Deno.NetAddr>;
   /**
-   * Stops accepting, lets open connections finish for up to `timeout` seconds, closes the
-   * rest, then stops the workers.
+   * Stops accepting, keeps serving open connections until they finish or `timeout` seconds
+   * pass, then closes the rest (resetting those with input or output pending) and stops the
+   * workers.
    *
    * @param timeout Seconds.
+   * @returns How the connections open at the signal ended.
    */
-  shutdown(timeout: number): Promise<void>;
+  shutdown(timeout: number): Promise<DrainReport>;
   /** Counters and gauges as of now. */
   snapshot(): ServerSnapshot;
 }

@@ -7,6 +7,7 @@
  * @module
  */
 
+import type { DrainResult } from "../shared/connection_set.ts";
 import { FrameWriter } from "../shared/channel.ts";
 import { getLog } from "../shared/log.ts";
 import { type FromWorker, isFromWorker, type ToWorker } from "../shared/messages.ts";
@@ -75,7 +76,7 @@ export interface WorkerPoolOptions {
   /** How each worker is created. */
   spawnOptions?: SpawnOptions;
   /** Called when a worker reports that its drain is over (`kernel` dispatch). */
-  onDrained?: (link: WorkerLink, cut: number) => void;
+  onDrained?: (link: WorkerLink, result: DrainResult) => void;
   /**
    * Milliseconds to wait before retrying a replacement that failed to start.
    * @default {1000}
@@ -255,7 +256,11 @@ export class WorkerPool {
         resolve();
         break;
       case "drained":
-        this.#options.onDrained?.(link, message.cut);
+        this.#options.onDrained?.(link, {
+          finished: message.finished,
+          idle: message.idle,
+          cut: message.cut,
+        });
         break;
       case "failed":
         if (link.ready) this.#lose(link, message.message);

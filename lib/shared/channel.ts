@@ -66,6 +66,14 @@ export const WINDOW = 256 * 1024;
  */
 export const ACK_THRESHOLD = WINDOW / 2;
 
+/**
+ * A worker also acknowledges as soon as its handler has read everything received, once this
+ * much is unacknowledged: the main thread's buffer budget then sees what is really held, and a
+ * connection is never paused for bytes that are long consumed. Below it, small request/response
+ * traffic still sends almost no acks.
+ */
+export const EAGER_ACK_THRESHOLD = 4 * 1024;
+
 const MIN_CAPACITY = 64 * 1024;
 const MAX_IDLE_CAPACITY = 1024 * 1024;
 

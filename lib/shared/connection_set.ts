@@ -13,6 +13,27 @@ import { SWEEP_MS, sweepTimeouts, type TimedConnection } from "./timeouts.ts";
 export interface SetMember extends TimedConnection {
   /** Server-wide connection id. */
   readonly id: number;
+  /** Set by `close()` when input or output was still pending (the connection was reset). */
+  readonly cut: boolean;
+  /** Whether closing now would lose input or output. */
+  readonly pending: boolean;
+  /** Closes the connection; resets it if input or output is pending. */
+  close(reason: "idle" | "write-timeout" | "shutdown"): void;
+}
+
+/** How often the drain looks for connections that have gone quiet. */
+const DRAIN_POLL_MS = 250;
+/** During a drain, a connection with nothing pending and silent this long has finished. */
+export const DRAIN_IDLE_MS = 1000;
+
+/** How the connections open when a drain began ended. */
+export interface DrainResult {
+  /** Finished by themselves before the deadline. */
+  finished: number;
+  /** Still open at the deadline with nothing pending: closed, nothing lost. */
+  idle: number;
+  /** Still open at the deadline with input or output pending: reset. */
+  cut: number;
 }
 
 /** Open connections by id. */
@@ -87,6 +108,50 @@ export class ConnectionSet<C extends SetMember> {
   /** Stops the sweeps. */
   stopSweeps(): void {
     clearInterval(this.#sweepTimer);
+  }
+
+  /**
+   * The drain, as HAProxy's soft stop does it: the connections keep being served (read and
+   * answered) until each finishes or `ms` pass. A connection with nothing pending that stays
+   * silent both ways for `DRAIN_IDLE_MS` has finished as far as the server can tell: it is
+   * closed then (a telnet session left open must not hold the stop for the whole timeout).
+   * At the deadline the rest are closed, and those with input or output pending are reset, so
+   * that their clients cannot take a short answer for a complete one.
+   *
+   * Stops the timeout sweeps: the drain watches activity itself, and its deadline bounds all.
+   *
+   * @param ms Most milliseconds to wait.
+   * @returns How the connections open at the start ended.
+   */
+  async drain(ms: number): Promise<DrainResult> {
+    this.stopSweeps();
+    const open = this.#connections.size;
+    const start = performance.now();
+    const deadline = start + ms;
+    const lastActive = new Map<C, number>();
+    let idle = 0;
+    let cut = 0;
+    while (this.#connections.size > 0 && performance.now() < deadline) {
+      await this.waitForEmpty(Math.min(DRAIN_POLL_MS, deadline - performance.now()));
+      const now = performance.now();
+      for (const connection of [...this.#connections.values()]) {
+        if (connection.active) {
+          connection.active = false;
+          lastActive.set(connection, now);
+        } else if (
+          !connection.pending && now - (lastActive.get(connection) ?? start) >= DRAIN_IDLE_MS
+        ) {
+          connection.close("shutdown");
+          idle++;
+        }
+      }
+    }
+    for (const connection of [...this.#connections.values()]) {
+      connection.close("shutdown");
+      if (connection.cut) cut++;
+      else idle++;
+    }
+    return { finished: open - idle - cut, idle, cut };
   }
 
   /**

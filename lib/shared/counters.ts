@@ -34,12 +34,18 @@ export const Counter = {
   bytesOut: 6,
   /** Connections the peer reset or abandoned before `accept()` returned them (not a fault here). */
   acceptAborted: 7,
+  /** Connections the server reset because input or output was still pending when it closed them. */
+  resets: 8,
+  /** Connections closed on accept because their address had `--max-connections-per-ip` open. */
+  perAddressRejected: 9,
+  /** Bytes held for clients now by the thread serving the slot (a gauge; see `buffer_budget.ts`). */
+  buffered: 10,
 } as const;
 
 /** One of the {@linkcode Counter} fields. */
 export type CounterField = typeof Counter[keyof typeof Counter];
 
-const FIRST_CLOSED = 8;
+const FIRST_CLOSED = 11;
 const ROW = FIRST_CLOSED + CLOSE_REASONS.length;
 /** Int32 header: open connections, next connection id. */
 const HEADER_BYTES = 16;
@@ -63,6 +69,16 @@ export class SlotCounters {
    */
   add(field: CounterField, n = 1): void {
     this.#row[field]! += n;
+  }
+
+  /**
+   * Sets a gauge.
+   *
+   * @param field Which one.
+   * @param value Its value now.
+   */
+  set(field: CounterField, value: number): void {
+    this.#row[field] = value;
   }
 
   /**
@@ -232,6 +248,7 @@ export class ServerCounters {
   workerLost(slot: number): number {
     const row = this.slot(slot);
     const open = row.get(Counter.active);
+    row.set(Counter.buffered, 0);
     for (let i = 0; i < open; i++) row.closed("worker-lost");
     this.release(open);
     return open;

@@ -8,6 +8,7 @@
  * @module
  */
 
+import type { DrainResult } from "./connection_set.ts";
 import type { LogFormat, LogLevelName } from "./log.ts";
 
 /** A batch of frames (see `channel.ts`), either way. */
@@ -38,6 +39,11 @@ export type Dispatch =
     /** Number of worker slots the counters were made for. */
     workers: number;
     maxConnections: number;
+    /** `--max-connections-per-ip` (0 = none) and its shared table (see `address_limit.ts`). */
+    maxConnectionsPerIp: number;
+    perAddress: SharedArrayBuffer | undefined;
+    /** This worker's share of `--max-buffered`, in bytes. */
+    maxBuffered: number;
     idleTimeout: number;
     writeTimeout: number;
     proxyProtocol: boolean;
@@ -77,8 +83,8 @@ export type FromWorker =
   | { type: "failed"; message: string; detail?: string }
   /** A batch of frames (see `channel.ts`); the buffers are transferred. */
   | FramesMessage
-  /** `kernel` dispatch: the drain is over; `cut` connections were closed at the deadline. */
-  | { type: "drained"; cut: number };
+  /** `kernel` dispatch: the drain is over, and this is how the worker's connections ended. */
+  | ({ type: "drained" } & DrainResult);
 
 /**
  * Checks that a value received from another thread is a {@linkcode FromWorker} message.

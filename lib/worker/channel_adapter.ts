@@ -14,6 +14,7 @@ import {
   ACK_THRESHOLD,
   ATTACH_THRESHOLD,
   BULK_BUFFER_SIZE,
+  EAGER_ACK_THRESHOLD,
   Frame,
   FrameWriter,
   readFrames,
@@ -224,7 +225,10 @@ class WorkerConnection implements HandledConnection {
     this.#waiting = false;
     this.#controller.enqueue(chunk);
     this.#consumed += chunk.length;
-    if (this.#consumed >= ACK_THRESHOLD) {
+    if (
+      this.#consumed >= ACK_THRESHOLD ||
+      (this.#consumed >= EAGER_ACK_THRESHOLD && this.#pending.length === 0)
+    ) {
       this.#writer.control(Frame.ACK, this.id, this.#consumed);
       this.#consumed = 0;
     }

@@ -58,6 +58,12 @@ export class OutputGuard {
     });
   }
 
+  /** Bytes the handler has written through its writer and the socket has not yet taken. */
+  get queued(): number {
+    const desired = this.#writer?.desiredSize;
+    return desired === undefined || desired === null ? 0 : Math.max(0, 1 - desired);
+  }
+
   /**
    * After the handler has returned: closes the writable if the handler did not, and waits
    * until everything written, awaited or not, has been taken by the socket.

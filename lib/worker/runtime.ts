@@ -14,6 +14,7 @@
 
 import { HandlerLoadError, loadHandler } from "../handlers/registry.ts";
 import { getLog, setupLogging } from "../shared/log.ts";
+import type { DrainResult } from "../shared/connection_set.ts";
 import { type FromWorker, isToWorker } from "../shared/messages.ts";
 import { ChannelRuntime } from "./channel_adapter.ts";
 import { CLOSED } from "./run_handler.ts";
@@ -101,8 +102,9 @@ export function runWorker(scope: WorkerScope): void {
         channel?.receive(message.buffer, message.length, message.attached);
         break;
       case "drain": {
-        const cut = await sockets?.drain(message.timeout) ?? 0;
-        post({ type: "drained", cut });
+        const result: DrainResult = await sockets?.drain(message.timeout) ??
+          { finished: 0, idle: 0, cut: 0 };
+        post({ type: "drained", ...result });
         break;
       }
       default: {

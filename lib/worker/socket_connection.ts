@@ -13,15 +13,22 @@
  * - The sink writes each chunk to the socket and resolves when the kernel has taken it all, so
  *   an awaited `write()` waits for a slow reader and memory stays bounded.
  * - Read buffers start at 1 KiB and double while reads fill them (up to 64 KiB): an idle
- *   connection costs 1 KiB, a bulk one reads 64 KiB at a time. A chunk handed to the handler is
- *   never reused for a later read: handlers may keep chunks.
+ *   connection costs 1 KiB, a bulk one reads 64 KiB at a time. A full buffer is handed to the
+ *   handler as the chunk (handlers may keep chunks), and the next one is allocated only when
+ *   the handler asks for more: a connection whose handler waits on a slow reader holds only
+ *   the output the client has not taken. Past the worker's share of `--max-buffered`, reads
+ *   shrink to 1 KiB and heavy connections stop being read.
+ * - A connection closed with input or output pending (a timeout, the shutdown deadline) is
+ *   reset, not closed with a FIN: a short answer must not look complete.
  *
  * @module
  */
 
 import type { Connection } from "../handlers/handler.ts";
+import type { BufferBudget } from "../shared/buffer_budget.ts";
 import type { CloseReason } from "../shared/close_reason.ts";
 import { Counter, type SlotCounters } from "../shared/counters.ts";
+import { resetAndClose } from "../shared/socket_reset.ts";
 import type { TimedConnection } from "../shared/timeouts.ts";
 import { OutputGuard, outputStrategy } from "./output_guard.ts";
 import { CLOSED, type HandledConnection } from "./run_handler.ts";
@@ -44,6 +51,8 @@ export interface SocketConnectionOptions {
   counters: SlotCounters;
   /** Called once when the connection has closed. */
   onClose: SocketCloseListener;
+  /** The worker's budget for bytes held for clients. */
+  budget: BufferBudget;
 }
 
 /** A connection served by the worker that owns its socket. */
@@ -64,11 +73,18 @@ export class SocketConnection implements HandledConnection, TimedConnection {
   wrote = false;
   /** See {@linkcode TimedConnection}. */
   lastWriteProgress: number = performance.now();
+  /** Closed with input or output still pending (and so reset, where Deno lets us). */
+  cut = false;
 
   #conn: Deno.TcpConn;
   #counters: SlotCounters;
   #onClose: SocketCloseListener;
-  #buffer = new Uint8Array(MIN_READ);
+  #budget: BufferBudget;
+  /** The read buffer; none between a full read and the handler's next pull. */
+  #buffer: Uint8Array<ArrayBuffer> | undefined;
+  #readSize = MIN_READ;
+  /** Bytes of the write under way, counted in the budget. */
+  #writingBytes = 0;
   #initial: Uint8Array | undefined;
   #controller!: ReadableStreamDefaultController<Uint8Array>;
   /** A `conn.read()` under way, so that the linger loop can wait for it instead of racing it. */
@@ -98,6 +114,7 @@ export class SocketConnection implements HandledConnection, TimedConnection {
     this.#conn = conn;
     this.#counters = options.counters;
     this.#onClose = options.onClose;
+    this.#budget = options.budget;
     this.#initial = options.initial?.length ? options.initial : undefined;
     try {
       // Echoes are small writes that must leave at once, not wait for Nagle's timer.
@@ -143,13 +160,12 @@ export class SocketConnection implements HandledConnection, TimedConnection {
   }
 
   /**
-   * Stops giving input to the handler, as if the client had half-closed: what the handler has
-   * still to answer is still written. Used by the graceful shutdown.
+   * Whether closing now would lose something: output not yet taken by the socket, input not yet
+   * given to the handler, or a handler that is not waiting for input (the kernel may hold more).
    */
-  stopInput(): void {
-    if (this.#closed || this.#inputStopped) return;
-    this.#inputStopped = true;
-    this.#endReadable();
+  get pending(): boolean {
+    if (this.#writing || this.#guard.queued > 0 || this.#initial !== undefined) return true;
+    return !this.#readDone && !this.#inputStopped && this.#pendingRead === undefined;
   }
 
   /** Sends everything the handler wrote, awaited or not, then closes the writable. */
@@ -189,15 +205,20 @@ export class SocketConnection implements HandledConnection, TimedConnection {
    */
   close(reason: CloseReason): void {
     if (this.#closed) return;
+    this.cut = reason !== "done" && this.pending;
     this.#closed = true;
     clearTimeout(this.#lingerTimer);
     // Counted before the socket closes: the main thread serves /metrics, and a client that
     // sees the close first must find it counted.
     this.#onClose(this, reason);
-    try {
-      this.#conn.close();
-    } catch {
-      // Already closed.
+    if (this.cut) {
+      if (resetAndClose(this.#conn)) this.#counters.add(Counter.resets);
+    } else {
+      try {
+        this.#conn.close();
+      } catch {
+        // Already closed.
+      }
     }
     if (this.#abort !== undefined && !this.#abort.signal.aborted) this.#abort.abort(CLOSED);
     if (!this.#readableDone) {
@@ -212,6 +233,10 @@ export class SocketConnection implements HandledConnection, TimedConnection {
       this.#initial = undefined;
       return;
     }
+    if (this.#budget.mustPause(this.#guard.queued)) {
+      await new Promise<void>((resolve) => this.#budget.onRelief(resolve));
+      if (this.#readableDone) return;
+    }
     const chunk = await this.#read();
     // Input may have been stopped, or the stream cancelled, while the read was under way.
     if (this.#readableDone) return;
@@ -221,7 +246,9 @@ export class SocketConnection implements HandledConnection, TimedConnection {
 
   /** One read from the socket: the bytes (a chunk of their own), or null at EOF. */
   async #read(): Promise<Uint8Array | null> {
-    const buffer = this.#buffer;
+    const size = this.#budget.over ? MIN_READ : this.#readSize;
+    const buffer = this.#buffer?.length === size ? this.#buffer : new Uint8Array(size);
+    this.#buffer = buffer;
     let n: number | null;
     try {
       const read = this.#conn.read(buffer);
@@ -240,13 +267,13 @@ export class SocketConnection implements HandledConnection, TimedConnection {
     this.active = true;
     this.bytesIn += n;
     this.#counters.add(Counter.bytesIn, n);
-    const size = buffer.length;
     if (n === size) {
-      // A full read: hand the buffer itself over and read into a new, larger one.
-      this.#buffer = new Uint8Array(Math.min(size * 2, MAX_READ));
+      // A full read: hand the buffer itself over; the next read, larger, gets a new one.
+      this.#readSize = Math.min(size * 2, MAX_READ);
+      this.#buffer = undefined;
       return buffer;
     }
-    if (n <= size / 8 && size > MIN_READ) this.#buffer = new Uint8Array(size / 2);
+    if (n <= size / 8 && size > MIN_READ) this.#readSize = size / 2;
     return buffer.slice(0, n);
   }
 
@@ -267,6 +294,8 @@ export class SocketConnection implements HandledConnection, TimedConnection {
     this.bytesOut += chunk.length;
     this.#counters.add(Counter.bytesOut, chunk.length);
     this.#writing = true;
+    this.#writingBytes = chunk.length;
+    this.#budget.take(chunk.length);
     let offset = 0;
     try {
       while (offset < chunk.length) {
@@ -280,6 +309,8 @@ export class SocketConnection implements HandledConnection, TimedConnection {
       throw CLOSED;
     } finally {
       this.#writing = false;
+      this.#budget.give(this.#writingBytes);
+      this.#writingBytes = 0;
     }
     this.active = true;
   }
@@ -297,7 +328,7 @@ export class SocketConnection implements HandledConnection, TimedConnection {
 
   /** Reads and drops what the client still sends until its EOF, then closes. */
   async #linger(): Promise<void> {
-    const scratch = this.#buffer;
+    const scratch = this.#buffer ?? new Uint8Array(MIN_READ);
     try {
       let n = await (this.#pendingRead ?? this.#conn.read(scratch));
       while (n !== null && !this.#closed) n = await this.#conn.read(scratch);

@@ -12,7 +12,9 @@
 import type { Handler } from "../handlers/handler.ts";
 import { closeQuietly, displayAddr, formatAddr, remoteText } from "../shared/address.ts";
 import { acceptLoop } from "../shared/accept_loop.ts";
-import { ConnectionSet } from "../shared/connection_set.ts";
+import { AddressLimit } from "../shared/address_limit.ts";
+import { BufferBudget } from "../shared/buffer_budget.ts";
+import { ConnectionSet, type DrainResult } from "../shared/connection_set.ts";
 import type { CloseReason } from "../shared/close_reason.ts";
 import { Counter, ServerCounters, type SlotCounters } from "../shared/counters.ts";
 import { getLog } from "../shared/log.ts";
@@ -21,9 +23,6 @@ import type { Dispatch } from "../shared/messages.ts";
 import { readProxyHeader } from "../shared/proxy_protocol.ts";
 import { runHandler } from "./run_handler.ts";
 import { SocketConnection } from "./socket_connection.ts";
-
-/** How long, after a shutdown signal, bytes already on their way are still taken in. */
-const DRAIN_GRACE_MS = 200;
 
 /** Settings of a worker in `kernel` dispatch: the init message's, plus the worker's slot. */
 export type SocketServerOptions = Omit<Extract<Dispatch, { mode: "kernel" }>, "mode"> & {
@@ -41,6 +40,8 @@ export class SocketServer {
   #connections = new ConnectionSet<SocketConnection>();
   #stopping = false;
   #acceptLoopDone: Promise<void> = Promise.resolve();
+  #budget: BufferBudget;
+  #perAddress: AddressLimit | undefined;
   #log = getLog();
   #rejections = new RateLimitedLog(this.#log);
 
@@ -53,6 +54,11 @@ export class SocketServer {
     this.#options = options;
     this.#counters = new ServerCounters(options.counters, options.workers);
     this.#row = this.#counters.slot(options.slot);
+    const row = this.#row;
+    this.#budget = new BufferBudget(options.maxBuffered, (used) => row.set(Counter.buffered, used));
+    this.#perAddress = options.perAddress === undefined
+      ? undefined
+      : new AddressLimit(options.perAddress, options.maxConnectionsPerIp);
   }
 
   /**
@@ -81,30 +87,19 @@ export class SocketServer {
   }
 
   /**
-   * Stops accepting, lets each connection finish what it was sent, and closes those still open
-   * after `timeout` seconds.
+   * Stops accepting, keeps serving open connections until each finishes or `timeout` seconds
+   * pass, then closes the rest (resetting those with input or output pending).
    *
    * @param timeout Seconds to wait for connections to finish.
-   * @returns How many connections were closed at the deadline.
+   * @returns How the connections ended.
    */
-  async drain(timeout: number): Promise<number> {
-    if (this.#stopping) return 0;
+  async drain(timeout: number): Promise<DrainResult> {
+    if (this.#stopping) return { finished: 0, idle: 0, cut: 0 };
     this.#stopping = true;
-    this.#connections.stopSweeps();
     if (this.#listener !== undefined) closeQuietly(this.#listener);
     await this.#acceptLoopDone;
-    const deadline = performance.now() + timeout * 1000;
-    await this.#connections.waitForEmpty(Math.min(DRAIN_GRACE_MS, timeout * 1000));
-    for (const connection of this.#connections.values()) connection.stopInput();
-    await this.#connections.waitForEmpty(deadline - performance.now());
-    const cut = this.#connections.size;
-    if (cut > 0) {
-      this.#log.warning("Shutdown timeout: closing {count} connection(s) still open", {
-        count: cut,
-      });
-      for (const connection of [...this.#connections.values()]) connection.close("shutdown");
-    }
-    return cut;
+    const result = await this.#connections.drain(timeout * 1000);
+    return result;
   }
 
   #admit(conn: Deno.TcpConn): void {
@@ -119,7 +114,29 @@ export class SocketServer {
       return;
     }
     if (this.#options.proxyProtocol) this.#admitProxied(conn);
-    else this.#serve(conn, displayAddr(conn.remoteAddr));
+    else {
+      const client = displayAddr(conn.remoteAddr);
+      if (this.#admitAddress(conn, client)) this.#serve(conn, client);
+    }
+  }
+
+  /**
+   * Counts the connection against `--max-connections-per-ip`; closes it if its address is at
+   * the limit. The count is released in `#closed`, by the connection's `remoteAddr`.
+   */
+  #admitAddress(conn: Deno.TcpConn, client: Deno.NetAddr): boolean {
+    if (
+      this.#perAddress === undefined ||
+      this.#perAddress.tryOpen(this.#options.slot, client.hostname)
+    ) return true;
+    this.#counters.release();
+    this.#row.add(Counter.perAddressRejected);
+    this.#log.debug("Connection from {addr} rejected: {limit} open from that address", {
+      addr: formatAddr(client.hostname, client.port),
+      limit: this.#perAddress.limit,
+    });
+    closeQuietly(conn);
+    return false;
   }
 
   /** Reads the PROXY header, then serves the connection as coming from the client it names. */
@@ -129,7 +146,8 @@ export class SocketServer {
       const { header, rest } = await readProxyHeader(conn);
       if (this.#stopping) throw new Error("server shutting down");
       const source = header.command === "proxy" ? header.source : undefined;
-      this.#serve(conn, displayAddr(source ?? conn.remoteAddr), rest);
+      const client = displayAddr(source ?? conn.remoteAddr);
+      if (this.#admitAddress(conn, client)) this.#serve(conn, client, rest);
     } catch (error) {
       // Count first: the main thread serves /metrics, and a client that sees the close
       // before this thread has counted it would read a stale figure.
@@ -149,6 +167,7 @@ export class SocketServer {
       remoteAddr,
       initial,
       counters: this.#row,
+      budget: this.#budget,
       onClose: (c, reason) => this.#closed(c, reason),
     });
     this.#connections.add(connection);
@@ -164,6 +183,7 @@ export class SocketServer {
 
   #closed(connection: SocketConnection, reason: CloseReason): void {
     this.#connections.delete(connection.id);
+    this.#perAddress?.release(this.#options.slot, connection.view.remoteAddr.hostname);
     this.#counters.release();
     this.#row.closed(reason);
     this.#log.debug("Connection {id} closed: {reason} ({bytesIn} B in, {bytesOut} B out)", {

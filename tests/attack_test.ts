@@ -1,0 +1,210 @@
+/**
+ * Attacks from the outside, each bounded and on loopback: a slowloris against the per-address
+ * cap, many slow readers against the buffer budget, and a reset that must really be a reset.
+ *
+ * @module
+ */
+
+import assert from "node:assert/strict";
+import { resetAndClose } from "../lib/shared/socket_reset.ts";
+import {
+  bothModes,
+  delay,
+  pattern,
+  readBytes,
+  scrape,
+  startServer,
+  text,
+  utf8,
+  waitForMetric,
+  writeAll,
+} from "./helpers.ts";
+
+/** Connects from 127.0.0.1 or ::1: on loopback these are the two client addresses we have. */
+function connectFrom(address: "127.0.0.1" | "::1", port: number): Promise<Deno.TcpConn> {
+  return Deno.connect({ hostname: address, port });
+}
+
+/**
+ * For a connection that has sent something: whether the server refused it (EOF or reset on
+ * the first read) rather than echoing.
+ */
+async function refused(conn: Deno.Conn): Promise<boolean> {
+  try {
+    return await conn.read(new Uint8Array(1)) === null;
+  } catch {
+    return true;
+  }
+}
+
+bothModes(
+  "slowloris: --max-connections-per-ip keeps new clients from other addresses served",
+  async (dispatch) => {
+    // The attacker's address may hold 20 of the 30 places; without the cap its 40 connections
+    // would take all 30 and lock everyone else out.
+    await using server = await startServer([
+      "--dispatch",
+      dispatch,
+      "--workers",
+      "2",
+      "--max-connections",
+      "30",
+      "--max-connections-per-ip",
+      "20",
+      "--metrics-port",
+      "0",
+    ]);
+    const attack: Deno.TcpConn[] = [];
+    try {
+      for (let i = 0; i < 40; i++) attack.push(await connectFrom("127.0.0.1", server.port));
+      // One byte each, as a slowloris trickles, so every connection is really open and busy.
+      for (const conn of attack) await conn.write(utf8("x")).catch(() => 0);
+      const samples = await waitForMetric(
+        server.metricsPort!,
+        "echoserver_connections_rejected_per_ip_total",
+        20,
+      );
+      assert.equal(samples.get("echoserver_connections_rejected_total"), 0);
+      let served = 0;
+      for (let i = 0; i < 8; i++) {
+        using client = await connectFrom("::1", server.port);
+        await writeAll(client, utf8(`hello ${i}\n`));
+        if (text(await readBytes(client, 8)) === `hello ${i}\n`) served++;
+      }
+      assert.equal(served, 8);
+      // A refused attacker connection is closed at once; an admitted one is served.
+      const admitted = [];
+      for (const conn of attack) admitted.push(!(await refused(conn)));
+      assert.equal(admitted.filter((a) => a).length, 20);
+    } finally {
+      for (const conn of attack) conn.close();
+    }
+    // Closing frees the address's places.
+    await waitForMetric(
+      server.metricsPort!,
+      'echoserver_connections_closed_total{reason="done"}',
+      28,
+    );
+    using again = await connectFrom("127.0.0.1", server.port);
+    await writeAll(again, utf8("back\n"));
+    assert.equal(text(await readBytes(again, 5)), "back\n");
+  },
+);
+
+bothModes(
+  "--max-connections-per-ip with --proxy-protocol counts the client the header names",
+  async (dispatch) => {
+    await using server = await startServer([
+      "--dispatch",
+      dispatch,
+      "--workers",
+      "2",
+      "--proxy-protocol",
+      "--max-connections-per-ip",
+      "2",
+    ]);
+    const open: Deno.TcpConn[] = [];
+    const viaProxy = async (client: string) => {
+      const conn = await connectFrom("127.0.0.1", server.port);
+      open.push(conn);
+      await writeAll(conn, utf8(`PROXY TCP4 ${client} 192.0.2.99 40000 5555\r\nping\n`));
+      return conn;
+    };
+    try {
+      // All arrive from the proxy's one address; two clients behind it each get their two.
+      for (const client of ["192.0.2.1", "192.0.2.1", "192.0.2.2", "192.0.2.2"]) {
+        const conn = await viaProxy(client);
+        assert.equal(text(await readBytes(conn, 5)), "ping\n", client);
+      }
+      assert.ok(await refused(await viaProxy("192.0.2.1")), "a third from 192.0.2.1");
+    } finally {
+      for (const conn of open) conn.close();
+    }
+  },
+);
+
+bothModes(
+  "slow readers: --max-buffered bounds what the server holds, a bystander is still served",
+  async (dispatch) => {
+    await using server = await startServer([
+      "--dispatch",
+      dispatch,
+      "--workers",
+      "2",
+      "--max-buffered",
+      "1",
+      "--metrics-port",
+      "0",
+    ]);
+    const readers: Deno.TcpConn[] = [];
+    const sending: Promise<unknown>[] = [];
+    try {
+      // 100 clients each send 4 MiB in 8 KiB pieces and read none of the echo. Without the
+      // budget the server would hold a window of each (tens of MB).
+      for (let i = 0; i < 100; i++) {
+        const conn = await connectFrom("127.0.0.1", server.port);
+        readers.push(conn);
+        sending.push(
+          (async () => {
+            const piece = pattern(8 * 1024, i);
+            for (let sent = 0; sent < 4 * 1024 * 1024; sent += piece.length) {
+              await writeAll(conn, piece);
+            }
+          })().catch(() => {}),
+        );
+      }
+      // Wait until the server has taken in all it will (the kernel's buffers are full).
+      let last = -1;
+      let peak = 0;
+      for (let stable = 0; stable < 4;) {
+        await delay(250);
+        const samples = await scrape(server.metricsPort!);
+        const received = samples.get("echoserver_received_bytes_total") ?? 0;
+        peak = Math.max(peak, samples.get("echoserver_buffered_bytes") ?? 0);
+        stable = received === last ? stable + 1 : 0;
+        last = received;
+      }
+      // The budget is 1 MiB; past it each heavy connection may still finish the chunk in hand
+      // (up to 64 KiB in kernel mode, a window's remainder in main mode).
+      const bound = dispatch === "kernel" ? 1024 * 1024 + 100 * 64 * 1024 : 12 * 1024 * 1024;
+      assert.ok(peak > 0, "the gauge moved");
+      assert.ok(peak <= bound, `buffered ${peak} B, bound ${bound} B`);
+      using bystander = await connectFrom("::1", server.port);
+      await writeAll(bystander, utf8("still here\n"));
+      assert.equal(text(await readBytes(bystander, 11)), "still here\n");
+    } finally {
+      for (const conn of readers) conn.close();
+      await Promise.all(sending);
+    }
+    // Everything held is given back when the slow readers leave.
+    await waitForMetric(server.metricsPort!, "echoserver_buffered_bytes", 0);
+  },
+);
+
+Deno.test("resetAndClose() sends a reset where a plain close would end a short echo with a FIN", async () => {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = listener.addr.port;
+  // Output pending that the client has not read: 16 MiB cannot fit in loopback's buffers.
+  const outcome = async (close: (conn: Deno.Conn) => void) => {
+    using client = await Deno.connect({ hostname: "127.0.0.1", port });
+    const server = await listener.accept();
+    const writing = server.write(new Uint8Array(16 * 1024 * 1024)).catch(() => 0);
+    await delay(200);
+    close(server);
+    await writing;
+    let got = 0;
+    try {
+      const buffer = new Uint8Array(64 * 1024);
+      for (let n = await client.read(buffer); n !== null; n = await client.read(buffer)) got += n;
+      return `EOF after ${got} B`;
+    } catch (error) {
+      return (error as Error).name;
+    }
+  };
+  try {
+    assert.match(await outcome((conn) => conn.close()), /^EOF after \d+ B$/);
+    assert.equal(await outcome((conn) => resetAndClose(conn)), "ConnectionReset");
+  } finally {
+    listener.close();
+  }
+});
