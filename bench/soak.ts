@@ -2,9 +2,11 @@
  * `deno task soak`: a mixed load against the real server for a fixed time, then the checks
  * that show nothing leaks: zero mismatched bytes, RSS at the end within 10% of RSS after
  * warm-up, open descriptors back to where they started, counters consistent
- * (accepted = closed + active).
+ * (accepted = closed + active). Then the drain under load: 20 clients that have sent 2 MiB each
+ * and read none of the echo when SIGTERM comes read it afterwards and must get all of it, and
+ * the server must exit 0 with none cut.
  *
- * Usage: deno task soak [--duration 60] [--warmup 30]
+ * Usage: deno task soak [--duration 60] [--warmup 30] [--dispatch main|kernel]
  *
  * Runs on the main thread of the soak process; traffic goes to loopback only.
  *
@@ -24,7 +26,11 @@ function say(line: string): void {
 
 const { values } = parseArgs({
   args: Deno.args,
-  options: { duration: { type: "string" }, warmup: { type: "string" } },
+  options: {
+    duration: { type: "string" },
+    warmup: { type: "string" },
+    dispatch: { type: "string" },
+  },
 });
 const duration = Number(values.duration ?? 60);
 // The V8 heaps of the three isolates grow for the first ~20 s of load, then hold: the
@@ -38,7 +44,15 @@ if (!(duration > 0 && warmup >= 0)) {
 const rssMb = async (pid: number) => (await rssKiB(pid)) / 1024;
 
 // --- the server ---
-const server = await startServer(["--workers", "2", "--metrics-port", "0"]);
+const dispatch = values.dispatch ?? "main";
+const server = await startServer([
+  "--workers",
+  "2",
+  "--metrics-port",
+  "0",
+  "--dispatch",
+  dispatch,
+]);
 const { port } = server;
 const metricsPort = server.metricsPort!;
 const pid = server.process.pid;
@@ -184,7 +198,27 @@ await new Promise((r) => setTimeout(r, 3000)); // let the server finish closing
 const rssAtEnd = await rssMb(pid);
 const fdsAtEnd = await openFiles(pid);
 const m = await scrape(metricsPort);
-await server.stop("SIGTERM");
+
+// --- the drain, with slow readers ---
+const DRAIN_CLIENTS = 20;
+const DRAIN_BYTES = 2 * 1024 * 1024;
+const drainClients = await Promise.all(
+  Array.from({ length: DRAIN_CLIENTS }, () => Deno.connect({ hostname: "127.0.0.1", port })),
+);
+const drainPayloads = drainClients.map(() => message(DRAIN_BYTES));
+const drainSends = drainClients.map((conn, i) => writeAll(conn, drainPayloads[i]!));
+await new Promise((r) => setTimeout(r, 300));
+server.process.kill("SIGTERM");
+await new Promise((r) => setTimeout(r, 1000)); // nobody reads for a second after the signal
+const drainEchoes = drainClients.map((conn) => readExactly(conn, DRAIN_BYTES).catch(() => null));
+await Promise.all(drainSends);
+await Promise.all(drainClients.map((conn) => conn.closeWrite()));
+const echoes = await Promise.all(drainEchoes);
+const drainExact =
+  echoes.filter((e, i) => e !== null && e.every((b, j) => b === drainPayloads[i]![j])).length;
+for (const conn of drainClients) conn.close();
+const status = await server.stop("SIGTERM");
+const drainLine = /Stopped: .*/.exec(server.log())?.[0] ?? "no Stopped line";
 
 const accepted = total(m, "echoserver_connections_accepted_total");
 const active = total(m, "echoserver_connections_active");
@@ -206,9 +240,14 @@ const checks: [string, boolean, string][] = [
     accepted === closed + active,
     `${accepted} accepted, ${closed} closed, ${active} active`,
   ],
+  [
+    `SIGTERM with ${DRAIN_CLIENTS} slow readers (2 MiB each unread): every echo whole, exit 0`,
+    drainExact === DRAIN_CLIENTS && status.code === 0,
+    `${drainExact} of ${DRAIN_CLIENTS} exact, exit ${status.code}; "${drainLine}"`,
+  ],
 ];
 const report = [
-  `## Soak run ${new Date().toISOString()}`,
+  `## Soak run ${new Date().toISOString()} (${dispatch} dispatch)`,
   "",
   `${duration} s after ${warmup} s warm-up; 40 long-lived echo loops, 8 short-connection loops, ` +
   `4 half-closers, 2 resetters, 2 slow readers (2 MiB unread for 1 s). ` +

@@ -17,8 +17,11 @@
  * (main thread and two workers) took the process to about 550 MB. Growing by 1.5x instead brought
  * the peak to about 430 MB with the same round trips per second, and changed nothing measurable at
  * 50 connections or with 64 KiB messages (`deno task bench`, S1, S3, S4).
+ *
+ * `--expose-gc`: after a burst of connections has left, each thread runs one full collection so
+ * that their buffers are freed and the memory can go back to the OS (`lib/shared/reclaim.ts`).
  */
-export const V8_FLAGS = "--v8-flags=--heap-growing-percent=50";
+export const V8_FLAGS = "--v8-flags=--heap-growing-percent=50,--expose-gc";
 
 /**
  * Unstable Deno APIs the server uses: `Deno.listen({ reusePort: true })` for `--dispatch

@@ -156,9 +156,9 @@ Options:
 
 Exit status:
   0    stopped on SIGINT/SIGTERM after draining: no connection was cut
-  3    stopped, but --shutdown-timeout cut connections with input or output pending
   1    cannot run: the address is in use or invalid, or a permission is missing
   2    bad command line, or a handler that cannot be loaded
+  3    stopped, but --shutdown-timeout cut connections with input or output pending
   130  a second SIGINT (143: SIGTERM) cut the drain short
 
 Try it: telnet localhost 5555, type a line, see it echoed; type quit to leave.`;

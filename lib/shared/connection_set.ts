@@ -7,6 +7,7 @@
  * @module
  */
 
+import { MemoryReclaimer } from "./reclaim.ts";
 import { SWEEP_MS, sweepTimeouts, type TimedConnection } from "./timeouts.ts";
 
 /** What the set needs of a connection. */
@@ -39,6 +40,7 @@ export interface DrainResult {
 /** Open connections by id. */
 export class ConnectionSet<C extends SetMember> {
   #connections = new Map<number, C>();
+  #reclaimer = new MemoryReclaimer(() => this.#connections.size);
   #onEmpty: (() => void) | undefined;
   #sweepTimer: ReturnType<typeof setInterval> | undefined;
 
@@ -79,6 +81,7 @@ export class ConnectionSet<C extends SetMember> {
    */
   add(connection: C): void {
     this.#connections.set(connection.id, connection);
+    this.#reclaimer.update();
   }
 
   /**
@@ -88,6 +91,7 @@ export class ConnectionSet<C extends SetMember> {
    */
   delete(id: number): void {
     this.#connections.delete(id);
+    this.#reclaimer.update();
     if (this.#connections.size === 0) this.#onEmpty?.();
   }
 

@@ -21,6 +21,7 @@ import {
   WINDOW,
 } from "../shared/channel.ts";
 import type { FromWorker } from "../shared/messages.ts";
+import { MemoryReclaimer } from "../shared/reclaim.ts";
 import { OutputGuard, outputStrategy } from "./output_guard.ts";
 import { CLOSED, type HandledConnection, runHandler } from "./run_handler.ts";
 
@@ -32,6 +33,7 @@ export class ChannelRuntime {
   #handler: Handler;
   #writer: FrameWriter;
   #connections = new Map<number, WorkerConnection>();
+  #reclaimer = new MemoryReclaimer(() => this.#connections.size);
 
   /**
    * @param handler The protocol handler.
@@ -74,7 +76,7 @@ export class ChannelRuntime {
           break;
         case Frame.CLOSE:
           connection.closeFromOutside();
-          this.#connections.delete(id);
+          this.#forget(id);
           break;
         default:
           throw new RangeError(`Unexpected frame kind ${kind} from the main thread`);
@@ -88,15 +90,20 @@ export class ChannelRuntime {
       id,
       remoteAddr,
       this.#writer,
-      () => this.#connections.delete(id),
+      () => this.#forget(id),
     );
     this.#connections.set(id, connection);
+    this.#reclaimer.update();
     this.#serve(connection);
   }
 
   async #serve(connection: WorkerConnection): Promise<void> {
     await runHandler(this.#handler, connection);
-    this.#connections.delete(connection.id);
+    this.#forget(connection.id);
+  }
+
+  #forget(id: number): void {
+    if (this.#connections.delete(id)) this.#reclaimer.update();
   }
 }
 
@@ -169,6 +176,9 @@ class WorkerConnection implements HandledConnection {
 
   receive(bytes: Uint8Array): void {
     if (this.#readableDone) return;
+    // A chunk that will wait views a batch that may carry other connections' bytes too: keep a
+    // copy of its own size instead of the whole batch.
+    if (!this.#waiting && bytes.byteLength * 2 < bytes.buffer.byteLength) bytes = bytes.slice();
     this.#pending.push(bytes);
     if (this.#waiting) this.#deliver();
   }
