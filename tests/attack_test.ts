@@ -20,6 +20,11 @@ import {
   writeAll,
 } from "./helpers.ts";
 
+/** Starts the server with 2 workers in `dispatch` mode plus `flags`. */
+function serve(dispatch: string, ...flags: string[]) {
+  return startServer(["--dispatch", dispatch, "--workers", "2", ...flags]);
+}
+
 /** Connects from 127.0.0.1 or ::1: on loopback these are the two client addresses we have. */
 function connectFrom(address: "127.0.0.1" | "::1", port: number): Promise<Deno.TcpConn> {
   return Deno.connect({ hostname: address, port });
@@ -42,18 +47,15 @@ bothModes(
   async (dispatch) => {
     // The attacker's address may hold 20 of the 30 places; without the cap its 40 connections
     // would take all 30 and lock everyone else out.
-    await using server = await startServer([
-      "--dispatch",
+    await using server = await serve(
       dispatch,
-      "--workers",
-      "2",
       "--max-connections",
       "30",
       "--max-connections-per-ip",
       "20",
       "--metrics-port",
       "0",
-    ]);
+    );
     const attack: Deno.TcpConn[] = [];
     try {
       for (let i = 0; i < 40; i++) attack.push(await connectFrom("127.0.0.1", server.port));
@@ -94,15 +96,12 @@ bothModes(
 bothModes(
   "--max-connections-per-ip with --proxy-protocol counts the client the header names",
   async (dispatch) => {
-    await using server = await startServer([
-      "--dispatch",
+    await using server = await serve(
       dispatch,
-      "--workers",
-      "2",
       "--proxy-protocol",
       "--max-connections-per-ip",
       "2",
-    ]);
+    );
     const open: Deno.TcpConn[] = [];
     const viaProxy = async (client: string) => {
       const conn = await connectFrom("127.0.0.1", server.port);
@@ -126,16 +125,13 @@ bothModes(
 bothModes(
   "slow readers: --max-buffered bounds what the server holds, a bystander is still served",
   async (dispatch) => {
-    await using server = await startServer([
-      "--dispatch",
+    await using server = await serve(
       dispatch,
-      "--workers",
-      "2",
       "--max-buffered",
       "1",
       "--metrics-port",
       "0",
-    ]);
+    );
     const readers: Deno.TcpConn[] = [];
     const sending: Promise<unknown>[] = [];
     try {

@@ -20,7 +20,7 @@
  * @module
  */
 
-import { displayAddr } from "../shared/address.ts";
+import { closeQuietly, displayAddr } from "../shared/address.ts";
 import {
   ACK_THRESHOLD,
   ATTACH_THRESHOLD,
@@ -237,15 +237,8 @@ export class ClientConnection implements TimedConnection {
     this.#inFlight = 0;
     this.#queuedOut = 0;
     this.#wakeReader();
-    if (this.cut) {
-      if (resetAndClose(this.#conn)) this.#counters.add(Counter.resets);
-    } else {
-      try {
-        this.#conn.close();
-      } catch {
-        // Already closed.
-      }
-    }
+    if (!this.cut) closeQuietly(this.#conn);
+    else if (resetAndClose(this.#conn)) this.#counters.add(Counter.resets);
     this.#onClose(this, reason);
   }
 

@@ -16,6 +16,8 @@
  * @module
  */
 
+import { closeQuietly } from "./address.ts";
+
 /** `SOL_SOCKET` and `SO_LINGER` on Linux. */
 const SOL_SOCKET = 1;
 const SO_LINGER = 13;
@@ -106,10 +108,6 @@ export function resetAndClose(conn: Deno.Conn): boolean {
   const fd = set === null ? undefined : descriptorOf(conn);
   const reset = set !== null && fd !== undefined &&
     set(fd, SOL_SOCKET, SO_LINGER, LINGER_ZERO, LINGER_ZERO.length) === 0;
-  try {
-    conn.close();
-  } catch {
-    // Already closed.
-  }
+  closeQuietly(conn);
   return reset;
 }

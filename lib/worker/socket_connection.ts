@@ -25,6 +25,7 @@
  */
 
 import type { Connection } from "../handlers/handler.ts";
+import { closeQuietly } from "../shared/address.ts";
 import type { BufferBudget } from "../shared/buffer_budget.ts";
 import type { CloseReason } from "../shared/close_reason.ts";
 import { Counter, type SlotCounters } from "../shared/counters.ts";
@@ -83,8 +84,6 @@ export class SocketConnection implements HandledConnection, TimedConnection {
   /** The read buffer; none between a full read and the handler's next pull. */
   #buffer: Uint8Array<ArrayBuffer> | undefined;
   #readSize = MIN_READ;
-  /** Bytes of the write under way, counted in the budget. */
-  #writingBytes = 0;
   #initial: Uint8Array | undefined;
   #controller!: ReadableStreamDefaultController<Uint8Array>;
   /** A `conn.read()` under way, so that the linger loop can wait for it instead of racing it. */
@@ -211,15 +210,8 @@ export class SocketConnection implements HandledConnection, TimedConnection {
     // Counted before the socket closes: the main thread serves /metrics, and a client that
     // sees the close first must find it counted.
     this.#onClose(this, reason);
-    if (this.cut) {
-      if (resetAndClose(this.#conn)) this.#counters.add(Counter.resets);
-    } else {
-      try {
-        this.#conn.close();
-      } catch {
-        // Already closed.
-      }
-    }
+    if (!this.cut) closeQuietly(this.#conn);
+    else if (resetAndClose(this.#conn)) this.#counters.add(Counter.resets);
     if (this.#abort !== undefined && !this.#abort.signal.aborted) this.#abort.abort(CLOSED);
     if (!this.#readableDone) {
       this.#readableDone = true;
@@ -294,7 +286,6 @@ export class SocketConnection implements HandledConnection, TimedConnection {
     this.bytesOut += chunk.length;
     this.#counters.add(Counter.bytesOut, chunk.length);
     this.#writing = true;
-    this.#writingBytes = chunk.length;
     this.#budget.take(chunk.length);
     let offset = 0;
     try {
@@ -309,8 +300,7 @@ export class SocketConnection implements HandledConnection, TimedConnection {
       throw CLOSED;
     } finally {
       this.#writing = false;
-      this.#budget.give(this.#writingBytes);
-      this.#writingBytes = 0;
+      this.#budget.give(chunk.length);
     }
     this.active = true;
   }
