@@ -176,18 +176,47 @@ export async function connectToWorker(
  * @param timeoutMs Deadline.
  * @returns The samples at that moment.
  */
-export async function waitForMetric(
+export function waitForMetric(
   port: number,
   sample: string,
   value: number,
   timeoutMs = 10_000,
 ): Promise<Map<string, number>> {
+  return waitForSamples(port, (samples) => samples.get(sample), value, sample, timeoutMs);
+}
+
+/**
+ * Like {@linkcode waitForMetric}, for the sum of a metric over all its labels (every worker's
+ * `echoserver_connections_active`, say).
+ *
+ * @param port The metrics port.
+ * @param name Metric name without labels.
+ * @param value The sum to wait for.
+ * @param timeoutMs Deadline.
+ * @returns The samples at that moment.
+ */
+export function waitForTotal(
+  port: number,
+  name: string,
+  value: number,
+  timeoutMs = 10_000,
+): Promise<Map<string, number>> {
+  return waitForSamples(port, (samples) => total(samples, name), value, name, timeoutMs);
+}
+
+async function waitForSamples(
+  port: number,
+  read: (samples: Map<string, number>) => number | undefined,
+  value: number,
+  what: string,
+  timeoutMs: number,
+): Promise<Map<string, number>> {
   const deadline = Date.now() + timeoutMs;
   while (true) {
     const samples = await scrape(port);
-    if (samples.get(sample) === value) return samples;
+    if (read(samples) === value) return samples;
     if (Date.now() > deadline) {
-      throw new Error(`${sample} is ${samples.get(sample)}, not ${value}, after ${timeoutMs} ms`);
+      throw new Error(`${what} is ${read(samples)}, not ${value}, after ${timeoutMs} ms`);
     }
     await delay(50);
   }
