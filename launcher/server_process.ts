@@ -28,6 +28,8 @@ export interface ServerProcess extends AsyncDisposable {
   waitForLog(pattern: RegExp, timeoutMs?: number): Promise<string>;
   /** Sends a signal and waits for the exit status. */
   stop(signal?: Deno.Signal): Promise<Deno.CommandStatus>;
+  /** Waits for the process to exit by itself (sends nothing), or fails after `timeoutMs`. */
+  exited(timeoutMs?: number): Promise<Deno.CommandStatus>;
 }
 
 /** Options for {@linkcode startServer}. */
@@ -173,6 +175,22 @@ export async function startProcess(
     await pumps;
     return result;
   };
+  const exitedBy = async (timeoutMs = 30_000): Promise<Deno.CommandStatus> => {
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const late = new Promise<never>((_, reject) => {
+      timer = setTimeout(
+        () => reject(new Error(`Server still running after ${timeoutMs} ms:\n${text}`)),
+        timeoutMs,
+      );
+    });
+    try {
+      const result = await Promise.race([exited, late]);
+      await pumps;
+      return result;
+    } finally {
+      clearTimeout(timer);
+    }
+  };
 
   let port = 0;
   let metricsPort: number | undefined;
@@ -194,6 +212,7 @@ export async function startProcess(
     log: () => text,
     waitForLog,
     stop,
+    exited: exitedBy,
     async [Symbol.asyncDispose]() {
       if (status === undefined) {
         const timer = setTimeout(() => {

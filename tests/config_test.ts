@@ -27,6 +27,7 @@ Deno.test("parseCommandLine() gives the documented defaults", () => {
     logLevel: "info",
     logFormat: "text",
     handler: "echo",
+    handlerOptions: {},
     handlerTimeout: 10,
   });
 });
@@ -53,6 +54,11 @@ Deno.test("parseCommandLine() reads every flag, long and short", () => {
       "debug",
       "--handler",
       "./h.ts",
+      "--handler-option",
+      "size=1",
+      "--handler-option=mode=a=b",
+      "--handler-option",
+      "size=2",
       "--write-timeout",
       "0",
       "--metrics-port",
@@ -80,10 +86,23 @@ Deno.test("parseCommandLine() reads every flag, long and short", () => {
       logLevel: "debug",
       logFormat: "text",
       handler: "./h.ts",
+      // A module's options are its own to check (in the worker); the last of a name wins.
+      handlerOptions: { size: "2", mode: "a=b" },
       handlerTimeout: 10,
     },
   );
   assert.equal(serveConfig(["--port", "65535", "--workers", "1"]).port, 65535);
+});
+
+Deno.test("parseCommandLine() checks --handler-option against a built-in handler's options", () => {
+  assert.throws(() => parse(["--handler-option", "novalue"]), /must be name=value, got "novalue"/);
+  assert.throws(() => parse(["--handler-option", "=x"]), /must be name=value/);
+  assert.throws(
+    () => parse(["--handler", "hash", "--handler-option", "rounds=5"]),
+    (error: unknown) =>
+      error instanceof UsageError &&
+      error.message === "Handler 'hash' takes no options, got '--handler-option rounds=...'",
+  );
 });
 
 Deno.test("parseCommandLine() refuses an unknown --dispatch, and kernel off Linux", () => {

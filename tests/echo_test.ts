@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { echo, nextNewline, QuitDetector } from "../lib/handlers/echo.ts";
+import { handlerContext, streamConnection } from "./helpers.ts";
 
 const bytes = (s: string) => new TextEncoder().encode(s);
 
@@ -92,13 +93,7 @@ async function runEcho(input: string[]): Promise<{ output: string; closed: boole
       closed = true;
     },
   });
-  await echo({
-    id: 1,
-    remoteAddr: { transport: "tcp", hostname: "127.0.0.1", port: 1 },
-    readable,
-    writable,
-    signal: new AbortController().signal,
-  });
+  await echo(streamConnection(readable, writable), handlerContext());
   return { output, closed };
 }
 

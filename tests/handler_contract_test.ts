@@ -11,10 +11,13 @@ import {
   runServer,
   scrape,
   startServer,
+  text,
   utf8,
   waitForMetric,
   writeAll,
 } from "./helpers.ts";
+
+const twoWorkers = (dispatch: string) => ["--workers", "2", "--dispatch", dispatch];
 
 const careless = (dispatch: string, ...extra: string[]) => [
   "--workers",
@@ -92,7 +95,7 @@ bothModes(
     using conn = await Deno.connect({ hostname: "127.0.0.1", port: server.port });
     // 100 MiB written without awaiting to a client that reads nothing yet.
     await writeAll(conn, utf8("hold 100 1024\n"));
-    await server.waitForLog(/queued more than 16 MiB/);
+    await server.waitForLog(/more than 16777216 B of output wait for the client/);
     // The main thread counts it once the worker's word reaches it: wait for that.
     const metrics = await waitForMetric(
       server.metricsPort!,
@@ -149,3 +152,66 @@ Deno.test("handler load errors name the file, line and column; debug adds the st
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+bothModes(
+  "a handler module gets its options, per-worker setup and teardown, a connection log, and peers",
+  async (dispatch) => {
+    await using server = await startServer([
+      ...twoWorkers(dispatch),
+      "--handler",
+      "tests/fixtures/context_handler.ts",
+      "--handler-option",
+      "greeting=hi",
+      "--log-level",
+      "debug",
+    ]);
+    using conn = await Deno.connect({ hostname: "127.0.0.1", port: server.port });
+    await writeAll(conn, utf8("ask 0\nask 1\nask 7\n"));
+    await conn.closeWrite();
+    const lines = text(await readBytes(conn, Infinity)).trimEnd().split("\n");
+    const line = await server.waitForLog(/Connection (\d+) from .* to worker-(\d+)/);
+    const [, id, worker] = /Connection (\d+) from .* to worker-(\d+)/.exec(line)!;
+    const self = Number(worker) - 1;
+    assert.deepEqual(lines, [
+      `hi from worker 0 of 2 to ${self}: ask 0`,
+      `hi from worker 1 of 2 to ${self}: ask 1`,
+      "error: 7 is not a worker index (0 to 1)",
+    ]);
+    await server.waitForLog(
+      new RegExp(`worker-${worker}: Connection ${id}: asking for 127\\.0\\.0\\.1`),
+    );
+    assert.equal((await server.stop("SIGTERM")).code, 0);
+    assert.match(server.log(), /worker-1: teardown of worker 0/);
+    assert.match(server.log(), /worker-2: teardown of worker 1/);
+  },
+);
+
+bothModes(
+  "a handler module's bad option or failing setup stops start-up: one line, exit 2",
+  async (dispatch) => {
+    for (
+      const [option, reason] of [
+        [
+          "colour=red",
+          /Handler '.*context_handler\.ts' has no option 'colour'; it takes greeting, fail/,
+        ],
+        ["fail=maybe", /option 'fail' must be no or setup, got "maybe"/],
+        ["fail=setup", /Cannot set up handler '.*context_handler\.ts': setup refused on purpose/],
+      ] as const
+    ) {
+      const { code, stderr } = await runServer([
+        "--dispatch",
+        dispatch,
+        "--port",
+        "0",
+        "--handler",
+        "tests/fixtures/context_handler.ts",
+        "--handler-option",
+        option,
+      ]);
+      assert.equal(code, 2, stderr);
+      assert.equal(stderr.trim().split("\n").length, 1, stderr);
+      assert.match(stderr, reason);
+    }
+  },
+);

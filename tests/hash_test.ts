@@ -1,6 +1,15 @@
 import assert from "node:assert/strict";
 import { answer, hash, MAX_ROUNDS, sha256 } from "../lib/handlers/hash.ts";
-import { bothModes, readBytes, startServer, text, utf8, writeAll } from "./helpers.ts";
+import {
+  bothModes,
+  handlerContext,
+  readBytes,
+  startServer,
+  streamConnection,
+  text,
+  utf8,
+  writeAll,
+} from "./helpers.ts";
 
 async function native(data: Uint8Array): Promise<string> {
   return new Uint8Array(await crypto.subtle.digest("SHA-256", data.slice())).toHex();
@@ -33,13 +42,13 @@ Deno.test("answer() iterates rounds and rejects out-of-range ones", async () => 
 
 Deno.test("hash() answers each line, across chunk boundaries, and stops at quit", async () => {
   let output = "";
-  await hash({
-    id: 1,
-    remoteAddr: { transport: "tcp", hostname: "127.0.0.1", port: 1 },
-    readable: ReadableStream.from(["ab", "c\r\n", "\nx", "yz\nquit\nignored\n"].map(utf8)),
-    writable: new WritableStream({ write: (c) => void (output += text(c)) }),
-    signal: new AbortController().signal,
-  });
+  await hash(
+    streamConnection(
+      ReadableStream.from(["ab", "c\r\n", "\nx", "yz\nquit\nignored\n"].map(utf8)),
+      new WritableStream({ write: (c) => void (output += text(c)) }),
+    ),
+    handlerContext(),
+  );
   assert.deepEqual(output.split("\n"), [
     await native(utf8("abc")),
     await native(utf8("")),

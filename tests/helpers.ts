@@ -5,6 +5,8 @@
  * @module
  */
 
+import type { Connection, HandlerContext, HandlerLog } from "../lib/handlers/handler.ts";
+import { PeerNetwork } from "../lib/worker/peer_network.ts";
 import { openFiles, readProc, rssKiB, scrape, total } from "../launcher/probes.ts";
 import {
   serverCommand,
@@ -220,4 +222,41 @@ async function waitForSamples(
     }
     await delay(50);
   }
+}
+
+/** A logger that drops everything, for handlers called directly in unit tests. */
+export const silentLog: HandlerLog = { trace() {}, debug() {}, info() {}, warn() {}, error() {} };
+
+/**
+ * The context a handler gets on a one-worker server, for calling handlers directly.
+ *
+ * @param options The handler's parsed options.
+ * @returns The context; its peers are this worker alone.
+ */
+export function handlerContext(options: Record<string, unknown> = {}): HandlerContext {
+  const peers = new PeerNetwork(0, 1, silentLog);
+  peers.start();
+  return { worker: 0, workers: 1, options, log: silentLog, peers };
+}
+
+/**
+ * A connection made of the given streams, for calling handlers directly.
+ *
+ * @param readable What the client sends.
+ * @param writable Where the handler's output goes.
+ * @returns The connection.
+ */
+export function streamConnection(
+  readable: ReadableStream<Uint8Array>,
+  writable: WritableStream<Uint8Array>,
+): Connection {
+  return {
+    id: 1,
+    remoteAddr: { transport: "tcp", hostname: "127.0.0.1", port: 1 },
+    readable,
+    writable,
+    signal: new AbortController().signal,
+    log: silentLog,
+    outputLimit: 16 * 1024 * 1024,
+  };
 }

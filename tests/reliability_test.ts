@@ -258,7 +258,7 @@ test("drain: on SIGTERM 1,000 connections keep being served until they finish, e
   await delay(500);
   stop = true;
   const outcomes = await Promise.all(results);
-  const status = await server.stop("SIGTERM");
+  const status = await server.exited();
   assert.equal(status.code, 0, server.log());
   assert.match(server.log(), /Stopped: \d+ connection\(s\) finished, \d+ idle closed, none cut/);
   const short = outcomes.filter((o) => o.echoed !== o.sent || !o.exact);
@@ -286,7 +286,7 @@ test("drain: clients slow to read when the signal comes still get their whole ec
   await Promise.all(sending);
   await Promise.all(conns.map((conn) => conn.closeWrite()));
   const echoed = await Promise.all(echoes);
-  const status = await server.stop("SIGTERM");
+  const status = await server.exited();
   assert.equal(status.code, 0, server.log());
   for (const [i, bytes] of echoed.entries()) {
     assert.equal(bytes.length, payloads[i]!.length, `connection ${i}`);

@@ -1,11 +1,29 @@
 /**
- * The contract between the server and a protocol: what a handler receives for each connection.
+ * The contract between the server and a protocol: what a handler receives for each connection,
+ * what it may know about its worker, how it talks to handlers on other workers, and the shape of
+ * a handler module.
  *
  * Handlers run inside a worker, one call per connection, many at once on the worker's event
- * loop. Echo (`echo.ts`) is the built-in one.
+ * loop. Each worker loads its own copy of the handler module, so module-level state is
+ * per-worker state; {@linkcode Peers} is how workers reach each other. Echo (`echo.ts`) is the
+ * built-in default; `chat.ts` and `memcache/` show the rest of the contract at work.
  *
  * @module
  */
+
+/** Log methods a handler may use; lines follow `--log-level` and name the worker. */
+export interface HandlerLog {
+  /** Logs at `trace` level. Properties fill `{name}` placeholders in the message. */
+  trace(message: string, properties?: Record<string, unknown>): void;
+  /** Logs at `debug` level. */
+  debug(message: string, properties?: Record<string, unknown>): void;
+  /** Logs at `info` level. */
+  info(message: string, properties?: Record<string, unknown>): void;
+  /** Logs at `warning` level. */
+  warn(message: string, properties?: Record<string, unknown>): void;
+  /** Logs at `error` level. */
+  error(message: string, properties?: Record<string, unknown>): void;
+}
 
 /** One client connection, as a protocol handler sees it. */
 export interface Connection {
@@ -26,6 +44,161 @@ export interface Connection {
   readonly writable: WritableStream<Uint8Array>;
   /** Aborted when the connection is closed from outside; the reason says why. */
   readonly signal: AbortSignal;
+  /** A logger whose lines name the worker and this connection (`Connection 12: ...`). */
+  readonly log: HandlerLog;
+  /**
+   * Most bytes of output that may wait for the client: written (awaited or not) and not yet
+   * taken by the socket. Past it the connection is closed at once, logged, and counted as
+   * `output-overflow`. 16 MiB by default; a handler that writes without awaiting (fanning out
+   * to many clients, say) sets the bound its protocol wants, as Redis's client output buffer
+   * limit does.
+   */
+  outputLimit: number;
+}
+
+/** Options for {@linkcode Peers.send} and {@linkcode Peers.request}. */
+export interface PeerSendOptions {
+  /**
+   * Objects to transfer rather than copy (`ArrayBuffer`s, `MessagePort`s), as with
+   * `postMessage`. A message to the worker's own index is not copied at all.
+   */
+  transfer?: Transferable[];
+}
+
+/** Options for {@linkcode Peers.request}. */
+export interface PeerRequestOptions extends PeerSendOptions {
+  /** Gives up waiting for the reply: the promise rejects with the signal's reason. */
+  signal?: AbortSignal;
+}
+
+/** Answers a request from a handler on another worker (or on this one). */
+export type RequestListener = (message: unknown, from: number) => unknown;
+
+/** Receives a message sent with {@linkcode Peers.send} or {@linkcode Peers.broadcast}. */
+export type MessageListener = (message: unknown, from: number) => void;
+
+/**
+ * The workers of the server as one handler sees them: direct, reliable, ordered links to each
+ * other worker. Between any two workers, messages and requests arrive in the order they were
+ * sent. Nothing is dropped silently: a receiver that falls behind holds its senders' promises
+ * back (backpressure), and a message that cannot be delivered rejects with a
+ * {@linkcode PeerError}. Payloads are structured-cloned, as with `postMessage`.
+ */
+export interface Peers {
+  /** This worker's index, from 0 to `count - 1`. Logs call it `worker-<index + 1>`. */
+  readonly self: number;
+  /** How many workers the server runs. */
+  readonly count: number;
+  /**
+   * Sends a message to one worker's {@linkcode MessageListener}.
+   *
+   * @param to The worker's index (this worker's own index delivers locally, uncopied).
+   * @param message Any structured-cloneable value.
+   * @param options Objects to transfer.
+   * @returns Resolves once the receiving worker has handed the message to its listener; waits
+   *   while that worker is behind.
+   * @throws {PeerError} If the worker is being replaced, or dies before taking the message.
+   */
+  send(to: number, message: unknown, options?: PeerSendOptions): Promise<void>;
+  /**
+   * Sends a message to every worker, this one included.
+   *
+   * @param message Any structured-cloneable value (copied once per other worker).
+   * @returns Resolves once every worker has handed it to its listener.
+   * @throws {PeerError} If any worker cannot take it (the others still get it).
+   */
+  broadcast(message: unknown): Promise<void>;
+  /**
+   * Asks one worker's {@linkcode RequestListener} and waits for its answer.
+   *
+   * @param to The worker's index (this worker's own index calls the listener directly).
+   * @param message Any structured-cloneable value.
+   * @param options Objects to transfer, and a signal to stop waiting.
+   * @returns What the listener returned (or resolved to), structured-cloned.
+   * @throws {PeerError} If the worker is unavailable or dies first, or its listener throws.
+   */
+  request<T = unknown>(to: number, message: unknown, options?: PeerRequestOptions): Promise<T>;
+  /**
+   * Sets the function that receives messages on this worker (one per worker). Set it in
+   * `setup`: messages from other workers wait until `setup` has finished.
+   *
+   * @param listener The listener.
+   */
+  onMessage(listener: MessageListener): void;
+  /**
+   * Sets the function that answers requests on this worker (one per worker; set it in `setup`).
+   * Its return value (or what its promise resolves to) is the reply; a throw is sent back as a
+   * {@linkcode PeerError}.
+   *
+   * @param listener The listener.
+   */
+  onRequest(listener: RequestListener): void;
+  /**
+   * The worker that owns `key`, by a stable hash (FNV-1a over the key's UTF-8 bytes): the same
+   * key maps to the same worker on every worker, for the life of the server.
+   *
+   * @param key A string or bytes.
+   * @returns A worker index.
+   */
+  ownerOf(key: string | Uint8Array): number;
+}
+
+/** Why a {@linkcode PeerError} happened. */
+export type PeerErrorKind =
+  /** The worker is not running now (it died and is being replaced), or the index is wrong. */
+  | "unavailable"
+  /** The worker died with the message or request in flight: it may or may not have seen it. */
+  | "lost"
+  /** The worker's request listener threw (or it has none); `message` says what. */
+  | "remote";
+
+/**
+ * A message between workers could not be delivered or answered.
+ *
+ * @example
+ * ```ts
+ * import { PeerError } from "./handler.ts";
+ * const error = new PeerError("lost", 1, "worker-2 was lost with the request in flight");
+ * console.assert(error.kind === "lost" && error.peer === 1);
+ * ```
+ */
+export class PeerError extends Error {
+  /** What went wrong. */
+  readonly kind: PeerErrorKind;
+  /** The worker's index. */
+  readonly peer: number;
+
+  /**
+   * Creates the error.
+   *
+   * @param kind What went wrong.
+   * @param peer The worker's index.
+   * @param message One line.
+   * @param options The underlying error, if any.
+   */
+  constructor(kind: PeerErrorKind, peer: number, message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = "PeerError";
+    this.kind = kind;
+    this.peer = peer;
+  }
+}
+
+/** What a handler knows about the worker it runs on. The same object for every connection. */
+export interface HandlerContext {
+  /** This worker's index, from 0 (logs call it `worker-<index + 1>`). */
+  readonly worker: number;
+  /** How many workers the server runs. */
+  readonly workers: number;
+  /**
+   * The handler's options (`--handler-option name=value`), each parsed by the handler's
+   * {@linkcode HandlerOption}; unset ones have their default.
+   */
+  readonly options: Readonly<Record<string, unknown>>;
+  /** A logger whose lines name this worker. */
+  readonly log: HandlerLog;
+  /** Links to the other workers. */
+  readonly peers: Peers;
 }
 
 /**
@@ -44,4 +217,68 @@ export interface Connection {
  * };
  * ```
  */
-export type Handler = (connection: Connection) => void | Promise<void>;
+export type Handler = (
+  connection: Connection,
+  context: HandlerContext,
+) => void | Promise<void>;
+
+/**
+ * One setting a handler accepts on the command line (`--handler-option name=value`).
+ *
+ * @example
+ * ```ts
+ * import type { HandlerOption } from "./handler.ts";
+ * const size: HandlerOption = {
+ *   description: "most bytes a line may have",
+ *   default: "8192",
+ *   parse: (value) => {
+ *     const n = Number(value);
+ *     if (!Number.isInteger(n) || n < 1) throw new RangeError("must be a positive integer");
+ *     return n;
+ *   },
+ * };
+ * ```
+ */
+export interface HandlerOption {
+  /** One line for `--help`. */
+  readonly description: string;
+  /** The value when the option is not given, as it would be typed. */
+  readonly default: string;
+  /**
+   * Turns the text into the value handlers see in {@linkcode HandlerContext.options}; throws
+   * (a `RangeError`, say) with a one-line message if the text is not valid. Without it, the
+   * text itself is the value.
+   */
+  readonly parse?: (value: string) => unknown;
+}
+
+/**
+ * What a handler module may export. Only the handler is required (as `default` or `handler`).
+ *
+ * @example A module with per-worker state
+ * ```ts
+ * import type { HandlerContext, HandlerModule } from "./handler.ts";
+ * let served = 0;
+ * const module: HandlerModule = {
+ *   handler: async ({ writable }) => {
+ *     served++;
+ *     await writable.close();
+ *   },
+ *   setup: (context: HandlerContext) => context.log.info("ready"),
+ *   teardown: () => {},
+ * };
+ * ```
+ */
+export interface HandlerModule {
+  /** Serves each connection. */
+  handler: Handler;
+  /** Settings it accepts, by name; without it, any `--handler-option` is refused. */
+  options?: Readonly<Record<string, HandlerOption>>;
+  /**
+   * Runs once per worker before its first connection (start-up waits for it, within
+   * `--handler-timeout`): set up per-worker state and peer listeners here.
+   */
+  setup?: (context: HandlerContext) => void | Promise<void>;
+  /** Runs once per worker after its last connection, when the server stops. */
+  teardown?: () => void | Promise<void>;
+}

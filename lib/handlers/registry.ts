@@ -7,12 +7,17 @@
  * @module
  */
 
+import * as chat from "./chat.ts";
 import { echo } from "./echo.ts";
-import type { Handler } from "./handler.ts";
+import type { Handler, HandlerModule } from "./handler.ts";
 import { hash } from "./hash.ts";
 
-/** Handlers that ship with the server, by name. */
-export const BUILTIN_HANDLERS: Readonly<Record<string, Handler>> = { echo, hash };
+/** Handlers that ship with the server, by name: modules of the same shape as a user's. */
+export const BUILTIN_HANDLERS: Readonly<Record<string, HandlerModule>> = {
+  echo: { handler: echo },
+  hash: { handler: hash },
+  chat,
+};
 
 /**
  * Resolves a `--handler` value to a module URL, or returns it as is if it names a built-in.
@@ -70,15 +75,17 @@ export class HandlerLoadError extends TypeError {
 }
 
 /**
- * Loads a handler: a built-in by name, or the default export (or `handler` export) of a module.
+ * Loads a handler module: a built-in by name, or a module whose default export (or `handler`
+ * export) is the handler, with optional `options`, `setup` and `teardown` exports.
  *
  * @param spec A built-in name or an absolute module URL (see {@linkcode resolveHandlerSpec}).
  * @param timeoutMs How long the module may take to load (its top-level code included).
- * @returns The handler function.
- * @throws {HandlerLoadError} If the module cannot be loaded in time or exports no handler
- *   function; the message names the file, line and column where Deno gives them.
+ * @returns The handler and its optional parts.
+ * @throws {HandlerLoadError} If the module cannot be loaded in time, exports no handler
+ *   function, or exports `options`, `setup` or `teardown` of the wrong kind; the message names
+ *   the file, line and column where Deno gives them.
  */
-export async function loadHandler(spec: string, timeoutMs = 10_000): Promise<Handler> {
+export async function loadHandler(spec: string, timeoutMs = 10_000): Promise<HandlerModule> {
   const builtin = BUILTIN_HANDLERS[spec];
   if (builtin !== undefined) return builtin;
   let module: Record<string, unknown>;
@@ -112,7 +119,28 @@ export async function loadHandler(spec: string, timeoutMs = 10_000): Promise<Han
       `Cannot load handler '${spec}': it must export a function as default or as 'handler'`,
     );
   }
-  return handler as Handler;
+  for (const name of ["setup", "teardown"]) {
+    if (module[name] !== undefined && typeof module[name] !== "function") {
+      throw new HandlerLoadError(`Cannot load handler '${spec}': its '${name}' must be a function`);
+    }
+  }
+  const options = module.options;
+  if (
+    options !== undefined &&
+    (typeof options !== "object" || options === null ||
+      Object.values(options).some((o) => typeof o?.description !== "string"))
+  ) {
+    throw new HandlerLoadError(
+      `Cannot load handler '${spec}': its 'options' must map names to { description, default }`,
+    );
+  }
+  const loaded: HandlerModule = { handler: handler as Handler };
+  if (options !== undefined) loaded.options = options as HandlerModule["options"] & object;
+  if (module.setup !== undefined) loaded.setup = module.setup as HandlerModule["setup"] & object;
+  if (module.teardown !== undefined) {
+    loaded.teardown = module.teardown as HandlerModule["teardown"] & object;
+  }
+  return loaded;
 }
 
 /**

@@ -8,6 +8,12 @@
  */
 
 import { parseArgs } from "node:util";
+import {
+  describeHandlerOptions,
+  HandlerOptionError,
+  parseHandlerOptions,
+} from "../handlers/handler_options.ts";
+import { BUILTIN_HANDLERS } from "../handlers/registry.ts";
 import { LOG_FORMATS, LOG_LEVELS, type LogFormat, type LogLevelName } from "../shared/log.ts";
 
 /** The server's settings, after validation. */
@@ -53,6 +59,11 @@ export interface Config {
   logFormat: LogFormat;
   /** Protocol handler: a built-in name (`echo`) or a module path or URL. */
   handler: string;
+  /**
+   * `--handler-option name=value` settings, as typed (each worker parses them); checked here
+   * already for a built-in handler.
+   */
+  handlerOptions: Record<string, string>;
   /** Seconds a handler module may take to load in each worker before start-up fails. */
   handlerTimeout: number;
 }
@@ -149,10 +160,16 @@ Options:
                              similar) and use the client address it carries; off by default
       --log-level <level>    trace | debug | info | warning | error | fatal; default info
       --log-format <format>  text | json (one JSON object per line); default text
-      --handler <name|path>  protocol handler: echo (default), hash, or a module path or URL
-      --handler-timeout <s>  how long a handler module may take to load; default 10
+      --handler <name|path>  protocol handler: echo (default), hash, chat, memcache, or a
+                             module path or URL
+      --handler-option <name=value>
+                             a setting for the handler; repeat for more (see below)
+      --handler-timeout <s>  how long a handler module may take to load and set up; default 10
   -h, --help                 show this help
   -V, --version              print the version
+
+Handler options:
+${_builtinOptions()}
 
 Exit status:
   0    stopped on SIGINT/SIGTERM after draining: no connection was cut
@@ -180,6 +197,7 @@ const OPTIONS = {
   "log-level": { type: "string" },
   "log-format": { type: "string" },
   handler: { type: "string" },
+  "handler-option": { type: "string", multiple: true },
   "handler-timeout": { type: "string" },
   help: { type: "boolean", short: "h" },
   version: { type: "boolean", short: "V" },
@@ -242,6 +260,22 @@ export function parseCommandLine(args: readonly string[], options: ParseOptions)
       { showHint: false },
     );
   }
+  const handler = _nonEmpty(
+    "--handler",
+    values.handler,
+    "echo",
+    "a built-in name such as echo, or a module path",
+  );
+  const handlerOptions = _handlerOptions(values["handler-option"] ?? []);
+  const builtin = BUILTIN_HANDLERS[handler];
+  if (builtin !== undefined) {
+    try {
+      parseHandlerOptions(handler, builtin.options, handlerOptions);
+    } catch (error) {
+      if (!(error instanceof HandlerOptionError)) throw error;
+      throw new UsageError(error.message, { cause: error });
+    }
+  }
   return {
     kind: "serve",
     config: {
@@ -274,15 +308,32 @@ export function parseCommandLine(args: readonly string[], options: ParseOptions)
       proxyProtocol: values["proxy-protocol"] ?? false,
       logLevel: logLevel as LogLevelName,
       logFormat: _oneOf("--log-format", values["log-format"], "text", LOG_FORMATS),
-      handler: _nonEmpty(
-        "--handler",
-        values.handler,
-        "echo",
-        "a built-in name such as echo, or a module path",
-      ),
+      handler,
+      handlerOptions,
       handlerTimeout: _seconds("--handler-timeout", values["handler-timeout"], 10, 0.1),
     },
   };
+}
+
+/** `name=value` pairs, the last one winning for a repeated name. */
+function _handlerOptions(raw: readonly string[]): Record<string, string> {
+  const options: Record<string, string> = {};
+  for (const pair of raw) {
+    const equals = pair.indexOf("=");
+    if (equals <= 0) {
+      throw new UsageError(`'--handler-option' must be name=value, got "${pair}"`);
+    }
+    options[pair.slice(0, equals).trim()] = pair.slice(equals + 1).trim();
+  }
+  return options;
+}
+
+/** The `--help` section that lists the built-in handlers' options. */
+function _builtinOptions(): string {
+  return Object.entries(BUILTIN_HANDLERS).map(([name, module]) => {
+    const lines = describeHandlerOptions(module.options);
+    return lines.length === 0 ? `  ${name}: none` : `  ${name}:\n${lines.join("\n")}`;
+  }).join("\n");
 }
 
 function _integer(

@@ -14,7 +14,6 @@
  */
 
 import { AddressLimit } from "../shared/address_limit.ts";
-import type { DrainResult } from "../shared/connection_set.ts";
 import { ServerCounters } from "../shared/counters.ts";
 import { getLog } from "../shared/log.ts";
 import { listenTcp } from "./listen.ts";
@@ -30,9 +29,6 @@ import { type WorkerFactory, type WorkerLink, WorkerPool } from "./worker_pool.t
  * 1,000 connections lost 31%; at 32, memory was 337-348 MB.
  */
 const YOUNG_GENERATION_MB = 24;
-
-/** How long past `--shutdown-timeout` to wait for a worker's drain report before giving up. */
-const DRAIN_REPORT_SLACK_MS = 2000;
 
 /**
  * The server in `kernel` dispatch.
@@ -50,7 +46,6 @@ export class KernelDispatch implements Server {
   #counters: ServerCounters;
   #pool: WorkerPool | undefined;
   #stopping = false;
-  #drainWaiters = new Map<WorkerLink, (result?: DrainResult) => void>();
   #perAddress: AddressLimit | undefined;
   #log = getLog();
 
@@ -116,7 +111,6 @@ export class KernelDispatch implements Server {
         }),
       spawnOptions: { youngGenerationMb: YOUNG_GENERATION_MB },
       onLost: (link) => this.#lost(link),
-      onDrained: (link, result) => this.#drainWaiters.get(link)?.(result),
     });
     this.#pool = pool;
     try {
@@ -138,8 +132,7 @@ export class KernelDispatch implements Server {
    *   (stuck in a handler) has its open connections counted as cut.
    */
   async shutdown(timeout: number): Promise<DrainReport> {
-    const report: DrainReport = { finished: 0, idle: 0, cut: 0 };
-    if (this.#stopping || this.#pool === undefined) return report;
+    if (this.#stopping || this.#pool === undefined) return { finished: 0, idle: 0, cut: 0 };
     this.#stopping = true;
     const pool = this.#pool;
     pool.stopReplacing();
@@ -150,31 +143,12 @@ export class KernelDispatch implements Server {
         timeout,
       });
     }
-    const reports = pool.links.map((link) =>
-      new Promise<void>((resolve) => {
-        this.#drainWaiters.set(link, (result) => {
-          this.#drainWaiters.delete(link);
-          if (result !== undefined) {
-            report.finished += result.finished;
-            report.idle += result.idle;
-            report.cut += result.cut;
-          }
-          resolve();
-        });
-        link.post({ type: "drain", timeout });
-      })
-    );
-    // A worker stuck in a handler's endless loop never answers: do not wait for it forever.
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    const giveUp = new Promise<void>((resolve) => {
-      timer = setTimeout(resolve, timeout * 1000 + DRAIN_REPORT_SLACK_MS);
-    });
-    await Promise.race([Promise.all(reports), giveUp]);
-    clearTimeout(timer);
-    // What the silent workers still hold is cut when they are terminated.
-    if (this.#drainWaiters.size > 0) report.cut += this.#counters.open;
+    const { result, silent } = await pool.drain(timeout);
+    // A worker stuck in a handler's endless loop never answers: what it still holds is cut
+    // when it is terminated.
+    if (silent > 0) result.cut += this.#counters.open;
     pool.close();
-    return report;
+    return result;
   }
 
   #lost(link: WorkerLink): void {
@@ -182,6 +156,5 @@ export class KernelDispatch implements Server {
     // were reset by the kernel): count them as lost and free their places in the limit.
     this.#counters.workerLost(link.slot);
     this.#perAddress?.clearSlot(link.slot);
-    this.#drainWaiters.get(link)?.();
   }
 }

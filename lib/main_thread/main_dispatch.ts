@@ -133,6 +133,8 @@ export class MainDispatch implements Server {
       });
     }
     const report = await this.#connections.drain(timeout * 1000);
+    // The workers hold no connection now; draining them runs the handler's teardown.
+    await this.#pool.drain(0);
     this.#pool.close();
     return report;
   }

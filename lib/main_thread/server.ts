@@ -39,6 +39,7 @@ export type ServerConfig = Pick<
   | "logLevel"
   | "logFormat"
   | "handler"
+  | "handlerOptions"
   | "handlerTimeout"
   | "proxyProtocol"
 >;

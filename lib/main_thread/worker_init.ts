@@ -7,8 +7,9 @@
  * @module
  */
 
-import type { Dispatch, ToWorker } from "../shared/messages.ts";
+import type { Dispatch } from "../shared/messages.ts";
 import type { ServerConfig } from "./server.ts";
+import type { InitMessage } from "./worker_pool.ts";
 
 /**
  * How long a worker may take to report ready: the handler's own load deadline comes first (the
@@ -22,21 +23,24 @@ export function readyTimeout(config: ServerConfig): number {
 }
 
 /**
- * Builds a slot's `init` message.
+ * Builds a slot's `init` message (the pool adds its peer ports).
  *
  * @param config The server's settings.
  * @param slot The worker's slot, from 0.
  * @param dispatch How the worker gets its connections.
  * @returns The message.
  */
-export function workerInit(config: ServerConfig, slot: number, dispatch: Dispatch): ToWorker {
+export function workerInit(config: ServerConfig, slot: number, dispatch: Dispatch): InitMessage {
   return {
     type: "init",
     index: slot + 1,
+    workers: config.workers,
     logLevel: config.logLevel,
     logFormat: config.logFormat,
     handler: config.handler,
+    handlerOptions: config.handlerOptions,
     handlerTimeoutMs: config.handlerTimeout * 1000,
+    peers: [],
     dispatch,
   };
 }

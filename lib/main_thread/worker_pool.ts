@@ -1,6 +1,8 @@
 /**
  * A fixed pool of connection workers: starts them, waits until each reports ready, hands out
- * the next one round-robin, and replaces a worker that dies.
+ * the next one round-robin, and replaces a worker that dies. It also wires the workers to each
+ * other, one `MessageChannel` per pair (re-wiring a replacement), and runs the drain exchange
+ * that ends them.
  *
  * Runs on the main thread only.
  *
@@ -11,6 +13,12 @@ import type { DrainResult } from "../shared/connection_set.ts";
 import { FrameWriter } from "../shared/channel.ts";
 import { getLog } from "../shared/log.ts";
 import { type FromWorker, isFromWorker, type ToWorker } from "../shared/messages.ts";
+
+/** The `init` message, which the pool completes with the worker's peer ports. */
+export type InitMessage = Extract<ToWorker, { type: "init" }>;
+
+/** How long past the drain's timeout to wait for a worker's report before giving up. */
+const DRAIN_REPORT_SLACK_MS = 2000;
 import { RoundRobin } from "./round_robin.ts";
 
 /**
@@ -52,8 +60,9 @@ export interface WorkerLink {
    * Sends a control message to this worker (connection bytes go through `writer`).
    *
    * @param message The message.
+   * @param transfer Objects to transfer.
    */
-  post(message: ToWorker): void;
+  post(message: ToWorker, transfer?: Transferable[]): void;
 }
 
 /** Options for {@linkcode WorkerPool}. */
@@ -62,8 +71,8 @@ export interface WorkerPoolOptions {
   size: number;
   /** Creates a worker. */
   spawn: WorkerFactory;
-  /** The `init` message for a slot's worker. */
-  init: (slot: number) => ToWorker;
+  /** The `init` message for a slot's worker (its `peers` are filled in by the pool). */
+  init: (slot: number) => InitMessage;
   /** Called with each batch of frames a worker sends (`main` dispatch). */
   onFrames?: (
     link: WorkerLink,
@@ -75,8 +84,6 @@ export interface WorkerPoolOptions {
   onLost: (link: WorkerLink) => void;
   /** How each worker is created. */
   spawnOptions?: SpawnOptions;
-  /** Called when a worker reports that its drain is over (`kernel` dispatch). */
-  onDrained?: (link: WorkerLink, result: DrainResult) => void;
   /**
    * Milliseconds to wait before retrying a replacement that failed to start.
    * @default {1000}
@@ -123,8 +130,8 @@ class Link implements WorkerLink {
     }, { oneInFlight: true });
   }
 
-  post(message: ToWorker): void {
-    if (this.alive) this.worker.postMessage(message);
+  post(message: ToWorker, transfer: Transferable[] = []): void {
+    if (this.alive) this.worker.postMessage(message, transfer);
   }
 }
 
@@ -146,6 +153,7 @@ export class WorkerPool {
   #closed = false;
   #replacing = true;
   #restarts = 0;
+  #drainWaiters = new Map<Link, (result?: DrainResult) => void>();
   #log = getLog();
 
   /** @param options Size, factory and callbacks. */
@@ -166,7 +174,16 @@ export class WorkerPool {
    * @throws {WorkerStartError} If any worker fails to start; the pool is then closed.
    */
   async start(): Promise<void> {
-    const started = this.#links.map((_, slot) => this.#spawn(slot));
+    const size = this.#links.length;
+    const peers = this.#links.map(() => new Array<MessagePort | undefined>(size).fill(undefined));
+    for (let i = 0; i < size; i++) {
+      for (let j = i + 1; j < size; j++) {
+        const { port1, port2 } = new MessageChannel();
+        peers[i]![j] = port1;
+        peers[j]![i] = port2;
+      }
+    }
+    const started = this.#links.map((_, slot) => this.#spawn(slot, peers[slot]!));
     const results = await Promise.allSettled(started);
     const failure = results.find((r) => r.status === "rejected");
     if (failure !== undefined) {
@@ -195,6 +212,41 @@ export class WorkerPool {
     this.#replacing = false;
   }
 
+  /**
+   * Asks every running worker to drain (stop accepting, let its connections finish for up to
+   * `timeout` seconds, close the rest, run the handler's `teardown`) and waits for the reports.
+   *
+   * @param timeout Seconds the workers may take, before a short slack.
+   * @returns The reports summed, and how many workers never answered (stuck in a handler's
+   *   endless loop, say). A worker that dies meanwhile counts as neither.
+   */
+  async drain(timeout: number): Promise<{ result: DrainResult; silent: number }> {
+    const result: DrainResult = { finished: 0, idle: 0, cut: 0 };
+    const reports = this.links.map((link) =>
+      new Promise<void>((resolve) => {
+        this.#drainWaiters.set(link as Link, (report) => {
+          this.#drainWaiters.delete(link as Link);
+          if (report !== undefined) {
+            result.finished += report.finished;
+            result.idle += report.idle;
+            result.cut += report.cut;
+          }
+          resolve();
+        });
+        link.post({ type: "drain", timeout });
+      })
+    );
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const giveUp = new Promise<void>((resolve) => {
+      timer = setTimeout(resolve, timeout * 1000 + DRAIN_REPORT_SLACK_MS);
+    });
+    await Promise.race([Promise.all(reports), giveUp]);
+    clearTimeout(timer);
+    const silent = this.#drainWaiters.size;
+    this.#drainWaiters.clear();
+    return { result, silent };
+  }
+
   /** Stops every worker at once. Idempotent. */
   close(): void {
     this.#closed = true;
@@ -205,7 +257,8 @@ export class WorkerPool {
     }
   }
 
-  #spawn(slot: number): Promise<void> {
+  /** Starts the worker of a slot, with its ends of the channels to the others. */
+  #spawn(slot: number, peers: (MessagePort | undefined)[]): Promise<void> {
     const name = `worker-${slot + 1}`;
     const worker = this.#options.spawn(name, this.#options.spawnOptions ?? {});
     const link = new Link(slot, worker);
@@ -235,7 +288,8 @@ export class WorkerPool {
       if (link.ready) this.#lose(link, reason);
       else reject(new WorkerStartError(`Cannot start ${name}: ${reason}`));
     };
-    worker.postMessage(this.#options.init(slot));
+    const transfer = peers.filter((port): port is MessagePort => port !== undefined);
+    worker.postMessage({ ...this.#options.init(slot), peers }, transfer);
     return promise;
   }
 
@@ -256,7 +310,7 @@ export class WorkerPool {
         resolve();
         break;
       case "drained":
-        this.#options.onDrained?.(link, {
+        this.#drainWaiters.get(link)?.({
           finished: message.finished,
           idle: message.idle,
           cut: message.cut,
@@ -283,18 +337,37 @@ export class WorkerPool {
       reason,
     });
     this.#options.onLost(link);
+    this.#drainWaiters.get(link)?.();
+    this.#tellPeersLost(link.slot);
     if (this.#replacing) this.#replace(link.slot);
+  }
+
+  /** The other workers fail what is in flight to `slot` at once, instead of waiting. */
+  #tellPeersLost(slot: number): void {
+    for (const other of this.links) {
+      if (other.slot !== slot) other.post({ type: "peer-lost", slot });
+    }
   }
 
   async #replace(slot: number): Promise<void> {
     while (!this.#closed && this.#replacing) {
+      // Fresh channels between the replacement and every running worker.
+      const peers = new Array<MessagePort | undefined>(this.#links.length).fill(undefined);
+      for (const other of this.links) {
+        if (other.slot === slot) continue;
+        const { port1, port2 } = new MessageChannel();
+        peers[other.slot] = port1;
+        other.post({ type: "peer", slot, port: port2 }, [port2]);
+      }
       try {
-        await this.#spawn(slot);
+        await this.#spawn(slot, peers);
         this.#restarts++;
         this.#log.info("worker-{slot} replaced", { slot: slot + 1 });
         return;
       } catch (error) {
-        this.#links[slot]?.worker.terminate();
+        this.#links[slot]!.alive = false;
+        this.#links[slot]!.worker.terminate();
+        this.#tellPeersLost(slot);
         this.#log.error("Replacing worker-{slot} failed: {reason}; retrying", {
           slot: slot + 1,
           reason: (error as Error).message,

@@ -56,19 +56,32 @@ export type ToWorker =
     type: "init";
     /** Worker's slot in the pool, from 1; used in its name. */
     index: number;
+    /** How many workers the server runs. */
+    workers: number;
     logLevel: LogLevelName;
     logFormat: LogFormat;
     /** Built-in handler name, or a module URL. */
     handler: string;
-    /** Milliseconds the handler module may take to load. */
+    /** `--handler-option` values by name, as typed; the handler parses them. */
+    handlerOptions: Record<string, string>;
+    /** Milliseconds the handler module may take to load, and its `setup` to run. */
     handlerTimeoutMs: number;
+    /**
+     * This worker's end of a channel to each other worker, by slot (none at its own slot, or
+     * for a worker being replaced: a `peer` message brings that one later). Transferred.
+     */
+    peers: (MessagePort | undefined)[];
     dispatch: Dispatch;
   }
   /** A batch of frames (see `channel.ts`); the buffers are transferred. */
   | FramesMessage
+  /** The worker at `slot` was replaced: this worker's end of a channel to it (transferred). */
+  | { type: "peer"; slot: number; port: MessagePort }
+  /** The worker at `slot` died: what is in flight to it is lost, until a `peer` message. */
+  | { type: "peer-lost"; slot: number }
   /**
-   * `kernel` dispatch: stop accepting, let open connections finish for up to `timeout` seconds,
-   * close the rest, then answer `drained`.
+   * Stop accepting (`kernel` dispatch), let open connections finish for up to `timeout`
+   * seconds, close the rest, run the handler's `teardown`, then answer `drained`.
    */
   | { type: "drain"; timeout: number };
 
@@ -83,7 +96,7 @@ export type FromWorker =
   | { type: "failed"; message: string; detail?: string }
   /** A batch of frames (see `channel.ts`); the buffers are transferred. */
   | FramesMessage
-  /** `kernel` dispatch: the drain is over, and this is how the worker's connections ended. */
+  /** The drain is over, and this is how the worker's connections ended (none in `main`). */
   | ({ type: "drained" } & DrainResult);
 
 /**
@@ -107,5 +120,6 @@ export function isFromWorker(value: unknown): value is FromWorker {
 export function isToWorker(value: unknown): value is ToWorker {
   if (typeof value !== "object" || value === null) return false;
   const type = (value as { type?: unknown }).type;
-  return type === "init" || type === "frames" || type === "drain";
+  return type === "init" || type === "frames" || type === "peer" || type === "peer-lost" ||
+    type === "drain";
 }

@@ -8,7 +8,7 @@
  * @module
  */
 
-import type { Connection, Handler } from "../handlers/handler.ts";
+import type { Connection, Handler, HandlerContext, HandlerLog } from "../handlers/handler.ts";
 import {
   ABORT_OUTPUT_OVERFLOW,
   ACK_THRESHOLD,
@@ -23,6 +23,7 @@ import {
 import type { FromWorker } from "../shared/messages.ts";
 import { MemoryReclaimer } from "../shared/reclaim.ts";
 import { OutputGuard, outputStrategy } from "./output_guard.ts";
+import { connectionLog } from "./handler_log.ts";
 import { CLOSED, type HandledConnection, runHandler } from "./run_handler.ts";
 
 /** Sends a message to the main thread, transferring the listed buffers. */
@@ -31,16 +32,19 @@ export type PostToMain = (message: FromWorker, transfer: Transferable[]) => void
 /** Runs handlers for the connections that the main thread assigns to this worker. */
 export class ChannelRuntime {
   #handler: Handler;
+  #context: HandlerContext;
   #writer: FrameWriter;
   #connections = new Map<number, WorkerConnection>();
   #reclaimer = new MemoryReclaimer(() => this.#connections.size);
 
   /**
    * @param handler The protocol handler.
+   * @param context What the handler knows of its worker.
    * @param post Sends a batch to the main thread.
    */
-  constructor(handler: Handler, post: PostToMain) {
+  constructor(handler: Handler, context: HandlerContext, post: PostToMain) {
     this.#handler = handler;
+    this.#context = context;
     this.#writer = new FrameWriter((buffer, length, attached, done) => {
       post({ type: "frames", buffer, length, attached, done }, [buffer, ...attached]);
     });
@@ -98,7 +102,7 @@ export class ChannelRuntime {
   }
 
   async #serve(connection: WorkerConnection): Promise<void> {
-    await runHandler(this.#handler, connection);
+    await runHandler(this.#handler, connection, this.#context);
     this.#forget(connection.id);
   }
 
@@ -151,7 +155,9 @@ class WorkerConnection implements HandledConnection {
       abort: () => this.#end(Frame.ABORT),
     }, outputStrategy());
     this.#guard = new OutputGuard(writable, id, () => this.#overflow());
+    const guard = this.#guard;
     const signal = () => this.#signal();
+    let log: HandlerLog | undefined;
     this.view = {
       id,
       remoteAddr,
@@ -159,6 +165,16 @@ class WorkerConnection implements HandledConnection {
       writable,
       get signal() {
         return signal();
+      },
+      // Made on first use, like the signal: most handlers never log per connection.
+      get log() {
+        return log ??= connectionLog(id);
+      },
+      get outputLimit() {
+        return guard.limit;
+      },
+      set outputLimit(bytes: number) {
+        guard.limit = bytes;
       },
     };
   }

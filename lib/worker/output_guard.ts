@@ -29,7 +29,8 @@ export class OutputGuard {
   #writable: WritableStream<Uint8Array>;
   #writer: WritableStreamDefaultWriter<Uint8Array> | undefined;
   #id: number;
-  #limit: number;
+  /** Most queued bytes; the handler may change it (`Connection.outputLimit`). */
+  limit: number;
   #onOverflow: () => void;
   #overflowed = false;
 
@@ -49,7 +50,7 @@ export class OutputGuard {
     this.#writable = writable;
     this.#id = id;
     this.#onOverflow = onOverflow;
-    this.#limit = limit;
+    this.limit = limit;
     const getWriter = writable.getWriter.bind(writable);
     Object.defineProperty(writable, "getWriter", {
       configurable: true,
@@ -91,13 +92,15 @@ export class OutputGuard {
   #wrap(writer: WritableStreamDefaultWriter<Uint8Array>): WritableStreamDefaultWriter<Uint8Array> {
     this.#writer = writer;
     const write = writer.write.bind(writer);
-    const limit = this.#limit;
     writer.write = (chunk?: Uint8Array): Promise<void> => {
+      const limit = this.limit;
       // desiredSize is 1 minus the bytes queued (in flight included); null once the stream has
-      // errored (the connection is closed already, and the write rejects by itself).
+      // errored (the connection is closed already, and the write rejects by itself). A write
+      // with nothing waiting never trips the limit, however large: a backlog is what waits.
       const desired = writer.desiredSize;
-      if (desired !== null && 1 - desired + (chunk?.byteLength ?? 0) > limit) {
-        this.#overflow(1 - desired + (chunk?.byteLength ?? 0));
+      const queued = desired === null ? 0 : 1 - desired;
+      if (queued > 0 && queued + (chunk?.byteLength ?? 0) > limit) {
+        this.#overflow(queued + (chunk?.byteLength ?? 0));
       }
       return write(chunk);
     };
@@ -108,9 +111,9 @@ export class OutputGuard {
     if (this.#overflowed) return;
     this.#overflowed = true;
     getLog().warning(
-      "Connection {id}: handler queued more than {limit} MiB of output the client has not taken " +
-        "({queued} B; it does not wait for its writes); closing",
-      { id: this.#id, limit: this.#limit / 1024 / 1024, queued },
+      "Connection {id}: more than {limit} B of output wait for the client ({queued} B: it does " +
+        "not read, or the handler does not wait for its writes); closing",
+      { id: this.#id, limit: this.limit, queued },
     );
     this.#onOverflow();
   }

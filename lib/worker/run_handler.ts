@@ -7,7 +7,7 @@
  * @module
  */
 
-import type { Connection, Handler } from "../handlers/handler.ts";
+import type { Connection, Handler, HandlerContext } from "../handlers/handler.ts";
 import { getLog } from "../shared/log.ts";
 
 /**
@@ -35,15 +35,17 @@ export interface HandledConnection {
  *
  * @param handler The protocol handler.
  * @param connection The connection.
+ * @param context What the handler knows of its worker.
  * @returns When the handler has finished and the connection is ending.
  */
 export async function runHandler(
   handler: Handler,
   connection: HandledConnection,
+  context: HandlerContext,
 ): Promise<void> {
   let failed = false;
   try {
-    await handler(connection.view);
+    await handler(connection.view, context);
     await connection.closeWritable();
   } catch (error) {
     // Errors caused by the connection closing under the handler are not the handler's fault.

@@ -1,7 +1,8 @@
 /**
- * The inside of a connection worker: waits for `init`, loads the handler, starts the adapter
- * that the dispatch mode needs, and reports `ready`. Many connections are served at once on the
- * worker's own event loop.
+ * The inside of a connection worker: waits for `init`, wires its links to the other workers,
+ * loads the handler, runs its `setup`, starts the adapter that the dispatch mode needs, and
+ * reports `ready`. Many connections are served at once on the worker's own event loop. On
+ * `drain` it lets its connections finish, runs the handler's `teardown`, and reports.
  *
  * - `main` dispatch: connections arrive as frames from the main thread (`channel_adapter.ts`).
  * - `kernel` dispatch: the worker listens with `SO_REUSEPORT` and owns its sockets
@@ -12,11 +13,17 @@
  * @module
  */
 
-import { HandlerLoadError, loadHandler } from "../handlers/registry.ts";
+import { fileURLToPath } from "node:url";
+import { type HandlerContext, type HandlerModule, PeerError } from "../handlers/handler.ts";
+import { HandlerOptionError, parseHandlerOptions } from "../handlers/handler_options.ts";
+import { describeLoadError, HandlerLoadError, loadHandler } from "../handlers/registry.ts";
 import { getLog, setupLogging } from "../shared/log.ts";
 import type { DrainResult } from "../shared/connection_set.ts";
-import { type FromWorker, isToWorker } from "../shared/messages.ts";
+import { type FromWorker, isToWorker, type ToWorker } from "../shared/messages.ts";
+import { RateLimitedLog } from "../shared/rate_limited_log.ts";
 import { ChannelRuntime } from "./channel_adapter.ts";
+import { workerLog } from "./handler_log.ts";
+import { PeerNetwork } from "./peer_network.ts";
 import { CLOSED } from "./run_handler.ts";
 import { SocketServer } from "./socket_server.ts";
 
@@ -39,6 +46,9 @@ export interface WorkerScope {
 export function runWorker(scope: WorkerScope): void {
   let channel: ChannelRuntime | undefined;
   let sockets: SocketServer | undefined;
+  let peers: PeerNetwork | undefined;
+  let teardown: HandlerModule["teardown"];
+  let unheeded: RateLimitedLog | undefined;
   const post = (message: FromWorker, transfer: Transferable[] = []) =>
     scope.postMessage(message, transfer);
   const close = scope.close.bind(scope);
@@ -74,6 +84,14 @@ export function runWorker(scope: WorkerScope): void {
     // A write that failed because its connection was closed from outside concerns that
     // connection only, even if the handler never awaited it.
     if (event.reason === CLOSED) return;
+    // So does a message to another worker that failed and that nobody awaited: said, not fatal.
+    if (event.reason instanceof PeerError) {
+      unheeded ??= new RateLimitedLog(getLog());
+      unheeded.warn("peer", "A message to another worker failed, unawaited: {reason}", {
+        reason: event.reason.message,
+      });
+      return;
+    }
     die(event.reason);
   });
   scope.onmessage = async (event: MessageEvent) => {
@@ -82,14 +100,25 @@ export function runWorker(scope: WorkerScope): void {
     switch (message.type) {
       case "init": {
         setupLogging(message.logLevel, `worker-${message.index}`, message.logFormat);
+        // Before anything is awaited: a `peer` message may follow this one at once.
+        peers = new PeerNetwork(message.index - 1, message.workers, workerLog());
+        for (const [slot, port] of message.peers.entries()) {
+          if (port !== undefined) peers.connect(slot, port);
+        }
         try {
-          const handler = await loadHandler(message.handler, message.handlerTimeoutMs);
+          const module = await loadHandler(message.handler, message.handlerTimeoutMs);
+          const context = await setUp(module, message, peers);
+          peers.start();
+          teardown = module.teardown;
           const { dispatch } = message;
           if (dispatch.mode === "kernel") {
-            sockets = new SocketServer(handler, { ...dispatch, slot: message.index - 1 });
+            sockets = new SocketServer(module.handler, context, {
+              ...dispatch,
+              slot: message.index - 1,
+            });
             sockets.start();
           } else {
-            channel = new ChannelRuntime(handler, post);
+            channel = new ChannelRuntime(module.handler, context, post);
           }
           post({ type: "ready" });
         } catch (error) {
@@ -101,9 +130,23 @@ export function runWorker(scope: WorkerScope): void {
       case "frames":
         channel?.receive(message.buffer, message.length, message.attached);
         break;
+      case "peer":
+        peers?.connect(message.slot, message.port);
+        break;
+      case "peer-lost":
+        peers?.disconnect(message.slot);
+        break;
       case "drain": {
         const result: DrainResult = await sockets?.drain(message.timeout) ??
           { finished: 0, idle: 0, cut: 0 };
+        try {
+          await teardown?.();
+        } catch (error) {
+          getLog().warning("Handler teardown failed: {reason}", {
+            reason: describeLoadError(error),
+          });
+        }
+        peers?.close();
         post({ type: "drained", ...result });
         break;
       }
@@ -113,4 +156,56 @@ export function runWorker(scope: WorkerScope): void {
       }
     }
   };
+}
+
+/** A handler's name as users wrote it: a built-in's name, or a module's path. */
+function handlerName(spec: string): string {
+  return spec.startsWith("file:") ? fileURLToPath(spec) : spec;
+}
+
+/**
+ * Parses the handler's options and runs its `setup` within the load deadline.
+ *
+ * @throws {HandlerOptionError} For an option the handler refuses.
+ * @throws {HandlerLoadError} If `setup` throws or does not finish in time.
+ */
+async function setUp(
+  module: HandlerModule,
+  init: Extract<ToWorker, { type: "init" }>,
+  peers: PeerNetwork,
+): Promise<HandlerContext> {
+  const name = handlerName(init.handler);
+  const context: HandlerContext = {
+    worker: init.index - 1,
+    workers: init.workers,
+    options: parseHandlerOptions(name, module.options, init.handlerOptions),
+    log: workerLog(),
+    peers,
+  };
+  if (module.setup === undefined) return context;
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const deadline = new Promise<never>((_, reject) => {
+    timer = setTimeout(
+      () =>
+        reject(
+          new HandlerLoadError(
+            `Cannot set up handler '${name}': setup() did not finish within ${
+              init.handlerTimeoutMs / 1000
+            } s`,
+          ),
+        ),
+      init.handlerTimeoutMs,
+    );
+  });
+  try {
+    await Promise.race([module.setup(context), deadline]);
+  } catch (error) {
+    if (error instanceof HandlerLoadError || error instanceof HandlerOptionError) throw error;
+    throw new HandlerLoadError(`Cannot set up handler '${name}': ${describeLoadError(error)}`, {
+      cause: error,
+    });
+  } finally {
+    clearTimeout(timer);
+  }
+  return context;
 }

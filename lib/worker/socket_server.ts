@@ -9,7 +9,7 @@
  * @module
  */
 
-import type { Handler } from "../handlers/handler.ts";
+import type { Handler, HandlerContext } from "../handlers/handler.ts";
 import { closeQuietly, displayAddr, formatAddr, remoteText } from "../shared/address.ts";
 import { acceptLoop } from "../shared/accept_loop.ts";
 import { AddressLimit } from "../shared/address_limit.ts";
@@ -33,6 +33,7 @@ export type SocketServerOptions = Omit<Extract<Dispatch, { mode: "kernel" }>, "m
 /** Listens, accepts and serves connections inside one worker. */
 export class SocketServer {
   #handler: Handler;
+  #context: HandlerContext;
   #options: SocketServerOptions;
   #counters: ServerCounters;
   #row: SlotCounters;
@@ -47,10 +48,12 @@ export class SocketServer {
 
   /**
    * @param handler The protocol handler.
+   * @param context What the handler knows of its worker.
    * @param options Address, limits, shared counters and slot.
    */
-  constructor(handler: Handler, options: SocketServerOptions) {
+  constructor(handler: Handler, context: HandlerContext, options: SocketServerOptions) {
     this.#handler = handler;
+    this.#context = context;
     this.#options = options;
     this.#counters = new ServerCounters(options.counters, options.workers);
     this.#row = this.#counters.slot(options.slot);
@@ -178,7 +181,7 @@ export class SocketServer {
       addr: formatAddr(remoteAddr.hostname, remoteAddr.port),
       worker: this.#options.slot + 1,
     });
-    runHandler(this.#handler, connection);
+    runHandler(this.#handler, connection, this.#context);
   }
 
   #closed(connection: SocketConnection, reason: CloseReason): void {
