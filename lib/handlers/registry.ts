@@ -11,12 +11,14 @@ import * as chat from "./chat.ts";
 import { echo } from "./echo.ts";
 import type { Handler, HandlerModule } from "./handler.ts";
 import { hash } from "./hash.ts";
+import * as memcache from "./memcache/memcache.ts";
 
 /** Handlers that ship with the server, by name: modules of the same shape as a user's. */
 export const BUILTIN_HANDLERS: Readonly<Record<string, HandlerModule>> = {
   echo: { handler: echo },
   hash: { handler: hash },
   chat,
+  memcache,
 };
 
 /**
