@@ -18,6 +18,7 @@
 import { parseArgs } from "node:util";
 import process from "node:process";
 import { fileURLToPath } from "node:url";
+import { findMemcached, startMemcached } from "../launcher/memcached.ts";
 import { serverCommand, startProcess } from "../launcher/server_process.ts";
 import { type ChartBar, renderChart } from "./chart.ts";
 import type { LoadJob, LoadReport } from "./load_worker.ts";
@@ -27,8 +28,11 @@ interface Scenario {
   name: string;
   connections: number;
   size: number;
-  /** `hash`: the computing handler, on 1 and 2 workers instead of ours vs baseline. */
-  mode: "echo" | "hash";
+  /**
+   * `hash`: the computing handler, on 1 and 2 workers instead of ours vs baseline.
+   * `memcache`: the memcache handler in both dispatch modes vs a real memcached.
+   */
+  mode: "echo" | "hash" | "memcache";
 }
 
 /**
@@ -43,7 +47,11 @@ const SCENARIOS: Scenario[] = [
   { name: "S3", connections: 8, size: 64 * 1024, mode: "echo" },
   { name: "S4", connections: 10_000, size: 16, mode: "echo" },
   { name: "S5", connections: 50, size: 64, mode: "hash" },
+  { name: "S6", connections: 50, size: 100, mode: "memcache" },
 ];
+
+/** Debian's memcached, when installed: S6's reference, started with `--workers` threads. */
+const MEMCACHED = findMemcached();
 
 interface Result {
   scenario: string;
@@ -81,7 +89,9 @@ function say(line: string): void {
 
 function usage(message: string): never {
   say(`bench: ${message}`);
-  say("Usage: deno task bench [--quick] [--scenarios S1,S2,S3,S4] [--duration s] [--warmup s]");
+  say(
+    "Usage: deno task bench [--quick] [--scenarios S1,S2,S3,S4,S5,S6] [--duration s] [--warmup s]",
+  );
   say("       [--rounds n] [--clients n] [--workers n] [--servers main,kernel,baseline]");
   say("       [--cores n] [--external host:port]");
   Deno.exit(2);
@@ -117,7 +127,7 @@ function parse() {
     if (!Number.isFinite(value) || value <= 0) usage(`'--${flag}' must be a positive number`);
     return value;
   };
-  const names = (values.scenarios ?? "S1,S2,S3,S4,S5").split(",").map((s) =>
+  const names = (values.scenarios ?? "S1,S2,S3,S4,S5,S6").split(",").map((s) =>
     s.trim().toUpperCase()
   );
   const scenarios = names.map((name) =>
@@ -153,7 +163,21 @@ interface RunningServer {
 
 /** The servers a scenario compares. */
 function serversFor(scenario: Scenario, servers: string[]): string[] {
-  return scenario.mode === "hash" ? ["hash-1w", "hash-2w"] : servers;
+  if (scenario.mode === "hash") return ["hash-1w", "hash-2w"];
+  if (scenario.mode === "memcache") {
+    const others = servers.filter((s) => s === "external"); // any memcached-compatible server
+    return ["memcache-main", "memcache-kernel", ...(MEMCACHED ? ["memcached"] : []), ...others];
+  }
+  return servers;
+}
+
+/** The server each scenario's ratios are taken against. */
+function referenceFor(scenario: Scenario): string {
+  return scenario.mode === "hash"
+    ? "hash-1w"
+    : scenario.mode === "memcache"
+    ? "memcached"
+    : "baseline";
 }
 
 async function startServer(kind: string, options: Options): Promise<RunningServer> {
@@ -161,9 +185,21 @@ async function startServer(kind: string, options: Options): Promise<RunningServe
     const [, host, port] = /^\[?(.+?)\]?:(\d+)$/.exec(options.external!)!;
     return { hostname: host!, port: Number(port), pid: null, stop: () => Promise.resolve() };
   }
+  if (kind === "memcached") {
+    const memcached = await startMemcached(MEMCACHED!, options.workers);
+    return {
+      hostname: "127.0.0.1",
+      port: memcached.port,
+      pid: memcached.process.pid,
+      stop: memcached.stop,
+    };
+  }
   const ours = (workers: number, ...extra: string[]) =>
     serverCommand(["--workers", String(workers), ...extra]);
-  const { program, args } = kind === "main" || kind === "kernel"
+  const memcache = /^memcache-(main|kernel)$/.exec(kind)?.[1];
+  const { program, args } = memcache !== undefined
+    ? ours(options.workers, "--dispatch", memcache, "--handler", "memcache")
+    : kind === "main" || kind === "kernel"
     ? ours(options.workers, "--dispatch", kind)
     : kind === "hash-1w"
     ? ours(1, "--handler", "hash")
@@ -353,8 +389,8 @@ function ceiling(cpuUs: ThreadCpu | null, cores: number): number | null {
 }
 
 function table(scenario: Scenario, rows: ReturnType<typeof summarize>, cores: number): string {
-  // S5 compares 2 workers with 1; the others compare with the single-isolate baseline.
-  const reference = scenario.mode === "hash" ? "hash-1w" : "baseline";
+  // S5 compares 2 workers with 1, S6 with memcached; the others with the single-isolate baseline.
+  const reference = referenceFor(scenario);
   const baseline = rows.find((r) => r.server === reference);
   const fixed = (v: number | null, digits = 1) =>
     v === null || Number.isNaN(v) ? "-" : v.toFixed(digits);
@@ -362,7 +398,13 @@ function table(scenario: Scenario, rows: ReturnType<typeof summarize>, cores: nu
   const lines = [
     `### ${scenario.name}: ${scenario.connections.toLocaleString("en-US")} connections x ${
       scenario.size >= 1024 ? `${scenario.size / 1024} KiB` : `${scenario.size} B`
-    }${scenario.mode === "hash" ? `, hash handler (${S5_ROUNDS} SHA-256 rounds per line)` : ""}`,
+    }${scenario.mode === "hash" ? `, hash handler (${S5_ROUNDS} SHA-256 rounds per line)` : ""}${
+      scenario.mode === "memcache"
+        ? `, memcache handler vs memcached: 9 gets to 1 set, values verified${
+          MEMCACHED ? "" : " (memcached not installed: no reference)"
+        }`
+        : ""
+    }`,
     "",
     `| server | round trips/s | MB/s | p50 ms | p99 ms | p99.9 ms | errors | mismatched | peak RSS MB | server CPU % | client CPU % | CPU us/trip main | workers | other | ${cores}-core ceiling/s | vs ${reference} |`,
     "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",

@@ -1,7 +1,9 @@
 /**
  * One thread of the load generator: opens its share of the connections and drives each in a
  * closed loop (send a message, wait for its whole echo, verify every byte, repeat), recording
- * round trips and latencies during the measured window.
+ * round trips and latencies during the measured window. In `memcache` mode each round trip is
+ * one `get` or `set` of the memcached text protocol, and every reply is checked byte for byte
+ * against what the connection last stored.
  *
  * Runs inside a worker started by `bench/bench.ts`.
  *
@@ -15,15 +17,15 @@ export interface LoadJob {
   type: "run";
   /**
    * `echo`: expect each message back. `hash`: send `#rounds <text>` lines to the hash handler
-   * and expect each line's digest.
+   * and expect each line's digest. `memcache`: a get/set mix on keys of the connection's own.
    */
-  mode: "echo" | "hash";
+  mode: "echo" | "hash" | "memcache";
   /** For `hash`: SHA-256 rounds per line. */
   rounds: number;
   hostname: string;
   port: number;
   connections: number;
-  /** Message size in bytes (at least 8). */
+  /** Message size in bytes (at least 8); in `memcache` mode, the value size. */
   size: number;
   warmupMs: number;
   durationMs: number;
@@ -119,7 +121,53 @@ function script(job: LoadJob, index: number): Script {
   return { messages, replies, stamped: false };
 }
 
+/** Keys each `memcache` connection cycles through (its own: no other connection writes them). */
+const MEMCACHE_KEYS = 16;
+/** One round trip in this many is a `set`; the rest are `get`s, as in a read-mostly cache. */
+const MEMCACHE_SET_EVERY = 10;
+
+/**
+ * The next memcache round trip of a connection: the request, and the exact reply expected from
+ * what the connection stored last (a miss before its first set of a key).
+ */
+function memcacheStep(
+  job: LoadJob,
+  index: number,
+  counter: number,
+  versions: number[],
+): { request: Uint8Array; reply: Uint8Array } {
+  const slot = (counter * 7) % MEMCACHE_KEYS;
+  const key = `bench:${job.seed}:${index}:${slot}`;
+  if (counter % MEMCACHE_SET_EVERY === 0 || versions[slot] === undefined) {
+    const version = counter;
+    versions[slot] = version;
+    const value = makeMessage(job.size, job.seed * 1_000_003 + index * 101 + version);
+    const request = concat(encoder.encode(`set ${key} 0 0 ${value.length}\r\n`), value, CRLF);
+    return { request, reply: encoder.encode("STORED\r\n") };
+  }
+  const value = makeMessage(job.size, job.seed * 1_000_003 + index * 101 + versions[slot]!);
+  return {
+    request: encoder.encode(`get ${key}\r\n`),
+    reply: concat(encoder.encode(`VALUE ${key} 0 ${value.length}\r\n`), value, END),
+  };
+}
+
+const encoder = new TextEncoder();
+const CRLF = encoder.encode("\r\n");
+const END = encoder.encode("\r\nEND\r\n");
+
+function concat(...parts: Uint8Array[]): Uint8Array {
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+  let at = 0;
+  for (const part of parts) {
+    out.set(part, at);
+    at += part.length;
+  }
+  return out;
+}
+
 async function drive(conn: Deno.TcpConn, job: LoadJob, index: number, totals: Totals) {
+  if (job.mode === "memcache") return driveMemcache(conn, job, index, totals);
   const { messages, replies, stamped } = script(job, index);
   const buffers = replies.map((reply) => new Uint8Array(reply.length));
   let counter = 0;
@@ -144,6 +192,49 @@ async function drive(conn: Deno.TcpConn, job: LoadJob, index: number, totals: To
       if (!same(expected, echo)) {
         totals.mismatches++;
         totals.firstError ??= "reply differs from the one expected";
+        break;
+      }
+      totals.progress++;
+      if (totals.measuring) {
+        if (totals.roundTrips < totals.latencies.length) {
+          totals.latencies[totals.roundTrips] = elapsed;
+        }
+        totals.roundTrips++;
+      }
+    }
+  } catch (error) {
+    if (!totals.stopping) {
+      totals.errors++;
+      totals.firstError ??= (error as Error).message;
+    }
+  }
+}
+
+/** The memcache closed loop: one verified get or set per round trip. */
+async function driveMemcache(conn: Deno.TcpConn, job: LoadJob, index: number, totals: Totals) {
+  const versions: number[] = [];
+  const buffer = new Uint8Array(job.size + 256);
+  let counter = 0;
+  try {
+    while (!totals.stopping) {
+      const { request, reply } = memcacheStep(job, index, counter++, versions);
+      const started = performance.now();
+      let written = 0;
+      while (written < request.length) written += await conn.write(request.subarray(written));
+      let got = 0;
+      while (got < reply.length) {
+        const n = await conn.read(buffer.subarray(got, reply.length));
+        if (n === null) throw new Error("server closed the connection");
+        got += n;
+        // A wrong answer may be shorter than the right one: stop at its first wrong byte.
+        if (!same(reply.subarray(got - n, got), buffer.subarray(got - n, got))) break;
+      }
+      const elapsed = performance.now() - started;
+      if (!same(reply, buffer.subarray(0, reply.length))) {
+        totals.mismatches++;
+        totals.firstError ??= `reply differs: ${
+          JSON.stringify(new TextDecoder().decode(buffer.subarray(0, Math.min(got, 80))))
+        }`;
         break;
       }
       totals.progress++;

@@ -13,7 +13,7 @@ const decoder = new TextDecoder();
 export interface ThreadCpu {
   /** The main thread (accepts and relays in `main` dispatch; the whole isolate in the baseline). */
   main: number;
-  /** Threads named `worker-N`: the connection workers. */
+  /** The connection workers: threads named `worker-N` (ours) or `mc-worker` (memcached). */
   workers: number;
   /** Everything else: V8's GC helpers, Deno's blocking-task threads. */
   other: number;
@@ -39,7 +39,7 @@ for t in *; do printf '%s %s %s\\n' "$t" "$(cut -d' ' -f1 "$t/schedstat" 2>/dev/
     if (tid === undefined || ns === undefined || ns === "") continue;
     const seconds = Number(ns) / 1e9;
     if (Number(tid) === pid) cpu.main += seconds;
-    else if (name.join(" ").startsWith("worker-")) cpu.workers += seconds;
+    else if (/^(worker-|mc-worker)/.test(name.join(" "))) cpu.workers += seconds;
     else cpu.other += seconds;
   }
   return cpu;

@@ -149,7 +149,8 @@ export const handler: Handler = async (connection: Connection, context: HandlerC
           } else block = { command, need: command.bytes + 2 };
         } else turn.command(command);
       }
-      const reply = await turn.render();
+      const rendered = turn.render();
+      const reply = rendered instanceof Promise ? await rendered : rendered;
       if (reply.length > 0) {
         connections.bytes_written += reply.length;
         await writer.write(reply);
@@ -276,22 +277,35 @@ class Turn {
   }
 
   /**
-   * Sends each owner its operations (one request per owner) and renders every reply in
-   * order.
+   * Serves this worker's own operations at once, sends each other owner its operations (one
+   * request per owner), and renders every reply in order.
    *
-   * @returns The bytes to write; empty if there is nothing to say.
+   * @returns The bytes to write (empty if there is nothing to say); at once when no other
+   *   worker was asked, which is the common case with one worker.
    */
-  async render(): Promise<Uint8Array> {
-    if (this.#replies.length === 0) return new Uint8Array(0);
-    const peers = this.#context.peers;
-    const answers = await Promise.allSettled(
-      this.#ops.map((ops, owner) =>
-        ops.length === 0
-          ? Promise.resolve([])
-          : peers.request<ShardResult[]>(owner, ops, { transfer: this.#transfer[owner]! })
-      ),
+  render(): Uint8Array | Promise<Uint8Array> {
+    const self = this.#context.worker;
+    const results: (ShardResult[] | Error)[] = this.#ops.map((ops, owner) =>
+      owner === self && ops.length > 0 ? serveOps(store, ops, connections) : []
     );
-    const results = answers.map((a) => a.status === "fulfilled" ? a.value : a.reason as Error);
+    const asked = this.#ops.flatMap((ops, owner) =>
+      owner === self || ops.length === 0 ? [] : [owner]
+    );
+    if (asked.length === 0) return this.#join(results);
+    const peers = this.#context.peers;
+    return Promise.allSettled(
+      asked.map((owner) =>
+        peers.request<ShardResult[]>(owner, this.#ops[owner], { transfer: this.#transfer[owner]! })
+      ),
+    ).then((answers) => {
+      answers.forEach((answer, i) => {
+        results[asked[i]!] = answer.status === "fulfilled" ? answer.value : answer.reason as Error;
+      });
+      return this.#join(results);
+    });
+  }
+
+  #join(results: (ShardResult[] | Error)[]): Uint8Array {
     const parts: Part[] = [];
     for (const reply of this.#replies) {
       if (typeof reply === "function") parts.push(...reply(results));
