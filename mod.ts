@@ -1,7 +1,8 @@
 /**
- * What other programs may build on: the protocol-handler contract, the multi-threaded work queue
- * and its worker side, and the PROXY protocol parser. Everything else in `lib/` is the server's
- * own and may change.
+ * What other programs may build on: the protocol-handler contract (with the handler context and
+ * the links between workers, `Peers`), handler options, the key-to-worker hash, the
+ * multi-threaded work queue and its worker side, and the PROXY protocol parser. Everything else
+ * in `lib/` is the server's own and may change.
  *
  * The server itself is the command-line program `main.ts`.
  *
@@ -21,7 +22,28 @@
  * @module
  */
 
-export type { Connection, Handler } from "./lib/handlers/handler.ts";
+export {
+  type Connection,
+  type Handler,
+  type HandlerContext,
+  type HandlerLog,
+  type HandlerModule,
+  type HandlerOption,
+  type MessageListener,
+  PeerError,
+  type PeerErrorKind,
+  type PeerRequestOptions,
+  type Peers,
+  type PeerSendOptions,
+  type RequestListener,
+} from "./lib/handlers/handler.ts";
+export {
+  HandlerOptionError,
+  integerOption,
+  parseHandlerOptions,
+  sizeOption,
+} from "./lib/handlers/handler_options.ts";
+export { fnv1a32, shardOf } from "./lib/shared/shard.ts";
 export {
   JobError,
   type SubmitOptions,

@@ -166,7 +166,7 @@ bothModes(
       "debug",
     ]);
     using conn = await Deno.connect({ hostname: "127.0.0.1", port: server.port });
-    await writeAll(conn, utf8("ask 0\nask 1\nask 7\n"));
+    await writeAll(conn, utf8("ask 0\nstray\nask 1\nask 7\n"));
     await conn.closeWrite();
     const lines = text(await readBytes(conn, Infinity)).trimEnd().split("\n");
     const line = await server.waitForLog(/Connection (\d+) from .* to worker-(\d+)/);
@@ -174,12 +174,15 @@ bothModes(
     const self = Number(worker) - 1;
     assert.deepEqual(lines, [
       `hi from worker 0 of 2 to ${self}: ask 0`,
+      "sent",
       `hi from worker 1 of 2 to ${self}: ask 1`,
       "error: 7 is not a worker index (0 to 1)",
     ]);
     await server.waitForLog(
       new RegExp(`worker-${worker}: Connection ${id}: asking for 127\\.0\\.0\\.1`),
     );
+    await server.waitForLog(/A message to another worker failed, unawaited: 99 is not a worker/);
+    assert.doesNotMatch(server.log(), /died/);
     assert.equal((await server.stop("SIGTERM")).code, 0);
     assert.match(server.log(), /worker-1: teardown of worker 0/);
     assert.match(server.log(), /worker-2: teardown of worker 1/);

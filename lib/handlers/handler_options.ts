@@ -14,6 +14,8 @@ import type { HandlerOption } from "./handler.ts";
 /** A `--handler-option` the handler does not take, or a value it refuses. */
 export class HandlerOptionError extends TypeError {
   /**
+   * Creates the error.
+   *
    * @param message One line naming the handler, the option and what is wrong.
    * @param options The parser's error as `cause`.
    */
