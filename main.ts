@@ -16,6 +16,7 @@ import { type MetricsHttpServer, serveMetricsHttp } from "./lib/main_thread/metr
 import { ListenError } from "./lib/main_thread/listen.ts";
 import { createServer } from "./lib/main_thread/server.ts";
 import { startNodeWorker } from "./lib/main_thread/node_worker.ts";
+import { type LoadedTls, loadTls, TlsFileError } from "./lib/main_thread/tls_files.ts";
 import {
   type SpawnOptions,
   type WorkerHandle,
@@ -105,7 +106,17 @@ async function main(): Promise<void> {
     );
     Deno.exit(EXIT_CANNOT_RUN);
   }
-  const server = createServer(config, spawnConnectionWorker);
+  let tls: LoadedTls | undefined;
+  if (parsed.tls !== undefined) {
+    try {
+      tls = loadTls(parsed.tls);
+    } catch (error) {
+      if (!(error instanceof TlsFileError)) throw error;
+      log.error(error.message);
+      Deno.exit(EXIT_USAGE);
+    }
+  }
+  const server = createServer({ ...config, tls: tls?.settings }, spawnConnectionWorker);
 
   let addr: Deno.NetAddr;
   try {
@@ -188,20 +199,49 @@ async function main(): Promise<void> {
   }
   try {
     // A closed terminal or SSH session sends SIGHUP, whose default is to end the process at
-    // once with no drain. A server keeps running; it has nothing to reload (yet).
-    Deno.addSignalListener("SIGHUP", () => log.info("SIGHUP received: ignored, still serving"));
+    // once with no drain. A server keeps running; with TLS, SIGHUP is the certificate reload.
+    Deno.addSignalListener("SIGHUP", () => {
+      if (parsed.tls === undefined) {
+        log.info("SIGHUP received: nothing to reload (no TLS), still serving");
+        return;
+      }
+      try {
+        const reloaded = loadTls(parsed.tls);
+        server.reloadTls(reloaded.settings);
+        log.info(
+          "SIGHUP: TLS certificate reloaded ({subject}, valid until {validTo}) for new connections",
+          {
+            subject: reloaded.subject,
+            validTo: reloaded.validTo,
+          },
+        );
+      } catch (error) {
+        if (!(error instanceof TlsFileError)) throw error;
+        log.error("SIGHUP: TLS reload failed, still serving the previous certificate: {reason}", {
+          reason: error.message,
+        });
+      }
+    });
   } catch {
     // No SIGHUP on Windows.
   }
+  if (tls !== undefined) {
+    log.info("TLS certificate {subject}, valid until {validTo}{mutual}", {
+      subject: tls.subject,
+      validTo: tls.validTo,
+      mutual: tls.settings.ca === undefined ? "" : "; client certificates required (mutual TLS)",
+    });
+  }
 
   log.info(
-    "echoserver {version} listening on {address} with {workers} workers ({handler}, {dispatch} dispatch)",
+    "echoserver {version} listening on {address} with {workers} workers ({handler}, {dispatch} dispatch{tls})",
     {
       version: denoJson.version,
       address: formatAddr(addr.hostname, addr.port),
       workers: config.workers,
       handler: parsed.handler,
       dispatch: config.dispatch,
+      tls: tls === undefined ? "" : ", TLS",
     },
   );
 }

@@ -18,6 +18,7 @@
 import { parseArgs } from "node:util";
 import process from "node:process";
 import { fileURLToPath } from "node:url";
+import { type Certificates, haveOpenssl, makeCertificates } from "../launcher/certificates.ts";
 import { findMemcached, startMemcached } from "../launcher/memcached.ts";
 import { serverCommand, startProcess } from "../launcher/server_process.ts";
 import { type ChartBar, renderChart } from "./chart.ts";
@@ -33,6 +34,8 @@ interface Scenario {
    * `memcache`: the memcache handler in both dispatch modes vs a real memcached.
    */
   mode: "echo" | "hash" | "memcache";
+  /** Over TLS: every server with a certificate, the load generator verifying it. */
+  tls?: boolean;
 }
 
 /**
@@ -48,6 +51,7 @@ const SCENARIOS: Scenario[] = [
   { name: "S4", connections: 10_000, size: 16, mode: "echo" },
   { name: "S5", connections: 50, size: 64, mode: "hash" },
   { name: "S6", connections: 50, size: 100, mode: "memcache" },
+  { name: "S1T", connections: 50, size: 64, mode: "echo", tls: true },
 ];
 
 /** Debian's memcached, when installed: S6's reference, started with `--workers` threads. */
@@ -90,8 +94,9 @@ function say(line: string): void {
 function usage(message: string): never {
   say(`bench: ${message}`);
   say(
-    "Usage: deno task bench [--quick] [--scenarios S1,S2,S3,S4,S5,S6] [--duration s] [--warmup s]",
+    "Usage: deno task bench [--quick] [--scenarios S1,S2,S3,S4,S5,S6,S1T] [--duration s]",
   );
+  say("       [--warmup s]");
   say("       [--rounds n] [--clients n] [--workers n] [--servers main,kernel,baseline]");
   say("       [--cores n] [--external host:port]");
   Deno.exit(2);
@@ -127,7 +132,7 @@ function parse() {
     if (!Number.isFinite(value) || value <= 0) usage(`'--${flag}' must be a positive number`);
     return value;
   };
-  const names = (values.scenarios ?? "S1,S2,S3,S4,S5,S6").split(",").map((s) =>
+  const names = (values.scenarios ?? "S1,S2,S3,S4,S5,S6,S1T").split(",").map((s) =>
     s.trim().toUpperCase()
   );
   const scenarios = names.map((name) =>
@@ -180,7 +185,14 @@ function referenceFor(scenario: Scenario): string {
     : "baseline";
 }
 
-async function startServer(kind: string, options: Options): Promise<RunningServer> {
+/** The certificates of the TLS scenarios, made once per run (see `main`). */
+let certificates: Certificates | undefined;
+
+async function startServer(
+  kind: string,
+  options: Options,
+  scenario: Scenario,
+): Promise<RunningServer> {
   if (kind === "external") {
     const [, host, port] = /^\[?(.+?)\]?:(\d+)$/.exec(options.external!)!;
     return { hostname: host!, port: Number(port), pid: null, stop: () => Promise.resolve() };
@@ -194,8 +206,12 @@ async function startServer(kind: string, options: Options): Promise<RunningServe
       stop: memcached.stop,
     };
   }
+  const tls = scenario.tls ? certificates! : undefined;
+  const tlsFlags = tls === undefined
+    ? []
+    : ["--tls-cert", tls.serverA.cert, "--tls-key", tls.serverA.key];
   const ours = (workers: number, ...extra: string[]) =>
-    serverCommand(["--workers", String(workers), ...extra]);
+    serverCommand(["--workers", String(workers), ...tlsFlags, ...extra]);
   const memcache = /^memcache-(main|kernel)$/.exec(kind)?.[1];
   const { program, args } = memcache !== undefined
     ? ours(options.workers, "--dispatch", memcache, "--handler", "memcache")
@@ -207,7 +223,14 @@ async function startServer(kind: string, options: Options): Promise<RunningServe
     ? ours(2, "--handler", "hash")
     : {
       program: Deno.execPath(),
-      args: ["run", "--allow-net", fileURLToPath(new URL("bench/baseline_server.ts", ROOT)), "0"],
+      args: [
+        "run",
+        "--allow-net",
+        "--allow-read",
+        fileURLToPath(new URL("bench/baseline_server.ts", ROOT)),
+        "0",
+        ...(tls === undefined ? [] : [tls.serverA.cert, tls.serverA.key]),
+      ],
     };
   const server = await startProcess(program, args);
   return {
@@ -231,7 +254,7 @@ async function measure(
   round: number,
   options: Options,
 ): Promise<Result> {
-  const server = await startServer(kind, options);
+  const server = await startServer(kind, options, scenario);
   const clients = Math.min(options.clients, scenario.connections);
   const workers = Array.from(
     { length: clients },
@@ -274,6 +297,7 @@ async function measure(
           warmupMs: options.warmup * 1000,
           durationMs: options.duration * 1000,
           seed: i + 1,
+          ...(scenario.tls ? { tlsCa: Deno.readTextFileSync(certificates!.ca) } : {}),
         };
         worker.postMessage(job);
       })
@@ -398,7 +422,9 @@ function table(scenario: Scenario, rows: ReturnType<typeof summarize>, cores: nu
   const lines = [
     `### ${scenario.name}: ${scenario.connections.toLocaleString("en-US")} connections x ${
       scenario.size >= 1024 ? `${scenario.size / 1024} KiB` : `${scenario.size} B`
-    }${scenario.mode === "hash" ? `, hash handler (${S5_ROUNDS} SHA-256 rounds per line)` : ""}${
+    }${scenario.tls ? ", over TLS (baseline: Deno.listenTls)" : ""}${
+      scenario.mode === "hash" ? `, hash handler (${S5_ROUNDS} SHA-256 rounds per line)` : ""
+    }${
       scenario.mode === "memcache"
         ? `, memcache handler vs memcached: 9 gets to 1 set, values verified${
           MEMCACHED ? "" : " (memcached not installed: no reference)"
@@ -447,6 +473,17 @@ function table(scenario: Scenario, rows: ReturnType<typeof summarize>, cores: nu
 
 async function main(): Promise<void> {
   const options = parse();
+  if (options.scenarios.some((s) => s.tls)) {
+    if (!haveOpenssl()) {
+      say("bench: openssl is not installed: skipping the TLS scenarios");
+      options.scenarios = options.scenarios.filter((s) => !s.tls);
+    } else {
+      const dir = new URL("bench/results/.tls/", ROOT);
+      Deno.mkdirSync(dir, { recursive: true });
+      certificates = await makeCertificates(fileURLToPath(dir).replace(/\/$/, ""));
+      globalThis.addEventListener("unload", () => Deno.removeSync(dir, { recursive: true }));
+    }
+  }
   const servers = [...options.servers, ...(options.external ? ["external"] : [])];
   say(
     `bench: ${options.scenarios.map((s) => s.name).join(", ")}; servers ${servers.join(", ")}; ` +

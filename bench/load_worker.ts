@@ -31,6 +31,8 @@ export interface LoadJob {
   durationMs: number;
   /** Distinguishes this worker's messages from other workers'. */
   seed: number;
+  /** Connect with TLS, trusting this CA certificate (PEM); plain TCP when absent. */
+  tlsCa?: string;
 }
 
 /** What a load worker reports. */
@@ -166,7 +168,7 @@ function concat(...parts: Uint8Array[]): Uint8Array {
   return out;
 }
 
-async function drive(conn: Deno.TcpConn, job: LoadJob, index: number, totals: Totals) {
+async function drive(conn: Deno.Conn, job: LoadJob, index: number, totals: Totals) {
   if (job.mode === "memcache") return driveMemcache(conn, job, index, totals);
   const { messages, replies, stamped } = script(job, index);
   const buffers = replies.map((reply) => new Uint8Array(reply.length));
@@ -211,7 +213,7 @@ async function drive(conn: Deno.TcpConn, job: LoadJob, index: number, totals: To
 }
 
 /** The memcache closed loop: one verified get or set per round trip. */
-async function driveMemcache(conn: Deno.TcpConn, job: LoadJob, index: number, totals: Totals) {
+async function driveMemcache(conn: Deno.Conn, job: LoadJob, index: number, totals: Totals) {
   const versions: number[] = [];
   const buffer = new Uint8Array(job.size + 256);
   let counter = 0;
@@ -253,6 +255,12 @@ async function driveMemcache(conn: Deno.TcpConn, job: LoadJob, index: number, to
   }
 }
 
+/** A connection to the server under test, over TLS when the job says so. */
+function connect(job: LoadJob): Promise<Deno.TcpConn | Deno.TlsConn> {
+  if (job.tlsCa === undefined) return Deno.connect({ hostname: job.hostname, port: job.port });
+  return Deno.connectTls({ hostname: job.hostname, port: job.port, caCerts: [job.tlsCa] });
+}
+
 async function run(job: LoadJob, post: (report: LoadReport, transfer?: Transferable[]) => void) {
   const totals: Totals = {
     measuring: false,
@@ -264,16 +272,16 @@ async function run(job: LoadJob, post: (report: LoadReport, transfer?: Transfera
     latencies: new Float32Array(4_000_000),
     firstError: undefined,
   };
-  const conns: Deno.TcpConn[] = [];
+  const conns: Deno.Conn[] = [];
   let connectFailures = 0;
   for (let i = 0; i < job.connections; i += CONNECT_CONCURRENCY) {
     const batch = Array.from(
       { length: Math.min(CONNECT_CONCURRENCY, job.connections - i) },
-      () => Deno.connect({ hostname: job.hostname, port: job.port }),
+      () => connect(job),
     );
     for (const result of await Promise.allSettled(batch)) {
       if (result.status === "fulfilled") {
-        result.value.setNoDelay(true);
+        if ("setNoDelay" in result.value) result.value.setNoDelay(true);
         conns.push(result.value);
       } else {
         connectFailures++;

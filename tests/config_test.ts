@@ -24,6 +24,8 @@ Deno.test("parseCommandLine() gives the documented defaults", () => {
     metricsPort: undefined,
     metricsHost: "127.0.0.1",
     proxyProtocol: false,
+    tls: undefined,
+    tlsHandshakeTimeout: 10,
     logLevel: "info",
     logFormat: "text",
     handler: "echo",
@@ -68,6 +70,14 @@ Deno.test("parseCommandLine() reads every flag, long and short", () => {
       "--proxy-protocol",
       "--dispatch",
       "kernel",
+      "--tls-cert",
+      "c.pem",
+      "--tls-key",
+      "k.pem",
+      "--tls-ca",
+      "ca.pem",
+      "--tls-handshake-timeout",
+      "3",
     ]),
     {
       port: 0,
@@ -83,6 +93,8 @@ Deno.test("parseCommandLine() reads every flag, long and short", () => {
       metricsPort: 9100,
       metricsHost: "::",
       proxyProtocol: true,
+      tls: { cert: "c.pem", key: "k.pem", ca: "ca.pem" },
+      tlsHandshakeTimeout: 3,
       logLevel: "debug",
       logFormat: "text",
       handler: "./h.ts",
@@ -103,6 +115,21 @@ Deno.test("parseCommandLine() checks --handler-option against a built-in handler
       error instanceof UsageError &&
       error.message === "Handler 'hash' takes no options, got '--handler-option rounds=...'",
   );
+});
+
+Deno.test("parseCommandLine() takes --tls-cert and --tls-key together, and --tls-ca only with them", () => {
+  assert.throws(() => parse(["--tls-cert", "c.pem"]), /'--tls-cert' and '--tls-key' go together/);
+  assert.throws(() => parse(["--tls-key", "k.pem"]), /'--tls-cert' and '--tls-key' go together/);
+  assert.throws(() => parse(["--tls-ca", "ca.pem"]), /'--tls-ca' needs '--tls-cert'/);
+  assert.throws(
+    () => parse(["--tls-cert", "c", "--tls-key", "k", "--tls-handshake-timeout", "0"]),
+    /'--tls-handshake-timeout' must be a number of seconds from 0.1/,
+  );
+  assert.deepEqual(serveConfig(["--tls-cert", "c", "--tls-key", "k"]).tls, {
+    cert: "c",
+    key: "k",
+    ca: undefined,
+  });
 });
 
 Deno.test("parseCommandLine() refuses an unknown --dispatch, and kernel off Linux", () => {

@@ -32,6 +32,7 @@ import type { BufferBudget } from "../shared/buffer_budget.ts";
 import type { CloseReason } from "../shared/close_reason.ts";
 import { Counter, type SlotCounters } from "../shared/counters.ts";
 import { resetAndClose } from "../shared/socket_reset.ts";
+import type { ServerSocket } from "../shared/tls_socket.ts";
 import type { TimedConnection } from "../shared/timeouts.ts";
 import { BufferPool } from "./buffer_pool.ts";
 import type { WorkerLink } from "./worker_pool.ts";
@@ -91,7 +92,7 @@ export class ClientConnection implements TimedConnection {
   /** Closed with input or output still pending (and so reset, where Deno lets us). */
   cut = false;
 
-  #conn: Deno.TcpConn;
+  #conn: ServerSocket;
   #counters: SlotCounters;
   #onClose: CloseListener;
   #budget: BufferBudget;
@@ -121,14 +122,14 @@ export class ClientConnection implements TimedConnection {
 
   /**
    * @param id Connection id.
-   * @param conn The accepted socket.
+   * @param conn The accepted socket (decrypted, with TLS).
    * @param link The worker that serves it.
    * @param options Where to count its bytes, whom to tell when it closes, the client's address
    *   as a PROXY header gave it, and bytes already read past that header.
    */
   constructor(
     id: number,
-    conn: Deno.TcpConn,
+    conn: ServerSocket,
     link: WorkerLink,
     options: ClientConnectionOptions,
   ) {

@@ -53,6 +53,13 @@ export interface Config {
   metricsHost: string;
   /** Require a PROXY protocol (v1 or v2) header on every connection. */
   proxyProtocol: boolean;
+  /**
+   * TLS: the files of the certificate chain and its key (PEM), and of the CAs that client
+   * certificates must chain to (mutual TLS); undefined: plain TCP.
+   */
+  tls: TlsFiles | undefined;
+  /** Seconds a TLS client may take to complete its handshake. */
+  tlsHandshakeTimeout: number;
   /** Least severe level that is logged. */
   logLevel: LogLevelName;
   /** `text` (one readable line per record) or `json` (one JSON object per line). */
@@ -66,6 +73,13 @@ export interface Config {
   handlerOptions: Record<string, string>;
   /** Seconds a handler module may take to load in each worker before start-up fails. */
   handlerTimeout: number;
+}
+
+/** The TLS files given on the command line (paths as typed). */
+export interface TlsFiles {
+  cert: string;
+  key: string;
+  ca: string | undefined;
 }
 
 /** The values of `--dispatch`. */
@@ -158,6 +172,12 @@ Options:
       --metrics-host <addr>  address of the metrics endpoint; default 127.0.0.1
       --proxy-protocol       require a PROXY protocol v1/v2 header (behind HAProxy or
                              similar) and use the client address it carries; off by default
+      --tls-cert <file>      serve TLS with this certificate chain (PEM, leaf first); needs
+                             --tls-key; SIGHUP re-reads both for new connections
+      --tls-key <file>       the certificate's private key (PEM)
+      --tls-ca <file>        mutual TLS: require client certificates that chain to these CAs
+      --tls-handshake-timeout <s>
+                             close a client that has not finished its TLS handshake; default 10
       --log-level <level>    trace | debug | info | warning | error | fatal; default info
       --log-format <format>  text | json (one JSON object per line); default text
       --handler <name|path>  protocol handler: echo (default), hash, chat, memcache, or a
@@ -194,6 +214,10 @@ const OPTIONS = {
   "metrics-port": { type: "string" },
   "metrics-host": { type: "string" },
   "proxy-protocol": { type: "boolean" },
+  "tls-cert": { type: "string" },
+  "tls-key": { type: "string" },
+  "tls-ca": { type: "string" },
+  "tls-handshake-timeout": { type: "string" },
   "log-level": { type: "string" },
   "log-format": { type: "string" },
   handler: { type: "string" },
@@ -306,12 +330,40 @@ export function parseCommandLine(args: readonly string[], options: ParseOptions)
         "an address such as 127.0.0.1 or ::",
       ),
       proxyProtocol: values["proxy-protocol"] ?? false,
+      tls: _tlsFiles(values["tls-cert"], values["tls-key"], values["tls-ca"]),
+      tlsHandshakeTimeout: _seconds(
+        "--tls-handshake-timeout",
+        values["tls-handshake-timeout"],
+        10,
+        0.1,
+      ),
       logLevel: logLevel as LogLevelName,
       logFormat: _oneOf("--log-format", values["log-format"], "text", LOG_FORMATS),
       handler,
       handlerOptions,
       handlerTimeout: _seconds("--handler-timeout", values["handler-timeout"], 10, 0.1),
     },
+  };
+}
+
+function _tlsFiles(
+  cert: string | undefined,
+  key: string | undefined,
+  ca: string | undefined,
+): TlsFiles | undefined {
+  if (cert === undefined && key === undefined) {
+    if (ca !== undefined) {
+      throw new UsageError("'--tls-ca' needs '--tls-cert' and '--tls-key': mutual TLS is TLS");
+    }
+    return undefined;
+  }
+  if (cert === undefined || key === undefined) {
+    throw new UsageError("'--tls-cert' and '--tls-key' go together: give both, or neither");
+  }
+  return {
+    cert: _nonEmpty("--tls-cert", cert, "", "a file path"),
+    key: _nonEmpty("--tls-key", key, "", "a file path"),
+    ca: ca === undefined ? undefined : _nonEmpty("--tls-ca", ca, "", "a file path"),
   };
 }
 

@@ -16,6 +16,7 @@
 import { AddressLimit } from "../shared/address_limit.ts";
 import { ServerCounters } from "../shared/counters.ts";
 import { getLog } from "../shared/log.ts";
+import type { TlsSettings } from "../shared/tls_socket.ts";
 import { listenTcp } from "./listen.ts";
 import type { DrainReport, Server, ServerConfig, ServerSnapshot } from "./server.ts";
 import { readyTimeout, workerInit } from "./worker_init.ts";
@@ -46,6 +47,8 @@ export class KernelDispatch implements Server {
   #counters: ServerCounters;
   #pool: WorkerPool | undefined;
   #stopping = false;
+  /** The TLS settings in force: a replaced worker starts with the latest. */
+  #tls: TlsSettings | undefined;
   #perAddress: AddressLimit | undefined;
   #log = getLog();
 
@@ -57,6 +60,7 @@ export class KernelDispatch implements Server {
     this.#config = config;
     this.#spawn = spawn;
     this.#counters = ServerCounters.create(config.workers);
+    this.#tls = config.tls;
     this.#perAddress = config.maxConnectionsPerIp > 0
       ? AddressLimit.create(config.maxConnectionsPerIp, config.workers)
       : undefined;
@@ -108,6 +112,8 @@ export class KernelDispatch implements Server {
           idleTimeout: config.idleTimeout,
           writeTimeout: config.writeTimeout,
           proxyProtocol: config.proxyProtocol,
+          tls: this.#tls,
+          tlsHandshakeTimeoutMs: config.tlsHandshakeTimeout * 1000,
         }),
       spawnOptions: { youngGenerationMb: YOUNG_GENERATION_MB },
       onLost: (link) => this.#lost(link),
@@ -121,6 +127,17 @@ export class KernelDispatch implements Server {
       reservation.close();
     }
     return reservation.addr;
+  }
+
+  /**
+   * Tells every worker to use new TLS settings for the connections it accepts from now on.
+   *
+   * @param settings Checked certificate, key and CA.
+   */
+  reloadTls(settings: TlsSettings): void {
+    if (this.#tls === undefined) return;
+    this.#tls = settings;
+    for (const link of this.#pool?.links ?? []) link.post({ type: "tls", settings });
   }
 
   /**

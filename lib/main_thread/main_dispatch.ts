@@ -19,6 +19,8 @@ import { Counter, ServerCounters } from "../shared/counters.ts";
 import { getLog } from "../shared/log.ts";
 import { RateLimitedLog } from "../shared/rate_limited_log.ts";
 import { readProxyHeader } from "../shared/proxy_protocol.ts";
+import { handshake } from "../shared/tls_handshake.ts";
+import { type ServerSocket, type TlsSettings, TlsTerminator } from "../shared/tls_socket.ts";
 import { ClientConnection } from "./client_connection.ts";
 import { listenTcp } from "./listen.ts";
 import type { DrainReport, Server, ServerConfig, ServerSnapshot } from "./server.ts";
@@ -45,7 +47,9 @@ export class MainDispatch implements Server {
   #nextId = 1;
   #stopping = false;
   #acceptLoopDone: Promise<void> = Promise.resolve();
-  #awaitingHeader = 0;
+  /** Admitted, not yet served: waiting for their PROXY header or TLS handshake. */
+  #starting = 0;
+  #tls: TlsTerminator | undefined;
   #budget: BufferBudget;
   #perAddress: AddressLimit | undefined;
   #log = getLog();
@@ -63,6 +67,9 @@ export class MainDispatch implements Server {
     this.#perAddress = config.maxConnectionsPerIp > 0
       ? AddressLimit.create(config.maxConnectionsPerIp, 1)
       : undefined;
+    this.#tls = config.tls === undefined
+      ? undefined
+      : new TlsTerminator(config.tls, config.tlsHandshakeTimeout * 1000);
     this.#pool = new WorkerPool({
       size: config.workers,
       readyTimeout: readyTimeout(config),
@@ -114,6 +121,15 @@ export class MainDispatch implements Server {
   }
 
   /**
+   * New connections use these TLS settings from now on; open ones keep theirs.
+   *
+   * @param settings Checked certificate, key and CA.
+   */
+  reloadTls(settings: TlsSettings): void {
+    this.#tls?.update(settings);
+  }
+
+  /**
    * Stops accepting, keeps serving open connections until each finishes or `timeout` seconds
    * pass, closes the rest (resetting those with input or output pending), then stops the
    * workers.
@@ -140,7 +156,7 @@ export class MainDispatch implements Server {
   }
 
   #admit(conn: Deno.TcpConn): void {
-    const open = this.#connections.size + this.#awaitingHeader;
+    const open = this.#connections.size + this.#starting;
     const link = open < this.#config.maxConnections ? this.#pool.next() : undefined;
     if (link === undefined) {
       this.#counters.main.add(Counter.rejected);
@@ -153,7 +169,7 @@ export class MainDispatch implements Server {
       return;
     }
     if (this.#config.proxyProtocol) this.#admitProxied(conn, link);
-    else if (this.#admitAddress(conn, displayAddr(conn.remoteAddr))) this.#serve(conn, link);
+    else if (this.#admitAddress(conn, displayAddr(conn.remoteAddr))) this.#start(conn, link);
   }
 
   /**
@@ -174,7 +190,7 @@ export class MainDispatch implements Server {
   /** Reads the PROXY header, then serves the connection as coming from the client it names. */
   async #admitProxied(conn: Deno.TcpConn, link: WorkerLink): Promise<void> {
     const addr = remoteText(conn);
-    this.#awaitingHeader++;
+    this.#starting++;
     try {
       const { header, rest } = await readProxyHeader(conn);
       if (!link.alive || this.#stopping) {
@@ -183,7 +199,7 @@ export class MainDispatch implements Server {
       }
       const source = header.command === "proxy" ? header.source : undefined;
       if (!this.#admitAddress(conn, displayAddr(source ?? conn.remoteAddr))) return;
-      this.#serve(conn, link, { remoteAddr: source, initial: rest });
+      this.#start(conn, link, source, rest);
     } catch (error) {
       this.#counters.main.add(Counter.proxyRejected);
       closeQuietly(conn);
@@ -192,14 +208,43 @@ export class MainDispatch implements Server {
         reason: (error as Error).message,
       });
     } finally {
-      this.#awaitingHeader--;
+      this.#starting--;
     }
   }
 
-  #serve(
+  /**
+   * Serves an admitted connection, after its TLS handshake when TLS is on. Its address already
+   * counts against `--max-connections-per-ip`: a failed handshake gives its place back.
+   */
+  async #start(
     conn: Deno.TcpConn,
     link: WorkerLink,
-    options?: { remoteAddr?: Deno.NetAddr | undefined; initial?: Uint8Array },
+    remoteAddr?: Deno.NetAddr,
+    initial?: Uint8Array,
+  ): Promise<void> {
+    if (this.#tls === undefined) {
+      this.#serve(conn, link, { remoteAddr, initial });
+      return;
+    }
+    const client = displayAddr(remoteAddr ?? conn.remoteAddr);
+    this.#starting++;
+    const secure = await handshake(this.#tls, conn, initial, {
+      counters: this.#counters.main,
+      log: this.#rejections,
+    });
+    this.#starting--;
+    if (secure === undefined || !link.alive || this.#stopping) {
+      if (secure !== undefined) closeQuietly(secure);
+      this.#perAddress?.release(0, client.hostname);
+      return;
+    }
+    this.#serve(secure, link, { remoteAddr: client });
+  }
+
+  #serve(
+    conn: ServerSocket,
+    link: WorkerLink,
+    options?: { remoteAddr?: Deno.NetAddr | undefined; initial?: Uint8Array | undefined },
   ): void {
     const id = this.#nextId;
     // Ids are 32-bit in the channel's frames; skip 0 and any still in use after a wrap.

@@ -119,6 +119,12 @@ export function renderMetrics(snapshot: ServerSnapshot, build: BuildInfo): strin
     "Connections closed because their PROXY protocol header was missing or malformed.",
     [["", counters.sum(Counter.proxyRejected)]],
   );
+  metric(
+    "tls_handshake_failures_total",
+    "counter",
+    "TLS handshakes that failed (not TLS, no valid client certificate, aborted) or timed out.",
+    [["", counters.sum(Counter.tlsHandshakeFailures)]],
+  );
   metric("received_bytes_total", "counter", "Bytes read from clients.", [[
     "",
     counters.sum(Counter.bytesIn),

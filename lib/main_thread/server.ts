@@ -8,6 +8,7 @@
 
 import type { DrainResult } from "../shared/connection_set.ts";
 import type { ServerCounters } from "../shared/counters.ts";
+import type { TlsSettings } from "../shared/tls_socket.ts";
 import type { Config } from "./config.ts";
 import { KernelDispatch } from "./kernel_dispatch.ts";
 import { MainDispatch } from "./main_dispatch.ts";
@@ -24,8 +25,14 @@ export interface ServerSnapshot {
 /** How the connections open when a shutdown began ended (see {@linkcode DrainResult}). */
 export type DrainReport = DrainResult;
 
-/** Settings the server needs (a subset of {@linkcode Config}). */
-export type ServerConfig = Pick<
+/**
+ * Settings the server needs: a subset of {@linkcode Config}, with the TLS files read and
+ * checked (see `tls_files.ts`).
+ */
+export type ServerConfig = ServerFlags & { tls: TlsSettings | undefined };
+
+/** The flags the server takes as they are. */
+type ServerFlags = Pick<
   Config,
   | "port"
   | "host"
@@ -42,6 +49,7 @@ export type ServerConfig = Pick<
   | "handlerOptions"
   | "handlerTimeout"
   | "proxyProtocol"
+  | "tlsHandshakeTimeout"
 >;
 
 /** A running server, in either dispatch mode. */
@@ -63,6 +71,13 @@ export interface Server {
   shutdown(timeout: number): Promise<DrainReport>;
   /** Counters and gauges as of now. */
   snapshot(): ServerSnapshot;
+  /**
+   * Uses new TLS settings for the connections that start from now on (SIGHUP); open ones keep
+   * theirs. Without TLS, does nothing.
+   *
+   * @param settings Checked certificate, key and CA.
+   */
+  reloadTls(settings: TlsSettings): void;
 }
 
 /**

@@ -40,12 +40,14 @@ export const Counter = {
   perAddressRejected: 9,
   /** Bytes held for clients now by the thread serving the slot (a gauge; see `buffer_budget.ts`). */
   buffered: 10,
+  /** TLS handshakes that failed, timed out or were abandoned: the connection was closed. */
+  tlsHandshakeFailures: 11,
 } as const;
 
 /** One of the {@linkcode Counter} fields. */
 export type CounterField = typeof Counter[keyof typeof Counter];
 
-const FIRST_CLOSED = 11;
+const FIRST_CLOSED = 12;
 const ROW = FIRST_CLOSED + CLOSE_REASONS.length;
 /** Int32 header: open connections, next connection id. */
 const HEADER_BYTES = 16;

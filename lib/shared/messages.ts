@@ -10,6 +10,7 @@
 
 import type { DrainResult } from "./connection_set.ts";
 import type { LogFormat, LogLevelName } from "./log.ts";
+import type { TlsSettings } from "./tls_socket.ts";
 
 /** A batch of frames (see `channel.ts`), either way. */
 export interface FramesMessage {
@@ -47,6 +48,10 @@ export type Dispatch =
     idleTimeout: number;
     writeTimeout: number;
     proxyProtocol: boolean;
+    /** TLS settings in force (the latest reload's, for a replacement); none: plain TCP. */
+    tls: TlsSettings | undefined;
+    /** Milliseconds a client may take to complete its TLS handshake. */
+    tlsHandshakeTimeoutMs: number;
   };
 
 /** Sent by the main thread to a worker. */
@@ -79,6 +84,8 @@ export type ToWorker =
   | { type: "peer"; slot: number; port: MessagePort }
   /** The worker at `slot` died: what is in flight to it is lost, until a `peer` message. */
   | { type: "peer-lost"; slot: number }
+  /** `kernel` dispatch, SIGHUP: new connections use these TLS settings (already checked). */
+  | { type: "tls"; settings: TlsSettings }
   /**
    * Stop accepting (`kernel` dispatch), let open connections finish for up to `timeout`
    * seconds, close the rest, run the handler's `teardown`, then answer `drained`.
@@ -121,5 +128,5 @@ export function isToWorker(value: unknown): value is ToWorker {
   if (typeof value !== "object" || value === null) return false;
   const type = (value as { type?: unknown }).type;
   return type === "init" || type === "frames" || type === "peer" || type === "peer-lost" ||
-    type === "drain";
+    type === "tls" || type === "drain";
 }

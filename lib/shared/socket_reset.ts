@@ -76,7 +76,7 @@ export function trimMallocHeap(): boolean {
 }
 
 /** The socket's file descriptor, where Deno exposes it (an internal symbol on 2.9.6). */
-function descriptorOf(conn: Deno.Conn): number | undefined {
+function descriptorOf(conn: { close(): void }): number | undefined {
   const symbol = Object.getOwnPropertySymbols(conn).find((s) =>
     s.description === "Deno.internal.fd"
   );
@@ -92,7 +92,7 @@ function descriptorOf(conn: Deno.Conn): number | undefined {
  * @param conn Any open TCP connection (to find its descriptor).
  * @returns True when `SO_LINGER` can be set.
  */
-export function canReset(conn: Deno.Conn): boolean {
+export function canReset(conn: { close(): void }): boolean {
   return loadSetSockOpt() !== null && descriptorOf(conn) !== undefined;
 }
 
@@ -103,11 +103,14 @@ export function canReset(conn: Deno.Conn): boolean {
  * @param conn The connection; closed when this returns.
  * @returns Whether a reset was requested (false: closed normally).
  */
-export function resetAndClose(conn: Deno.Conn): boolean {
+export function resetAndClose(conn: { close(): void }): boolean {
   const set = loadSetSockOpt();
   const fd = set === null ? undefined : descriptorOf(conn);
   const reset = set !== null && fd !== undefined &&
     set(fd, SOL_SOCKET, SO_LINGER, LINGER_ZERO, LINGER_ZERO.length) === 0;
-  closeQuietly(conn);
+  // A connection whose close() ends gracefully (TLS: close_notify) has abort() for this.
+  const abortable = conn as { abort?: () => void };
+  if (typeof abortable.abort === "function") abortable.abort();
+  else closeQuietly(conn);
   return reset;
 }

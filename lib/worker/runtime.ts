@@ -136,6 +136,9 @@ export function runWorker(scope: WorkerScope): void {
       case "peer-lost":
         peers?.disconnect(message.slot);
         break;
+      case "tls":
+        sockets?.updateTls(message.settings);
+        break;
       case "drain": {
         const result: DrainResult = await sockets?.drain(message.timeout) ??
           { finished: 0, idle: 0, cut: 0 };

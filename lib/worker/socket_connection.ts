@@ -30,6 +30,7 @@ import type { BufferBudget } from "../shared/buffer_budget.ts";
 import type { CloseReason } from "../shared/close_reason.ts";
 import { Counter, type SlotCounters } from "../shared/counters.ts";
 import { resetAndClose } from "../shared/socket_reset.ts";
+import type { ServerSocket } from "../shared/tls_socket.ts";
 import type { TimedConnection } from "../shared/timeouts.ts";
 import { OutputGuard, outputStrategy } from "./output_guard.ts";
 import { connectionLog } from "./handler_log.ts";
@@ -78,7 +79,7 @@ export class SocketConnection implements HandledConnection, TimedConnection {
   /** Closed with input or output still pending (and so reset, where Deno lets us). */
   cut = false;
 
-  #conn: Deno.TcpConn;
+  #conn: ServerSocket;
   #counters: SlotCounters;
   #onClose: SocketCloseListener;
   #budget: BufferBudget;
@@ -109,7 +110,7 @@ export class SocketConnection implements HandledConnection, TimedConnection {
    * @param conn The accepted socket.
    * @param options Address, initial bytes, counters, close listener.
    */
-  constructor(id: number, conn: Deno.TcpConn, options: SocketConnectionOptions) {
+  constructor(id: number, conn: ServerSocket, options: SocketConnectionOptions) {
     this.id = id;
     this.#conn = conn;
     this.#counters = options.counters;

@@ -21,6 +21,8 @@ import { getLog } from "../shared/log.ts";
 import { RateLimitedLog } from "../shared/rate_limited_log.ts";
 import type { Dispatch } from "../shared/messages.ts";
 import { readProxyHeader } from "../shared/proxy_protocol.ts";
+import { handshake } from "../shared/tls_handshake.ts";
+import { type ServerSocket, type TlsSettings, TlsTerminator } from "../shared/tls_socket.ts";
 import { runHandler } from "./run_handler.ts";
 import { SocketConnection } from "./socket_connection.ts";
 
@@ -45,6 +47,7 @@ export class SocketServer {
   #perAddress: AddressLimit | undefined;
   #log = getLog();
   #rejections = new RateLimitedLog(this.#log);
+  #tls: TlsTerminator | undefined;
 
   /**
    * @param handler The protocol handler.
@@ -62,6 +65,18 @@ export class SocketServer {
     this.#perAddress = options.perAddress === undefined
       ? undefined
       : new AddressLimit(options.perAddress, options.maxConnectionsPerIp);
+    this.#tls = options.tls === undefined
+      ? undefined
+      : new TlsTerminator(options.tls, options.tlsHandshakeTimeoutMs);
+  }
+
+  /**
+   * New connections use these TLS settings from now on; open ones keep theirs.
+   *
+   * @param settings Checked certificate, key and CA.
+   */
+  updateTls(settings: TlsSettings): void {
+    this.#tls?.update(settings);
   }
 
   /**
@@ -119,7 +134,7 @@ export class SocketServer {
     if (this.#options.proxyProtocol) this.#admitProxied(conn);
     else {
       const client = displayAddr(conn.remoteAddr);
-      if (this.#admitAddress(conn, client)) this.#serve(conn, client);
+      if (this.#admitAddress(conn, client)) this.#start(conn, client);
     }
   }
 
@@ -150,7 +165,7 @@ export class SocketServer {
       if (this.#stopping) throw new Error("server shutting down");
       const source = header.command === "proxy" ? header.source : undefined;
       const client = displayAddr(source ?? conn.remoteAddr);
-      if (this.#admitAddress(conn, client)) this.#serve(conn, client, rest);
+      if (this.#admitAddress(conn, client)) this.#start(conn, client, rest);
     } catch (error) {
       // Count first: the main thread serves /metrics, and a client that sees the close
       // before this thread has counted it would read a stale figure.
@@ -164,7 +179,29 @@ export class SocketServer {
     }
   }
 
-  #serve(conn: Deno.TcpConn, remoteAddr: Deno.NetAddr, initial?: Uint8Array): void {
+  /**
+   * Serves an admitted connection, after its TLS handshake when TLS is on. It already counts
+   * against the limits: a failed handshake gives its places back.
+   */
+  async #start(conn: Deno.TcpConn, client: Deno.NetAddr, initial?: Uint8Array): Promise<void> {
+    if (this.#tls === undefined) {
+      this.#serve(conn, client, initial);
+      return;
+    }
+    const secure = await handshake(this.#tls, conn, initial, {
+      counters: this.#row,
+      log: this.#rejections,
+    });
+    if (secure === undefined || this.#stopping) {
+      if (secure !== undefined) closeQuietly(secure);
+      this.#perAddress?.release(this.#options.slot, client.hostname);
+      this.#counters.release();
+      return;
+    }
+    this.#serve(secure, client);
+  }
+
+  #serve(conn: ServerSocket, remoteAddr: Deno.NetAddr, initial?: Uint8Array): void {
     const id = this.#counters.nextId();
     const connection = new SocketConnection(id, conn, {
       remoteAddr,
