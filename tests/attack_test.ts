@@ -1,11 +1,13 @@
 /**
  * Attacks from the outside, each bounded and on loopback: a slowloris against the per-address
- * cap, many slow readers against the buffer budget, and a reset that must really be a reset.
+ * cap, many slow readers against the buffer budget, a `hash` flood against a bystander, and a
+ * reset that must really be a reset.
  *
  * @module
  */
 
 import assert from "node:assert/strict";
+import { answer } from "../lib/handlers/hash.ts";
 import { resetAndClose } from "../lib/shared/socket_reset.ts";
 import {
   bothModes,
@@ -204,3 +206,64 @@ Deno.test("resetAndClose() sends a reset where a plain close would end a short e
     listener.close();
   }
 });
+
+bothModes(
+  "hash flood: a bystander on the flooded worker is answered while the flood still runs",
+  async (dispatch) => {
+    // One worker, so that the bystander shares it with the flood.
+    await using server = await startServer([
+      "--dispatch",
+      dispatch,
+      "--workers",
+      "1",
+      "--handler",
+      "hash",
+    ]);
+    const lines = 100;
+    const flood = (i: number) => {
+      let text = "";
+      for (let k = 0; k < lines; k++) text += `#2500 flood ${i}.${k}\n`; // the most rounds a line may ask
+      return utf8(text);
+    };
+    // Two flooders send 100 costly lines each, in one write: some 2 s of work queued at once.
+    const flooders = await Promise.all(
+      [0, 1].map(() => Deno.connect({ hostname: "127.0.0.1", port: server.port })),
+    );
+    try {
+      let floodReplies = 0;
+      const floods = flooders.map(async (conn, i) => {
+        await writeAll(conn, flood(i));
+        const decoder = new TextDecoder();
+        const buffer = new Uint8Array(64 * 1024);
+        let seen = "";
+        let mine = 0;
+        while (mine < lines) {
+          const n = await conn.read(buffer);
+          if (n === null) break;
+          seen += decoder.decode(buffer.subarray(0, n), { stream: true });
+          const complete = seen.split("\n").length - 1;
+          mine += complete;
+          floodReplies += complete;
+          seen = seen.slice(seen.lastIndexOf("\n") + 1);
+        }
+      });
+      // Flood answers streaming in prove the worker is in the middle of the flood.
+      while (floodReplies === 0) await delay(5);
+      using bystander = await Deno.connect({ hostname: "127.0.0.1", port: server.port });
+      await writeAll(bystander, utf8("abc\n"));
+      const reply = text(await readBytes(bystander, 65));
+      const whenAnswered = floodReplies;
+      assert.equal(reply, answer(utf8("abc")) + "\n");
+      await Promise.all(floods);
+      // Without yielding between lines, the worker would finish the other flooder's whole chunk
+      // (1 s of work) before it read the bystander's line: all 200 answers before its own.
+      assert.ok(
+        whenAnswered < lines,
+        `the bystander was answered only after ${whenAnswered} flood lines`,
+      );
+      assert.equal(floodReplies, 2 * lines);
+    } finally {
+      for (const conn of flooders) conn.close();
+    }
+  },
+);

@@ -11,13 +11,13 @@
  * to {@linkcode MAX_ROUNDS} (a round costs about 4 us here, so a line stays under about 10 ms of
  * CPU). `\r\n` line ends are accepted. A line longer than 1 MiB gets `ERR line too long` and
  * closes the connection; a line `quit` closes it. Between lines that cost real work the handler
- * yields to the worker's other connections, so one client cannot hold its worker.
+ * sends the answers computed so far and yields to the worker's other connections, so one client
+ * cannot hold its worker.
  *
  * @module
  */
 
 import { createHash } from "node:crypto";
-import { setImmediate } from "node:timers";
 import type { Connection, Handler } from "./handler.ts";
 
 /** Most rounds a line may ask for: about 10 ms of CPU at about 4 us a round. */
@@ -73,6 +73,13 @@ export function answer(line: Uint8Array): string {
 
 /** Rounds past which a line counts as real work, after which the handler yields. */
 const YIELD_AFTER_ROUNDS = 50;
+/**
+ * Most milliseconds of work between two full turns of the event loop. Only a timer gives one:
+ * `setImmediate` and a socket write that completes at once return before Deno polls for I/O, so
+ * with them alone a `kernel`-dispatch worker did not even accept a new connection until a flood
+ * of costly lines was over (seen in `tests/attack_test.ts`).
+ */
+const TURN_EVERY_MS = 5;
 
 /**
  * Serves the `hash` protocol on one connection.
@@ -83,6 +90,8 @@ export const hash: Handler = async (connection: Connection): Promise<void> => {
   const writer = connection.writable.getWriter();
   let pending = new Uint8Array(0);
   for await (const chunk of connection.readable) {
+    // Reading this chunk took a turn of the event loop: the clock of continuous work restarts.
+    let turnAt = performance.now();
     let data = pending.length === 0 ? chunk : concat(pending, chunk);
     let replies = "";
     let start = 0;
@@ -96,9 +105,15 @@ export const hash: Handler = async (connection: Connection): Promise<void> => {
         break;
       }
       replies += answer(line) + "\n";
-      // Let the worker's other connections in between costly lines.
+      // Between costly lines: send what is computed so far (answers stream as they come), and
+      // let the worker's other connections in.
       if (line[0] === 0x23 /* # */ && roundsOf(line) > YIELD_AFTER_ROUNDS) {
-        await new Promise((resolve) => setImmediate(resolve));
+        await writer.write(encoder.encode(replies));
+        replies = "";
+        if (performance.now() - turnAt >= TURN_EVERY_MS) {
+          await new Promise((resolve) => setTimeout(resolve, 0));
+          turnAt = performance.now();
+        }
       }
     }
     if (replies !== "") await writer.write(encoder.encode(replies));
