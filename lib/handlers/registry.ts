@@ -10,6 +10,7 @@
 import * as chat from "./chat.ts";
 import { echo } from "./echo.ts";
 import type { Handler, HandlerModule } from "./handler.ts";
+import { HandlerOptionError } from "./handler_options.ts";
 import { hash } from "./hash.ts";
 import * as memcache from "./memcache/memcache.ts";
 
@@ -90,31 +91,14 @@ export class HandlerLoadError extends TypeError {
 export async function loadHandler(spec: string, timeoutMs = 10_000): Promise<HandlerModule> {
   const builtin = BUILTIN_HANDLERS[spec];
   if (builtin !== undefined) return builtin;
-  let module: Record<string, unknown>;
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const deadline = new Promise<never>((_, reject) => {
-    timer = setTimeout(
-      () =>
-        reject(
-          new HandlerLoadError(
-            `Cannot load handler '${spec}': it did not finish loading within ${
-              timeoutMs / 1000
-            } s (a top-level await that never settles?)`,
-          ),
-        ),
-      timeoutMs,
-    );
-  });
-  try {
-    module = await Promise.race([import(spec), deadline]);
-  } catch (error) {
-    if (error instanceof HandlerLoadError) throw error;
-    throw new HandlerLoadError(`Cannot load handler '${spec}': ${describeLoadError(error)}`, {
-      cause: error,
-    });
-  } finally {
-    clearTimeout(timer);
-  }
+  const module = await withDeadline(
+    import(spec) as Promise<Record<string, unknown>>,
+    timeoutMs,
+    `Cannot load handler '${spec}'`,
+    `it did not finish loading within ${
+      timeoutMs / 1000
+    } s (a top-level await that never settles?)`,
+  );
   const handler = module.default ?? module.handler;
   if (typeof handler !== "function") {
     throw new HandlerLoadError(
@@ -143,6 +127,38 @@ export async function loadHandler(spec: string, timeoutMs = 10_000): Promise<Han
     loaded.teardown = module.teardown as HandlerModule["teardown"] & object;
   }
   return loaded;
+}
+
+/**
+ * Waits for a step of a handler's start (its module's loading, its `setup`), or fails when it
+ * takes longer than `timeoutMs` or throws.
+ *
+ * @param work The step.
+ * @param timeoutMs Its deadline.
+ * @param what The start of the error message: `Cannot load handler 'x'`.
+ * @param late What the message says when the deadline passes.
+ * @returns What the step gave.
+ * @throws {HandlerLoadError} One line: `what`, then why (file, line and column where Deno gives
+ *   them). A `HandlerLoadError` or `HandlerOptionError` from the step passes as it is.
+ */
+export async function withDeadline<T>(
+  work: Promise<T>,
+  timeoutMs: number,
+  what: string,
+  late: string,
+): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const deadline = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new HandlerLoadError(`${what}: ${late}`)), timeoutMs);
+  });
+  try {
+    return await Promise.race([work, deadline]);
+  } catch (error) {
+    if (error instanceof HandlerLoadError || error instanceof HandlerOptionError) throw error;
+    throw new HandlerLoadError(`${what}: ${describeLoadError(error)}`, { cause: error });
+  } finally {
+    clearTimeout(timer);
+  }
 }
 
 /**

@@ -8,7 +8,7 @@
  * @module
  */
 
-import type { Connection, Handler, HandlerContext, HandlerLog } from "../handlers/handler.ts";
+import type { Connection, Handler, HandlerContext } from "../handlers/handler.ts";
 import {
   ABORT_OUTPUT_OVERFLOW,
   ACK_THRESHOLD,
@@ -23,8 +23,7 @@ import {
 import type { FromWorker } from "../shared/messages.ts";
 import { MemoryReclaimer } from "../shared/reclaim.ts";
 import { OutputGuard, outputStrategy } from "./output_guard.ts";
-import { connectionLog } from "./handler_log.ts";
-import { CLOSED, type HandledConnection, runHandler } from "./run_handler.ts";
+import { CLOSED, connectionView, type HandledConnection, runHandler } from "./run_handler.ts";
 
 /** Sends a message to the main thread, transferring the listed buffers. */
 export type PostToMain = (message: FromWorker, transfer: Transferable[]) => void;
@@ -155,28 +154,14 @@ class WorkerConnection implements HandledConnection {
       abort: () => this.#end(Frame.ABORT),
     }, outputStrategy());
     this.#guard = new OutputGuard(writable, id, () => this.#overflow());
-    const guard = this.#guard;
-    const signal = () => this.#signal();
-    let log: HandlerLog | undefined;
-    this.view = {
+    this.view = connectionView({
       id,
-      remoteAddr,
+      remoteAddr: remoteAddr,
       readable,
       writable,
-      get signal() {
-        return signal();
-      },
-      // Made on first use, like the signal: most handlers never log per connection.
-      get log() {
-        return log ??= connectionLog(id);
-      },
-      get outputLimit() {
-        return guard.limit;
-      },
-      set outputLimit(bytes: number) {
-        guard.limit = bytes;
-      },
-    };
+      signal: () => this.#signal(),
+      guard: this.#guard,
+    });
   }
 
   #signal(): AbortSignal {

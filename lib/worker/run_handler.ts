@@ -7,14 +7,54 @@
  * @module
  */
 
-import type { Connection, Handler, HandlerContext } from "../handlers/handler.ts";
+import type { Connection, Handler, HandlerContext, HandlerLog } from "../handlers/handler.ts";
 import { getLog } from "../shared/log.ts";
+import { connectionLog } from "./handler_log.ts";
+import type { OutputGuard } from "./output_guard.ts";
 
 /**
  * The error a connection's streams fail with once the connection is closed from outside
  * (reset, timeout, shutdown): one object, so that the worker can tell it from a handler's bug.
  */
 export const CLOSED: Error = new Error("Connection closed");
+
+/**
+ * The `Connection` a handler sees, the same in both dispatch modes: the streams and address as
+ * given, and the parts most handlers never touch (signal, log) made on first use.
+ *
+ * @param parts The connection's id, address and streams; its signal, made when asked; the
+ *   guard of its output, which holds `outputLimit`.
+ * @returns The view.
+ */
+export function connectionView(parts: {
+  id: number;
+  remoteAddr: Deno.NetAddr;
+  readable: ReadableStream<Uint8Array>;
+  writable: WritableStream<Uint8Array>;
+  signal: () => AbortSignal;
+  guard: OutputGuard;
+}): Connection {
+  const { id, remoteAddr, readable, writable, signal, guard } = parts;
+  let log: HandlerLog | undefined;
+  return {
+    id,
+    remoteAddr,
+    readable,
+    writable,
+    get signal() {
+      return signal();
+    },
+    get log() {
+      return log ??= connectionLog(id);
+    },
+    get outputLimit() {
+      return guard.limit;
+    },
+    set outputLimit(bytes: number) {
+      guard.limit = bytes;
+    },
+  };
+}
 
 /** What {@linkcode runHandler} needs of a connection, in either dispatch mode. */
 export interface HandledConnection {

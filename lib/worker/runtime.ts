@@ -15,8 +15,13 @@
 
 import { fileURLToPath } from "node:url";
 import { type HandlerContext, type HandlerModule, PeerError } from "../handlers/handler.ts";
-import { HandlerOptionError, parseHandlerOptions } from "../handlers/handler_options.ts";
-import { describeLoadError, HandlerLoadError, loadHandler } from "../handlers/registry.ts";
+import { parseHandlerOptions } from "../handlers/handler_options.ts";
+import {
+  describeLoadError,
+  HandlerLoadError,
+  loadHandler,
+  withDeadline,
+} from "../handlers/registry.ts";
 import { getLog, setupLogging } from "../shared/log.ts";
 import type { DrainResult } from "../shared/connection_set.ts";
 import { type FromWorker, isToWorker, type ToWorker } from "../shared/messages.ts";
@@ -186,29 +191,13 @@ async function setUp(
     peers,
   };
   if (module.setup === undefined) return context;
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const deadline = new Promise<never>((_, reject) => {
-    timer = setTimeout(
-      () =>
-        reject(
-          new HandlerLoadError(
-            `Cannot set up handler '${name}': setup() did not finish within ${
-              init.handlerTimeoutMs / 1000
-            } s`,
-          ),
-        ),
-      init.handlerTimeoutMs,
-    );
-  });
-  try {
-    await Promise.race([module.setup(context), deadline]);
-  } catch (error) {
-    if (error instanceof HandlerLoadError || error instanceof HandlerOptionError) throw error;
-    throw new HandlerLoadError(`Cannot set up handler '${name}': ${describeLoadError(error)}`, {
-      cause: error,
-    });
-  } finally {
-    clearTimeout(timer);
-  }
+  const setup = module.setup;
+  await withDeadline(
+    // A setup that throws at once is caught like one that rejects.
+    Promise.resolve().then(() => setup(context)),
+    init.handlerTimeoutMs,
+    `Cannot set up handler '${name}'`,
+    `setup() did not finish within ${init.handlerTimeoutMs / 1000} s`,
+  );
   return context;
 }

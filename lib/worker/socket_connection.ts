@@ -24,7 +24,7 @@
  * @module
  */
 
-import type { Connection, HandlerLog } from "../handlers/handler.ts";
+import type { Connection } from "../handlers/handler.ts";
 import { closeQuietly } from "../shared/address.ts";
 import type { BufferBudget } from "../shared/buffer_budget.ts";
 import type { CloseReason } from "../shared/close_reason.ts";
@@ -33,8 +33,7 @@ import { resetAndClose } from "../shared/socket_reset.ts";
 import type { ServerSocket } from "../shared/tls_socket.ts";
 import type { TimedConnection } from "../shared/timeouts.ts";
 import { OutputGuard, outputStrategy } from "./output_guard.ts";
-import { connectionLog } from "./handler_log.ts";
-import { CLOSED, type HandledConnection } from "./run_handler.ts";
+import { CLOSED, connectionView, type HandledConnection } from "./run_handler.ts";
 
 const MIN_READ = 1024;
 const MAX_READ = 64 * 1024;
@@ -138,28 +137,14 @@ export class SocketConnection implements HandledConnection, TimedConnection {
       abort: () => this.close("handler-error"),
     }, outputStrategy());
     this.#guard = new OutputGuard(writable, id, () => this.close("output-overflow"));
-    const guard = this.#guard;
-    const signal = () => this.#signal();
-    let log: HandlerLog | undefined;
-    this.view = {
+    this.view = connectionView({
       id,
       remoteAddr: options.remoteAddr,
       readable,
       writable,
-      get signal() {
-        return signal();
-      },
-      // Made on first use, like the signal: most handlers never log per connection.
-      get log() {
-        return log ??= connectionLog(id);
-      },
-      get outputLimit() {
-        return guard.limit;
-      },
-      set outputLimit(bytes: number) {
-        guard.limit = bytes;
-      },
-    };
+      signal: () => this.#signal(),
+      guard: this.#guard,
+    });
   }
 
   /** Whether the connection was closed (from outside, or finished). */
