@@ -36,6 +36,8 @@ interface Scenario {
   mode: "echo" | "hash" | "memcache";
   /** Over TLS: every server with a certificate, the load generator verifying it. */
   tls?: boolean;
+  /** One connection is a bystander (64 B every 10 ms); the latency columns are its own. */
+  probe?: boolean;
 }
 
 /**
@@ -52,6 +54,7 @@ const SCENARIOS: Scenario[] = [
   { name: "S5", connections: 50, size: 64, mode: "hash" },
   { name: "S6", connections: 50, size: 100, mode: "memcache" },
   { name: "S1T", connections: 50, size: 64, mode: "echo", tls: true },
+  { name: "S3B", connections: 100, size: 64 * 1024, mode: "echo", probe: true },
 ];
 
 /** Debian's memcached, when installed: S6's reference, started with `--workers` threads. */
@@ -94,7 +97,7 @@ function say(line: string): void {
 function usage(message: string): never {
   say(`bench: ${message}`);
   say(
-    "Usage: deno task bench [--quick] [--scenarios S1,S2,S3,S4,S5,S6,S1T] [--duration s]",
+    "Usage: deno task bench [--quick] [--scenarios S1,S2,S3,S4,S5,S6,S1T,S3B] [--duration s]",
   );
   say("       [--warmup s]");
   say("       [--rounds n] [--clients n] [--workers n] [--servers main,kernel,baseline]");
@@ -132,7 +135,7 @@ function parse() {
     if (!Number.isFinite(value) || value <= 0) usage(`'--${flag}' must be a positive number`);
     return value;
   };
-  const names = (values.scenarios ?? "S1,S2,S3,S4,S5,S6,S1T").split(",").map((s) =>
+  const names = (values.scenarios ?? "S1,S2,S3,S4,S5,S6,S1T,S3B").split(",").map((s) =>
     s.trim().toUpperCase()
   );
   const scenarios = names.map((name) =>
@@ -298,6 +301,7 @@ async function measure(
           durationMs: options.duration * 1000,
           seed: i + 1,
           ...(scenario.tls ? { tlsCa: Deno.readTextFileSync(certificates!.ca) } : {}),
+          probe: scenario.probe === true && i === 0,
         };
         worker.postMessage(job);
       })
@@ -423,8 +427,10 @@ function table(scenario: Scenario, rows: ReturnType<typeof summarize>, cores: nu
     `### ${scenario.name}: ${scenario.connections.toLocaleString("en-US")} connections x ${
       scenario.size >= 1024 ? `${scenario.size / 1024} KiB` : `${scenario.size} B`
     }${scenario.tls ? ", over TLS (baseline: Deno.listenTls)" : ""}${
-      scenario.mode === "hash" ? `, hash handler (${S5_ROUNDS} SHA-256 rounds per line)` : ""
-    }${
+      scenario.probe
+        ? " bulk echo, and a bystander sending 64 B every 10 ms: the latencies are the bystander's"
+        : ""
+    }${scenario.mode === "hash" ? `, hash handler (${S5_ROUNDS} SHA-256 rounds per line)` : ""}${
       scenario.mode === "memcache"
         ? `, memcache handler vs memcached: 9 gets to 1 set, values verified${
           MEMCACHED ? "" : " (memcached not installed: no reference)"

@@ -33,6 +33,11 @@ export interface LoadJob {
   seed: number;
   /** Connect with TLS, trusting this CA certificate (PEM); plain TCP when absent. */
   tlsCa?: string;
+  /**
+   * The first connection is a bystander: 64 B every 10 ms instead of the closed loop; the
+   * reported latencies are its own.
+   */
+  probe?: boolean;
 }
 
 /** What a load worker reports. */
@@ -168,32 +173,42 @@ function concat(...parts: Uint8Array[]): Uint8Array {
   return out;
 }
 
-async function drive(conn: Deno.Conn, job: LoadJob, index: number, totals: Totals) {
-  if (job.mode === "memcache") return driveMemcache(conn, job, index, totals);
-  const { messages, replies, stamped } = script(job, index);
-  const buffers = replies.map((reply) => new Uint8Array(reply.length));
-  let counter = 0;
+/**
+ * One round trip: send, read the whole reply, and check it.
+ *
+ * @returns Undefined if the reply was the one expected, else what was wrong with it.
+ */
+type RoundTrip = () => Promise<string | undefined>;
+
+/** Sends and reads until `length` bytes have arrived into `into`. */
+async function exchange(conn: Deno.Conn, message: Uint8Array, into: Uint8Array, length: number) {
+  let written = 0;
+  while (written < message.length) written += await conn.write(message.subarray(written));
+  let got = 0;
+  while (got < length) {
+    const n = await conn.read(into.subarray(got, length));
+    if (n === null) throw new Error("server closed the connection");
+    got += n;
+  }
+}
+
+/**
+ * Runs round trips until the end, counting them and their latencies in the measured window;
+ * stops the connection at its first wrong reply or error.
+ *
+ * @param totals Where to count.
+ * @param trip One round trip.
+ * @param pace Between round trips (a bystander's pause); none for a closed loop.
+ */
+async function loop(totals: Totals, trip: RoundTrip, pace?: () => Promise<void>) {
   try {
     while (!totals.stopping) {
-      const turn = counter % messages.length;
-      const message = messages[turn]!;
-      const expected = replies[turn]!;
-      const echo = buffers[turn]!;
-      if (stamped) stamp(message, counter);
-      counter++;
       const started = performance.now();
-      let written = 0;
-      while (written < message.length) written += await conn.write(message.subarray(written));
-      let got = 0;
-      while (got < echo.length) {
-        const n = await conn.read(echo.subarray(got));
-        if (n === null) throw new Error("server closed the connection");
-        got += n;
-      }
+      const wrong = await trip();
       const elapsed = performance.now() - started;
-      if (!same(expected, echo)) {
+      if (wrong !== undefined) {
         totals.mismatches++;
-        totals.firstError ??= "reply differs from the one expected";
+        totals.firstError ??= wrong;
         break;
       }
       totals.progress++;
@@ -203,6 +218,7 @@ async function drive(conn: Deno.Conn, job: LoadJob, index: number, totals: Total
         }
         totals.roundTrips++;
       }
+      await pace?.();
     }
   } catch (error) {
     if (!totals.stopping) {
@@ -212,47 +228,32 @@ async function drive(conn: Deno.Conn, job: LoadJob, index: number, totals: Total
   }
 }
 
-/** The memcache closed loop: one verified get or set per round trip. */
-async function driveMemcache(conn: Deno.Conn, job: LoadJob, index: number, totals: Totals) {
-  const versions: number[] = [];
-  const buffer = new Uint8Array(job.size + 256);
-  let counter = 0;
-  try {
-    while (!totals.stopping) {
+/** The round trips of one connection, by the job's mode. */
+function roundTrip(conn: Deno.Conn, job: LoadJob, index: number): RoundTrip {
+  if (job.mode === "memcache") {
+    const versions: number[] = [];
+    const buffer = new Uint8Array(job.size + 256);
+    let counter = 0;
+    return async () => {
       const { request, reply } = memcacheStep(job, index, counter++, versions);
-      const started = performance.now();
-      let written = 0;
-      while (written < request.length) written += await conn.write(request.subarray(written));
-      let got = 0;
-      while (got < reply.length) {
-        const n = await conn.read(buffer.subarray(got, reply.length));
-        if (n === null) throw new Error("server closed the connection");
-        got += n;
-        // A wrong answer may be shorter than the right one: stop at its first wrong byte.
-        if (!same(reply.subarray(got - n, got), buffer.subarray(got - n, got))) break;
-      }
-      const elapsed = performance.now() - started;
-      if (!same(reply, buffer.subarray(0, reply.length))) {
-        totals.mismatches++;
-        totals.firstError ??= `reply differs: ${
-          JSON.stringify(new TextDecoder().decode(buffer.subarray(0, Math.min(got, 80))))
-        }`;
-        break;
-      }
-      totals.progress++;
-      if (totals.measuring) {
-        if (totals.roundTrips < totals.latencies.length) {
-          totals.latencies[totals.roundTrips] = elapsed;
-        }
-        totals.roundTrips++;
-      }
-    }
-  } catch (error) {
-    if (!totals.stopping) {
-      totals.errors++;
-      totals.firstError ??= (error as Error).message;
-    }
+      await exchange(conn, request, buffer, reply.length);
+      if (same(reply, buffer.subarray(0, reply.length))) return undefined;
+      return `reply differs: ${
+        JSON.stringify(new TextDecoder().decode(buffer.subarray(0, Math.min(reply.length, 80))))
+      }`;
+    };
   }
+  const { messages, replies, stamped } = script(job, index);
+  const buffers = replies.map((reply) => new Uint8Array(reply.length));
+  let counter = 0;
+  return async () => {
+    const turn = counter % messages.length;
+    const message = messages[turn]!;
+    if (stamped) stamp(message, counter);
+    counter++;
+    await exchange(conn, message, buffers[turn]!, replies[turn]!.length);
+    return same(replies[turn]!, buffers[turn]!) ? undefined : "reply differs from the one expected";
+  };
 }
 
 /** A connection to the server under test, over TLS when the job says so. */
@@ -261,8 +262,8 @@ function connect(job: LoadJob): Promise<Deno.TcpConn | Deno.TlsConn> {
   return Deno.connectTls({ hostname: job.hostname, port: job.port, caCerts: [job.tlsCa] });
 }
 
-async function run(job: LoadJob, post: (report: LoadReport, transfer?: Transferable[]) => void) {
-  const totals: Totals = {
+function newTotals(): Totals {
+  return {
     measuring: false,
     stopping: false,
     roundTrips: 0,
@@ -271,6 +272,15 @@ async function run(job: LoadJob, post: (report: LoadReport, transfer?: Transfera
     mismatches: 0,
     latencies: new Float32Array(4_000_000),
     firstError: undefined,
+  };
+}
+
+async function run(job: LoadJob, post: (report: LoadReport, transfer?: Transferable[]) => void) {
+  const totals = newTotals();
+  /** The bystander's, when the job has one (`probe`). */
+  const probeTotals = newTotals();
+  const phase = (measuring: boolean, stopping: boolean) => {
+    for (const t of [totals, probeTotals]) Object.assign(t, { measuring, stopping });
   };
   const conns: Deno.Conn[] = [];
   let connectFailures = 0;
@@ -289,13 +299,21 @@ async function run(job: LoadJob, post: (report: LoadReport, transfer?: Transfera
       }
     }
   }
-  const loops = conns.map((conn, i) => drive(conn, job, i, totals));
+  const loops = conns.map((conn, i) => {
+    if (!(job.probe && i === 0)) return loop(totals, roundTrip(conn, job, i));
+    // The bystander: 64 B every 10 ms among the bulk connections; its latencies are the ones
+    // recorded, and the bulk connections count their bytes only.
+    return loop(
+      probeTotals,
+      roundTrip(conn, { ...job, size: 64, mode: "echo" }, i),
+      () => new Promise((resolve) => setTimeout(resolve, 10)),
+    );
+  });
   const progress = setInterval(() => post({ type: "progress", roundTrips: totals.progress }), 500);
   await new Promise((resolve) => setTimeout(resolve, job.warmupMs));
-  totals.measuring = true;
+  phase(true, false);
   await new Promise((resolve) => setTimeout(resolve, job.durationMs));
-  totals.measuring = false;
-  totals.stopping = true;
+  phase(false, true);
   clearInterval(progress);
   // Let round trips in flight finish; one that never does counts as an error (a stall).
   const settled = await Promise.race([
@@ -313,15 +331,16 @@ async function run(job: LoadJob, post: (report: LoadReport, transfer?: Transfera
       // Already closed.
     }
   }
-  const latencies = totals.latencies.slice(0, Math.min(totals.roundTrips, totals.latencies.length));
+  const timed = job.probe ? probeTotals : totals;
+  const latencies = timed.latencies.slice(0, Math.min(timed.roundTrips, timed.latencies.length));
   post({
     type: "done",
     roundTrips: totals.roundTrips,
-    errors: totals.errors,
-    mismatches: totals.mismatches,
+    errors: totals.errors + probeTotals.errors,
+    mismatches: totals.mismatches + probeTotals.mismatches,
     connectFailures,
     latencies,
-    firstError: totals.firstError,
+    firstError: totals.firstError ?? probeTotals.firstError,
   }, [latencies.buffer]);
 }
 
