@@ -18,6 +18,7 @@
  */
 
 import { createHash } from "node:crypto";
+import { setImmediate } from "node:timers";
 import type { Connection, Handler } from "./handler.ts";
 
 /** Most rounds a line may ask for: about 10 ms of CPU at about 4 us a round. */
@@ -105,14 +106,17 @@ export const hash: Handler = async (connection: Connection): Promise<void> => {
         break;
       }
       replies += answer(line) + "\n";
-      // Between costly lines: send what is computed so far (answers stream as they come), and
-      // let the worker's other connections in.
       if (line[0] === 0x23 /* # */ && roundsOf(line) > YIELD_AFTER_ROUNDS) {
-        await writer.write(encoder.encode(replies));
-        replies = "";
         if (performance.now() - turnAt >= TURN_EVERY_MS) {
+          // Every few milliseconds of work: send the answers so far, and give the worker a turn.
+          await writer.write(encoder.encode(replies));
+          replies = "";
           await new Promise((resolve) => setTimeout(resolve, 0));
           turnAt = performance.now();
+        } else {
+          // Between costly lines: let other connections' lines in first, so that their answers
+          // leave in the same batch (main dispatch) rather than one message each.
+          await new Promise((resolve) => setImmediate(resolve));
         }
       }
     }
