@@ -43,20 +43,30 @@ function tlsTest(name: string, fn: (dispatch: string, certs: Certificates) => Pr
   }
 }
 
-function start(dispatch: string, certs: Certificates, ...extra: string[]): Promise<ServerProcess> {
+/** Starts the server with TLS from `files` (paths of a certificate and its key). */
+function serveTls(
+  dispatch: string,
+  files: { cert: string; key: string },
+  ...extra: string[]
+): Promise<ServerProcess> {
   return startServer([
     "--workers",
     "2",
     "--dispatch",
     dispatch,
     "--tls-cert",
-    certs.serverA.cert,
+    files.cert,
     "--tls-key",
-    certs.serverA.key,
+    files.key,
     "--metrics-port",
     "0",
     ...extra,
   ]);
+}
+
+/** Starts the server with TLS from the test's first server certificate. */
+function start(dispatch: string, certs: Certificates, ...extra: string[]): Promise<ServerProcess> {
+  return serveTls(dispatch, certs.serverA, ...extra);
 }
 
 function connectTls(port: number, certs: Certificates, client?: { cert: string; key: string }) {
@@ -145,16 +155,7 @@ tlsTest(
     const key = `${certs.dir}/live.key`;
     await Deno.copyFile(certs.serverA.cert, cert);
     await Deno.copyFile(certs.serverA.key, key);
-    await using server = await startServer([
-      "--workers",
-      "2",
-      "--dispatch",
-      dispatch,
-      "--tls-cert",
-      cert,
-      "--tls-key",
-      key,
-    ]);
+    await using server = await serveTls(dispatch, { cert, key });
     assert.equal(await servedName(server.port, certs), "server-a");
     using early = await connectTls(server.port, certs); // opened before any rotation
     await echoOnce(early, utf8("before\n"));
@@ -199,16 +200,7 @@ tlsTest(
   async (dispatch, certs) => {
     const cert = `${certs.dir}/live.crt`;
     await Deno.copyFile(certs.serverA.cert, cert);
-    await using server = await startServer([
-      "--workers",
-      "2",
-      "--dispatch",
-      dispatch,
-      "--tls-cert",
-      cert,
-      "--tls-key",
-      certs.serverA.key,
-    ]);
+    await using server = await serveTls(dispatch, { cert, key: certs.serverA.key });
     await Deno.writeTextFile(cert, "not a certificate\n");
     server.process.kill("SIGHUP");
     const line = await server.waitForLog(/SIGHUP: TLS reload failed[^\n]*/);
