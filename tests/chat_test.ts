@@ -6,7 +6,7 @@
 import assert from "node:assert/strict";
 import {
   bothModes,
-  delay,
+  connectOnWorker,
   scrape,
   type ServerProcess,
   startServer,
@@ -100,18 +100,8 @@ class ChatClient implements Disposable {
 
 /** Connects a client that the server serves on `worker` (the server must log at debug level). */
 async function join(server: ServerProcess, worker: number): Promise<ChatClient> {
-  for (let attempt = 0; attempt < 64; attempt++) {
-    const conn = await Deno.connect({ hostname: "127.0.0.1", port: server.port });
-    const local = (conn.localAddr as Deno.NetAddr).port;
-    const line = await server.waitForLog(
-      new RegExp(`Connection (\\d+) from 127\\.0\\.0\\.1:${local} to worker-(\\d+)`),
-    );
-    const [, id, on] = /Connection (\d+) .* to worker-(\d+)/.exec(line)!;
-    if (Number(on) === worker) return new ChatClient(conn, Number(id), worker);
-    conn.close();
-    await server.waitForLog(new RegExp(`Connection ${id} closed`));
-  }
-  throw new Error(`no connection landed on worker-${worker}`);
+  const { conn, id } = await connectOnWorker(server, worker);
+  return new ChatClient(conn, id, worker);
 }
 
 function start(dispatch: string, ...extra: string[]): Promise<ServerProcess> {
@@ -290,6 +280,5 @@ bothModes(
     await a.waitForLines(1 + 50); // the crash line, then fresh's
     assertHeardAll(fresh, [a], 50, "after");
     assertHeardAll(a, [fresh], 50, "after");
-    await delay(0);
   },
 );

@@ -148,12 +148,12 @@ export function bothModes(
  *
  * @param server A server started with `--log-level debug`.
  * @param worker Worker number, from 1.
- * @returns The connection.
+ * @returns The connection and its server-side id.
  */
-export async function connectToWorker(
+export async function connectOnWorker(
   server: ServerProcess,
   worker: number,
-): Promise<Deno.TcpConn> {
+): Promise<{ conn: Deno.TcpConn; id: number }> {
   for (let attempt = 0; attempt < 64; attempt++) {
     const conn = await Deno.connect({ hostname: "127.0.0.1", port: server.port });
     const local = (conn.localAddr as Deno.NetAddr).port;
@@ -161,11 +161,25 @@ export async function connectToWorker(
       new RegExp(`Connection \\d+ from 127\\.0\\.0\\.1:${local} to worker-\\d+`),
     );
     const [, id, on] = /Connection (\d+) .* to worker-(\d+)/.exec(line)!;
-    if (Number(on) === worker) return conn;
+    if (Number(on) === worker) return { conn, id: Number(id) };
     conn.close();
     await server.waitForLog(new RegExp(`Connection ${id} closed`));
   }
   throw new Error(`no connection landed on worker-${worker} in 64 tries`);
+}
+
+/**
+ * Like {@linkcode connectOnWorker}, for tests that need only the connection.
+ *
+ * @param server A server started with `--log-level debug`.
+ * @param worker Worker number, from 1.
+ * @returns The connection.
+ */
+export async function connectToWorker(
+  server: ServerProcess,
+  worker: number,
+): Promise<Deno.TcpConn> {
+  return (await connectOnWorker(server, worker)).conn;
 }
 
 /**

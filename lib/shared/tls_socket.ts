@@ -186,12 +186,6 @@ export class TlsServerConn implements ServerSocket {
     });
   }
 
-  /** The client certificate's subject, with mutual TLS; undefined without. */
-  get peerSubject(): string | undefined {
-    const certificate = this.#socket.getPeerCertificate?.() as { subject?: unknown } | undefined;
-    return certificate?.subject === undefined ? undefined : JSON.stringify(certificate.subject);
-  }
-
   /**
    * Reads plaintext into `p`.
    *
