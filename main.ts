@@ -14,11 +14,14 @@ import { type Config, parseCommandLine, USAGE, UsageError } from "./lib/main_thr
 import { renderMetrics } from "./lib/main_thread/metrics.ts";
 import { type MetricsHttpServer, serveMetricsHttp } from "./lib/main_thread/metrics_server.ts";
 import { ListenError } from "./lib/main_thread/listen.ts";
-import { createServer } from "./lib/main_thread/server.ts";
+import type { Server, ServerConfig } from "./lib/main_thread/server.ts";
+import { KernelDispatch } from "./lib/dispatch/kernel/main_thread/kernel_dispatch.ts";
+import { MainDispatch } from "./lib/dispatch/main/main_thread/main_dispatch.ts";
 import { startNodeWorker } from "./lib/main_thread/node_worker.ts";
 import { type LoadedTls, loadTls, TlsFileError } from "./lib/main_thread/tls_files.ts";
 import {
   type SpawnOptions,
+  type WorkerFactory,
   type WorkerHandle,
   WorkerStartError,
 } from "./lib/main_thread/worker_pool.ts";
@@ -45,6 +48,13 @@ function spawnConnectionWorker(name: string, options: SpawnOptions): WorkerHandl
     return startNodeWorker(WORKER_MODULE, name, options.youngGenerationMb);
   }
   return new Worker(WORKER_MODULE, { type: "module", name });
+}
+
+/** The server for the configured dispatch mode. */
+function createServer(config: ServerConfig, spawn: WorkerFactory): Server {
+  return config.dispatch === "kernel"
+    ? new KernelDispatch(config, spawn)
+    : new MainDispatch(config, spawn);
 }
 
 function parse(): Config {

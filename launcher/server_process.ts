@@ -8,7 +8,7 @@
  */
 
 import { fileURLToPath } from "node:url";
-import { LAUNCH_FLAGS } from "../scripts/launch_flags.ts";
+import { LAUNCH_FLAGS } from "./launch_flags.ts";
 
 // fileURLToPath, not URL.pathname: on Windows the latter gives "/D:/...".
 const MAIN = fileURLToPath(new URL("../main.ts", import.meta.url));
@@ -44,7 +44,7 @@ export interface StartOptions {
 
 /**
  * The command that runs this project's server (`main.ts`) with `args`, with the permissions and
- * runtime flags it is launched with everywhere (`scripts/launch_flags.ts`).
+ * runtime flags it is launched with everywhere (`launch_flags.ts`).
  *
  * @param args Server flags.
  * @param options `freePort` (default true): add `--port 0` unless `args` gives a port.

@@ -13,7 +13,7 @@
  */
 
 import denoJson from "../deno.json" with { type: "json" };
-import { LAUNCH_FLAGS } from "./launch_flags.ts";
+import { LAUNCH_FLAGS } from "../launcher/launch_flags.ts";
 
 /** Release targets. */
 export const TARGETS = [

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { parseCommandLine, UsageError } from "../lib/main_thread/config.ts";
+import { FLAGS, parseCommandLine, USAGE, UsageError } from "../lib/main_thread/config.ts";
 
 const parse = (args: string[]) => parseCommandLine(args, { cpus: 3 });
 
@@ -31,6 +31,7 @@ Deno.test("parseCommandLine() gives the documented defaults", () => {
     handler: "echo",
     handlerOptions: {},
     handlerTimeout: 10,
+    debugBuffers: false,
   });
 });
 
@@ -78,6 +79,7 @@ Deno.test("parseCommandLine() reads every flag, long and short", () => {
       "ca.pem",
       "--tls-handshake-timeout",
       "3",
+      "--debug-buffers",
     ]),
     {
       port: 0,
@@ -101,6 +103,7 @@ Deno.test("parseCommandLine() reads every flag, long and short", () => {
       // A module's options are its own to check (in the worker); the last of a name wins.
       handlerOptions: { size: "2", mode: "a=b" },
       handlerTimeout: 10,
+      debugBuffers: true,
     },
   );
   assert.equal(serveConfig(["--port", "65535", "--workers", "1"]).port, 65535);
@@ -208,3 +211,28 @@ for (const [args, message] of BAD) {
     });
   });
 }
+
+Deno.test("USAGE lists every flag with its default, and the README's flag table agrees", () => {
+  const readme = Deno.readTextFileSync(new URL("../README.md", import.meta.url));
+  const rows = new Map(
+    [...readme.matchAll(/^\| `([^`]+)`\s*\|\s*([^|]*?)\s*\|/gm)].map((m) => [m[1]!, m[2]!]),
+  );
+  for (const flag of FLAGS) {
+    const spelled = `${flag.short === undefined ? "" : `-${flag.short}, `}--${flag.name}` +
+      (flag.value === undefined ? "" : ` ${flag.value.replaceAll("|", "\\|")}`);
+    assert.ok(USAGE.includes(`--${flag.name}`), `--help lacks --${flag.name}`);
+    assert.ok(rows.has(spelled), `README's flag table lacks ${spelled}`);
+    // The README may quote values as code; the words must be the table's.
+    assert.equal(
+      rows.get(spelled)!.replaceAll("`", ""),
+      flag.shown,
+      `README's default of ${spelled}`,
+    );
+    if (flag.shown !== "" && flag.shown !== "(per handler)") {
+      assert.ok(
+        USAGE.includes(`default ${flag.shown}`),
+        `--help lacks the default of --${flag.name}`,
+      );
+    }
+  }
+});

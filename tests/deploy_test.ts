@@ -8,7 +8,7 @@ import assert from "node:assert/strict";
 import { parse } from "yaml";
 import denoJson from "../deno.json" with { type: "json" };
 import { COMPILE_FLAGS, TARGETS } from "../scripts/compile.ts";
-import { LAUNCH_FLAGS } from "../scripts/launch_flags.ts";
+import { LAUNCH_FLAGS } from "../launcher/launch_flags.ts";
 import { delay, readBytes, startServer, text, utf8, writeAll } from "./helpers.ts";
 
 const ROOT = new URL("../", import.meta.url);

@@ -1,13 +1,13 @@
 /**
- * The tree shows which code runs on which thread: nothing that a worker loads, and nothing in
- * the folders shared by both threads, may import main-thread code.
+ * The tree shows which code runs on which thread and which dispatch mode it serves: nothing a
+ * worker loads imports main-thread code, the two modes do not import each other, and no module
+ * (nor top-level folder) imports itself back through others.
  */
 
 import assert from "node:assert/strict";
 import { fileURLToPath } from "node:url";
 
 const ROOT = new URL("../", import.meta.url);
-const MAIN_THREAD = new URL("lib/main_thread/", ROOT).href;
 
 /** Files under a folder of the repository, recursively. */
 function filesUnder(folder: string): URL[] {
@@ -15,11 +15,14 @@ function filesUnder(folder: string): URL[] {
   const found: URL[] = [];
   for (const entry of Deno.readDirSync(dir)) {
     const url = new URL(entry.name + (entry.isDirectory ? "/" : ""), dir);
-    if (entry.isDirectory) {
-      found.push(...filesUnder(fileURLToPath(url).slice(fileURLToPath(ROOT).length)));
-    } else if (entry.name.endsWith(".ts")) found.push(url);
+    if (entry.isDirectory) found.push(...filesUnder(relative(url)));
+    else if (entry.name.endsWith(".ts")) found.push(url);
   }
   return found;
+}
+
+function relative(url: URL): string {
+  return fileURLToPath(url).slice(fileURLToPath(ROOT).length);
 }
 
 /** The relative imports of a module, resolved, from its source text. */
@@ -27,23 +30,42 @@ function importsOf(file: URL): URL[] {
   const source = Deno.readTextFileSync(file);
   return [
     ...source.matchAll(/^\s*(?:import|export)(?:[^;]*?from)?\s*"(\.{1,2}\/[^"]+)"/gms),
-  ]
-    .map((m) => new URL(m[1]!, file));
+  ].map((m) => new URL(m[1]!, file));
 }
 
-Deno.test("layout: lib/worker, lib/shared and lib/handlers never import lib/main_thread", () => {
+/** Main-thread code: the mode-independent folder and each mode's main-thread half. */
+function isMainThread(path: string): boolean {
+  return path.startsWith("lib/main_thread/") || /^lib\/dispatch\/[^/]+\/main_thread\//.test(path);
+}
+
+const PROJECT = [
+  "main.ts",
+  "mod.ts",
+  "workers/",
+  "lib/",
+  "launcher/",
+  "tests/",
+  "bench/",
+  "scripts/",
+]
+  .flatMap((entry) => entry.endsWith("/") ? filesUnder(entry) : [new URL(entry, ROOT)]);
+
+Deno.test("layout: code that runs in workers, or on both threads, never imports main-thread code", () => {
   const offenders: string[] = [];
-  for (const folder of ["lib/worker/", "lib/shared/", "lib/handlers/", "workers/"]) {
-    for (const file of filesUnder(folder)) {
-      for (const target of importsOf(file)) {
-        if (target.href.startsWith(MAIN_THREAD)) offenders.push(`${file.href} -> ${target.href}`);
-      }
+  for (const file of PROJECT) {
+    const from = relative(file);
+    const workerSide = from.startsWith("workers/") || from.startsWith("lib/worker/") ||
+      from.startsWith("lib/shared/") || from.startsWith("lib/handlers/") ||
+      /^lib\/dispatch\/[^/]+\/(worker\/|[^/]+\.ts$)/.test(from);
+    if (!workerSide) continue;
+    for (const target of importsOf(file)) {
+      if (isMainThread(relative(target))) offenders.push(`${from} -> ${relative(target)}`);
     }
   }
   assert.deepEqual(offenders, []);
 });
 
-Deno.test("layout: the worker entry's whole module graph stays out of lib/main_thread", async () => {
+Deno.test("layout: the worker entry's whole module graph stays out of main-thread code", async () => {
   const output = await new Deno.Command(Deno.execPath(), {
     args: ["info", "--json", fileURLToPath(new URL("workers/connection_worker.ts", ROOT))],
     stdout: "piped",
@@ -53,21 +75,80 @@ Deno.test("layout: the worker entry's whole module graph stays out of lib/main_t
   const graph = JSON.parse(new TextDecoder().decode(output.stdout)) as {
     modules: { specifier: string }[];
   };
-  const specifiers = graph.modules.map((m) => m.specifier);
-  // The graph really was read: it holds the worker runtime and both adapters.
-  for (const needed of ["lib/worker/runtime.ts", "lib/worker/socket_server.ts"]) {
-    assert.ok(specifiers.some((s) => s.endsWith(needed)), `${needed} missing from the graph`);
+  const paths = graph.modules.map((m) => m.specifier)
+    .filter((s) => s.startsWith(ROOT.href)).map((s) => relative(new URL(s)));
+  // The graph really was read: it holds the runtime and both modes' worker halves.
+  for (
+    const needed of [
+      "lib/worker/runtime.ts",
+      "lib/dispatch/kernel/worker/kernel_listener.ts",
+      "lib/dispatch/main/worker/relay_transport.ts",
+    ]
+  ) {
+    assert.ok(paths.includes(needed), `${needed} missing from the graph`);
   }
-  assert.deepEqual(specifiers.filter((s) => s.startsWith(MAIN_THREAD)), []);
+  assert.deepEqual(paths.filter(isMainThread), []);
+});
+
+Deno.test("layout: one dispatch mode's code never imports the other's", () => {
+  const offenders: string[] = [];
+  for (const file of filesUnder("lib/dispatch/")) {
+    const mode = /^lib\/dispatch\/([^/]+)\//.exec(relative(file))![1];
+    for (const target of importsOf(file)) {
+      const other = /^lib\/dispatch\/([^/]+)\//.exec(relative(target))?.[1];
+      if (other !== undefined && other !== mode) {
+        offenders.push(`${relative(file)} -> ${relative(target)}`);
+      }
+    }
+  }
+  assert.deepEqual(offenders, []);
+});
+
+Deno.test("layout: no module imports itself back through others (no import cycles)", () => {
+  const graph = new Map(PROJECT.map((file) => [file.href, importsOf(file).map((u) => u.href)]));
+  const cycles: string[] = [];
+  const state = new Map<string, "open" | "done">();
+  const path: string[] = [];
+  const visit = (node: string) => {
+    state.set(node, "open");
+    path.push(node);
+    for (const next of graph.get(node) ?? []) {
+      if (state.get(next) === "open") {
+        cycles.push(
+          path.slice(path.indexOf(next)).concat(next).map((u) => relative(new URL(u))).join(" -> "),
+        );
+      } else if (!state.has(next)) visit(next);
+    }
+    path.pop();
+    state.set(node, "done");
+  };
+  for (const node of graph.keys()) if (!state.has(node)) visit(node);
+  assert.deepEqual(cycles, []);
+});
+
+Deno.test("layout: top-level folders do not import each other both ways", () => {
+  const edges = new Set<string>();
+  const top = (url: URL) => relative(url).split("/")[0]!;
+  for (const file of PROJECT) {
+    for (const target of importsOf(file)) {
+      if (top(file) !== top(target)) edges.add(`${top(file)} -> ${top(target)}`);
+    }
+  }
+  const both = [...edges].filter((edge) => {
+    const [a, b] = edge.split(" -> ");
+    return edges.has(`${b} -> ${a}`);
+  });
+  assert.deepEqual(both, []);
 });
 
 Deno.test("layout: the benchmark, scripts and launcher never import from tests/", () => {
-  const tests = new URL("tests/", ROOT).href;
   const offenders: string[] = [];
   for (const folder of ["bench/", "scripts/", "launcher/"]) {
     for (const file of filesUnder(folder)) {
       for (const target of importsOf(file)) {
-        if (target.href.startsWith(tests)) offenders.push(`${file.href} -> ${target.href}`);
+        if (relative(target).startsWith("tests/")) {
+          offenders.push(`${relative(file)} -> ${relative(target)}`);
+        }
       }
     }
   }

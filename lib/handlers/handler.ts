@@ -3,13 +3,26 @@
  * what it may know about its worker, how it talks to handlers on other workers, and the shape of
  * a handler module.
  *
- * Handlers run inside a worker, one call per connection, many at once on the worker's event
- * loop. Each worker loads its own copy of the handler module, so module-level state is
- * per-worker state; {@linkcode Peers} is how workers reach each other. Echo (`echo.ts`) is the
- * built-in default; `chat.ts` and `memcache/` show the rest of the contract at work.
+ * A handler comes in one of two shapes, and the server runs both on the same transport:
+ * - a {@linkcode SocketHandler}: one set of callbacks for every connection (opened, data,
+ *   writable again, half-closed, closed), in the spirit of `Bun.listen`, uWebSockets and Netty.
+ *   `data` is lent a view of the worker's read buffer, so nothing is allocated per chunk; it is
+ *   the fast shape, and the built-in handlers use it;
+ * - a {@linkcode Handler}: a function called once per connection with a pair of Web Streams
+ *   ({@linkcode Connection}), the convenient shape (`readable.pipeTo(writable)`), built by the
+ *   server on top of the first.
+ *
+ * Handlers run inside a worker, many connections at once on the worker's event loop. Each worker
+ * loads its own copy of the handler module, so module-level state is per-worker state;
+ * {@linkcode Peers} is how workers reach each other. Echo (`echo.ts`) is the built-in default;
+ * `chat.ts` and `memcache/` show the rest of the contract at work.
  *
  * @module
  */
+
+import type { CloseReason } from "../shared/close_reason.ts";
+
+export type { CloseReason };
 
 /** Log methods a handler may use; lines follow `--log-level` and name the worker. */
 export interface HandlerLog {
@@ -54,6 +67,120 @@ export interface Connection {
    * limit does.
    */
   outputLimit: number;
+}
+
+/**
+ * One client connection as a {@linkcode SocketHandler} sees it: the same object in every
+ * callback for that connection.
+ *
+ * @typeParam Data What the handler keeps per connection in {@linkcode Socket.data}.
+ */
+export interface Socket<Data = unknown> {
+  /** Server-wide id of the connection, as in the logs. */
+  readonly id: number;
+  /** The client's address (IPv4-mapped IPv6 addresses are shown as IPv4). */
+  readonly remoteAddr: Deno.NetAddr;
+  /** What the handler knows of its worker (the same object for every connection). */
+  readonly context: HandlerContext;
+  /** A logger whose lines name the worker and this connection (`Connection 12: ...`). */
+  readonly log: HandlerLog;
+  /** The handler's own state for this connection; `undefined` until the handler sets it. */
+  data: Data;
+  /**
+   * Bytes written and not yet taken: by the client's socket (`kernel` dispatch), or by the
+   * main thread, which holds up to a window per connection (`main` dispatch).
+   */
+  readonly buffered: number;
+  /**
+   * Most bytes that may wait in {@linkcode Socket.buffered}; past it the connection is closed
+   * at once, logged, and counted as `output-overflow`. 16 MiB by default.
+   */
+  outputLimit: number;
+  /** True once the connection is closed (by either side); writes are then ignored. */
+  readonly closed: boolean;
+  /**
+   * Sends `bytes`. What the kernel takes at once is written in the call; the rest is copied,
+   * so the caller may reuse `bytes` as soon as this returns (a view lent to `data` included).
+   * While more than 64 KiB wait, the server stops reading this connection (backpressure for
+   * request/response protocols). Ignored once the connection has ended or closed.
+   *
+   * @param bytes The bytes.
+   * @returns False once more than 64 KiB wait: stop writing until `drain` is called.
+   * @throws {TypeError} If `bytes` is not a `Uint8Array`, or (with `--debug-buffers`) a view
+   *   lent to an earlier `data` call.
+   */
+  write(bytes: Uint8Array): boolean;
+  /**
+   * Ends the connection gracefully: no more `data` is delivered, what was written is sent,
+   * then the write side is shut (FIN) and the connection closes once the client has finished
+   * too (or after a second). Idempotent; what the handler does afterwards is ignored.
+   */
+  end(): void;
+  /**
+   * Closes the connection at once: output not yet sent is dropped, and the client sees a
+   * reset if anything was pending, so a short answer never looks complete. `end` is the
+   * normal way; this one is for protocol errors.
+   */
+  close(): void;
+  /** Stops delivering `data`: the socket is not read, so TCP holds the client back. */
+  pause(): void;
+  /** Delivers `data` again after {@linkcode Socket.pause}. */
+  resume(): void;
+}
+
+/**
+ * A byte-level handler: one set of callbacks for every connection, called on the worker's event
+ * loop. Each callback may return a promise: no more `data` (nor `end`) is delivered for that
+ * connection until it settles, so an asynchronous protocol stays in order without pausing by
+ * hand. A callback that throws (or rejects) closes its connection at once, logged and counted
+ * as `handler-error`; the worker carries on.
+ *
+ * The bytes `data` receives are lent, not given: a view of the worker's read buffer, valid
+ * until the call returns (or its promise settles), then reused for the next read. To keep
+ * bytes longer, copy them (`bytes.slice()`). With `--debug-buffers` the server detaches every
+ * lent buffer after its call, so that a handler that keeps one fails loudly in its tests
+ * instead of reading another connection's bytes in production.
+ *
+ * @typeParam Data What the handler keeps per connection in {@linkcode Socket.data}.
+ *
+ * @example An upper-casing echo that needs no allocation per chunk
+ * ```ts
+ * import type { SocketHandler } from "./handler.ts";
+ * export const upper: SocketHandler = {
+ *   data(socket, bytes) {
+ *     for (let i = 0; i < bytes.length; i++) {
+ *       const b = bytes[i]!;
+ *       if (b >= 0x61 && b <= 0x7a) bytes[i] = b - 0x20; // the lent view may be changed too
+ *     }
+ *     socket.write(bytes);
+ *   },
+ * };
+ * ```
+ */
+export interface SocketHandler<Data = unknown> {
+  /** A connection has opened; set {@linkcode Socket.data} here. */
+  open?(socket: Socket<Data>): void | Promise<void>;
+  /**
+   * Bytes from the client, lent for the length of the call.
+   *
+   * @param socket The connection.
+   * @param bytes The bytes: a view valid until this returns (or its promise settles).
+   */
+  data(socket: Socket<Data>, bytes: Uint8Array): void | Promise<void>;
+  /** Output that made `write` return false has all been taken: write again. */
+  drain?(socket: Socket<Data>): void;
+  /**
+   * The client shut its write side (half-close): no more `data` follows. Without this callback
+   * the server ends the connection ({@linkcode Socket.end}) once its output is sent.
+   */
+  end?(socket: Socket<Data>): void | Promise<void>;
+  /**
+   * The connection has closed, for whatever reason; called once, last.
+   *
+   * @param socket The connection.
+   * @param reason Why, as the logs and `/metrics` name it.
+   */
+  close?(socket: Socket<Data>, reason: CloseReason): void;
 }
 
 /** Options for {@linkcode Peers.send} and {@linkcode Peers.request}. */
@@ -253,7 +380,26 @@ export interface HandlerOption {
 }
 
 /**
- * What a handler module may export. Only the handler is required (as `default` or `handler`).
+ * Whether a handler is the byte-level shape.
+ *
+ * @param handler Either shape.
+ * @returns True for a {@linkcode SocketHandler}.
+ *
+ * @example
+ * ```ts
+ * import { isSocketHandler } from "./handler.ts";
+ * console.assert(isSocketHandler({ data() {} }));
+ * console.assert(!isSocketHandler(async () => {}));
+ * ```
+ */
+export function isSocketHandler(handler: Handler | SocketHandler): handler is SocketHandler {
+  return typeof handler === "object" && handler !== null &&
+    typeof (handler as SocketHandler).data === "function";
+}
+
+/**
+ * What a handler module may export. Only the handler is required (as `default` or `handler`):
+ * a {@linkcode Handler} function (Web Streams) or a {@linkcode SocketHandler} object.
  *
  * @example A module with per-worker state
  * ```ts
@@ -270,8 +416,8 @@ export interface HandlerOption {
  * ```
  */
 export interface HandlerModule {
-  /** Serves each connection. */
-  handler: Handler;
+  /** Serves each connection: a Web Streams function, or byte-level callbacks. */
+  handler: Handler | SocketHandler;
   /** Settings it accepts, by name; without it, any `--handler-option` is refused. */
   options?: Readonly<Record<string, HandlerOption>>;
   /**

@@ -73,6 +73,8 @@ export interface Config {
   handlerOptions: Record<string, string>;
   /** Seconds a handler module may take to load in each worker before start-up fails. */
   handlerTimeout: number;
+  /** Detach each buffer lent to a byte handler's `data` call once the call is over. */
+  debugBuffers: boolean;
 }
 
 /** The TLS files given on the command line (paths as typed). */
@@ -141,52 +143,205 @@ export interface ParseOptions {
   unstableNet?: boolean;
 }
 
-/** The usage text printed by `--help`. */
+/**
+ * One command-line flag: the single place its spelling, value, default and help live. The
+ * parser reads its default from here, `--help` is generated from these, and a test checks the
+ * README's flag table against them.
+ */
+export interface Flag {
+  /** The long name, without `--`. */
+  name: string;
+  /** The one-letter short form, if any. */
+  short?: string;
+  /** How `--help` shows the value (`<n>`); none for a switch. */
+  value?: string;
+  /** Repeatable (`--handler-option`). */
+  multiple?: boolean;
+  /** The default, as `--help` and the README say it (empty: none to speak of). */
+  shown: string;
+  /** What it does, for `--help`: one sentence; `\n` starts an indented continuation line. */
+  help: string;
+}
+
+/** Every flag the server takes, in `--help` order. */
+export const FLAGS: readonly Flag[] = [
+  { name: "port", short: "p", value: "<n>", shown: "5555", help: "TCP port; 0 picks a free port" },
+  {
+    name: "host",
+    value: "<addr>",
+    shown: "all interfaces, IPv4 and IPv6 (::)",
+    help: "listen address",
+  },
+  {
+    name: "workers",
+    short: "w",
+    value: "<n>",
+    shown: "CPU cores",
+    help: "worker threads, 1 to 256",
+  },
+  {
+    name: "dispatch",
+    value: "<mode>",
+    shown: "main",
+    help: "how connections reach the workers\n" +
+      "main:   the main thread accepts and relays each connection's bytes\n" +
+      "        to a worker (any OS)\n" +
+      "kernel: every worker listens on the port (SO_REUSEPORT), the kernel\n" +
+      "        spreads connections, and each worker does its own socket I/O:\n" +
+      "        scales with cores (Linux only)",
+  },
+  {
+    name: "idle-timeout",
+    value: "<s>",
+    shown: "300",
+    help: "close a connection idle this many seconds; 0 = never",
+  },
+  {
+    name: "max-connections",
+    value: "<n>",
+    shown: "10000",
+    help: "beyond it new connections are closed at once",
+  },
+  {
+    name: "max-connections-per-ip",
+    value: "<n>",
+    shown: "0 (no limit)",
+    help: "most open connections from one address (the PROXY header's client with " +
+      "--proxy-protocol)",
+  },
+  {
+    name: "max-buffered",
+    value: "<MiB>",
+    shown: "64",
+    help: "bytes held for clients, server-wide, before the heaviest connections stop being read",
+  },
+  {
+    name: "shutdown-timeout",
+    value: "<s>",
+    shown: "10",
+    help: "on SIGINT/SIGTERM, how long to let connections drain",
+  },
+  {
+    name: "write-timeout",
+    value: "<s>",
+    shown: "30",
+    help: "disconnect a client that reads none of its pending output this long; 0 = never",
+  },
+  {
+    name: "metrics-port",
+    value: "<n>",
+    shown: "off",
+    help: "serve Prometheus metrics on http://<metrics-host>:<n>/metrics",
+  },
+  {
+    name: "metrics-host",
+    value: "<addr>",
+    shown: "127.0.0.1",
+    help: "address of the metrics endpoint",
+  },
+  {
+    name: "proxy-protocol",
+    shown: "off",
+    help: "require a PROXY protocol v1/v2 header (behind HAProxy or similar) and use the client " +
+      "address it carries",
+  },
+  {
+    name: "tls-cert",
+    value: "<file>",
+    shown: "off",
+    help: "serve TLS with this certificate chain (PEM, leaf first); needs --tls-key; SIGHUP " +
+      "re-reads both for new connections",
+  },
+  { name: "tls-key", value: "<file>", shown: "", help: "the certificate's private key (PEM)" },
+  {
+    name: "tls-ca",
+    value: "<file>",
+    shown: "off",
+    help: "mutual TLS: require client certificates that chain to these CAs",
+  },
+  {
+    name: "tls-handshake-timeout",
+    value: "<s>",
+    shown: "10",
+    help: "close a client that has not finished its TLS handshake",
+  },
+  {
+    name: "log-level",
+    value: "<level>",
+    shown: "info",
+    help: `${LOG_LEVELS.join(" | ")}; debug logs each connection's open and close`,
+  },
+  {
+    name: "log-format",
+    value: "<format>",
+    shown: "text",
+    help: "text | json (one JSON object per line)",
+  },
+  {
+    name: "handler",
+    value: "<name|path>",
+    shown: "echo",
+    help: `protocol handler: ${Object.keys(BUILTIN_HANDLERS).join(", ")}, or a module path or URL`,
+  },
+  {
+    name: "handler-option",
+    value: "<name=value>",
+    multiple: true,
+    shown: "(per handler)",
+    help: "a setting for the handler; repeat for more (see below)",
+  },
+  {
+    name: "handler-timeout",
+    value: "<s>",
+    shown: "10",
+    help: "how long a handler module may take to load and set up",
+  },
+  {
+    name: "debug-buffers",
+    shown: "off",
+    help: "detach every buffer lent to a byte handler's data callback once the call is over, so " +
+      "that a handler that keeps one fails loudly (for handlers' tests; costs a copy per chunk)",
+  },
+  { name: "help", short: "h", shown: "", help: "show this help" },
+  { name: "version", short: "V", shown: "", help: "print the version" },
+];
+
+const HELP_WIDTH = 100;
+const HELP_INDENT = 29;
+
+/** `--help`'s lines for one flag: name and value, then the help wrapped under it. */
+function _usageOf(flag: Flag): string {
+  const head = `  ${flag.short === undefined ? "    " : `-${flag.short}, `}--${flag.name}` +
+    (flag.value === undefined ? "" : ` ${flag.value}`);
+  const [first = "", ...continued] = flag.help.split("\n");
+  const shown = flag.shown === "" || flag.shown === "(per handler)"
+    ? ""
+    : `; default ${flag.shown}`;
+  const words = (first + shown).split(" ");
+  const lines: string[] = [];
+  let line = "";
+  for (const word of words) {
+    if (line !== "" && HELP_INDENT + line.length + 1 + word.length > HELP_WIDTH) {
+      lines.push(line);
+      line = word;
+    } else line = line === "" ? word : `${line} ${word}`;
+  }
+  lines.push(line, ...continued.map((text) => `  ${text}`));
+  const pad = " ".repeat(HELP_INDENT);
+  const out = head.length < HELP_INDENT - 1
+    ? [head.padEnd(HELP_INDENT) + lines[0], ...lines.slice(1).map((l) => pad + l)]
+    : [head, ...lines.map((l) => pad + l)];
+  return out.join("\n");
+}
+
+/** The usage text printed by `--help`, made from {@linkcode FLAGS}. */
 export const USAGE = `Usage: echoserver [options]
 
 A multi-threaded TCP echo server: the main thread accepts connections and hands them
 round-robin to a pool of worker threads, each serving many connections at once.
 
 Options:
-  -p, --port <n>             TCP port; default 5555; 0 picks a free port
-      --host <addr>          listen address; default all interfaces, IPv4 and IPv6 ("::")
-  -w, --workers <n>          worker threads; default: CPU cores
-      --dispatch <mode>      how connections reach the workers; default main
-                               main:   the main thread accepts and relays each connection's
-                                       bytes to a worker (any OS)
-                               kernel: every worker listens on the port (SO_REUSEPORT), the
-                                       kernel spreads connections, and each worker does its
-                                       own socket I/O: scales with cores (Linux only)
-      --idle-timeout <s>     close a connection idle this many seconds; default 300; 0 = never
-      --max-connections <n>  default 10000; beyond it new connections are closed at once
-      --max-connections-per-ip <n>
-                             most open connections from one address (the PROXY header's
-                             client with --proxy-protocol); default 0 = no limit
-      --max-buffered <MiB>   bytes held for clients, server-wide, before the heaviest
-                             connections stop being read; default 64
-      --shutdown-timeout <s> on SIGINT/SIGTERM, how long to let connections drain; default 10
-      --write-timeout <s>    disconnect a client that reads none of its echo this long; default 30;
-                             0 = never
-      --metrics-port <n>     serve Prometheus metrics on http://<metrics-host>:<n>/metrics; off
-                             by default
-      --metrics-host <addr>  address of the metrics endpoint; default 127.0.0.1
-      --proxy-protocol       require a PROXY protocol v1/v2 header (behind HAProxy or
-                             similar) and use the client address it carries; off by default
-      --tls-cert <file>      serve TLS with this certificate chain (PEM, leaf first); needs
-                             --tls-key; SIGHUP re-reads both for new connections
-      --tls-key <file>       the certificate's private key (PEM)
-      --tls-ca <file>        mutual TLS: require client certificates that chain to these CAs
-      --tls-handshake-timeout <s>
-                             close a client that has not finished its TLS handshake; default 10
-      --log-level <level>    trace | debug | info | warning | error | fatal; default info
-      --log-format <format>  text | json (one JSON object per line); default text
-      --handler <name|path>  protocol handler: echo (default), hash, chat, memcache, or a
-                             module path or URL
-      --handler-option <name=value>
-                             a setting for the handler; repeat for more (see below)
-      --handler-timeout <s>  how long a handler module may take to load and set up; default 10
-  -h, --help                 show this help
-  -V, --version              print the version
+${FLAGS.map(_usageOf).join("\n")}
 
 Handler options:
 ${_builtinOptions()}
@@ -200,32 +355,24 @@ Exit status:
 
 Try it: telnet localhost 5555, type a line, see it echoed; type quit to leave.`;
 
-const OPTIONS = {
-  port: { type: "string", short: "p" },
-  host: { type: "string" },
-  workers: { type: "string", short: "w" },
-  dispatch: { type: "string" },
-  "idle-timeout": { type: "string" },
-  "max-connections": { type: "string" },
-  "max-connections-per-ip": { type: "string" },
-  "max-buffered": { type: "string" },
-  "shutdown-timeout": { type: "string" },
-  "write-timeout": { type: "string" },
-  "metrics-port": { type: "string" },
-  "metrics-host": { type: "string" },
-  "proxy-protocol": { type: "boolean" },
-  "tls-cert": { type: "string" },
-  "tls-key": { type: "string" },
-  "tls-ca": { type: "string" },
-  "tls-handshake-timeout": { type: "string" },
-  "log-level": { type: "string" },
-  "log-format": { type: "string" },
-  handler: { type: "string" },
-  "handler-option": { type: "string", multiple: true },
-  "handler-timeout": { type: "string" },
-  help: { type: "boolean", short: "h" },
-  version: { type: "boolean", short: "V" },
-} as const;
+/** `node:util` parseArgs's options, made from {@linkcode FLAGS}. */
+const OPTIONS = Object.fromEntries(FLAGS.map((flag) => [flag.name, {
+  type: flag.value === undefined ? "boolean" : "string",
+  ...(flag.short === undefined ? {} : { short: flag.short }),
+  ...(flag.multiple ? { multiple: true } : {}),
+}])) as Record<string, { type: "string" | "boolean"; short?: string; multiple?: boolean }>;
+
+/** A flag's default as the parser uses it: the number or text that {@linkcode FLAGS} shows. */
+function _default(name: string): string {
+  const flag = FLAGS.find((f) => f.name === name);
+  if (flag === undefined) throw new RangeError(`No flag --${name}`);
+  return flag.shown;
+}
+
+/** A numeric default from {@linkcode FLAGS} ("0 (no limit)" is 0). */
+function _number(name: string): number {
+  return Number.parseFloat(_default(name));
+}
 
 /**
  * Parses and validates the command line.
@@ -245,25 +392,27 @@ const OPTIONS = {
  * ```
  */
 export function parseCommandLine(args: readonly string[], options: ParseOptions): Command {
-  let values;
+  let parsed: Record<string, string | boolean | string[] | undefined>;
   try {
-    ({ values } = parseArgs({ args: [...args], options: OPTIONS, strict: true }));
+    parsed = parseArgs({ args: [...args], options: OPTIONS, strict: true }).values as typeof parsed;
   } catch (error) {
     throw new UsageError(_describeParseError(error), { cause: error });
   }
-  if (values.help) return { kind: "help" };
-  if (values.version) return { kind: "version" };
+  const text = (name: string) => parsed[name] as string | undefined;
+  const on = (name: string) => parsed[name] === true;
+  if (on("help")) return { kind: "help" };
+  if (on("version")) return { kind: "version" };
 
-  const host = values.host === undefined
+  const host = text("host") === undefined
     ? undefined
-    : _nonEmpty("--host", values.host, "", "an address such as 127.0.0.1 or ::");
-  const logLevel = values["log-level"] ?? "info";
+    : _nonEmpty("--host", text("host"), "", "an address such as 127.0.0.1 or ::");
+  const logLevel = text("log-level") ?? _default("log-level");
   if (!(LOG_LEVELS as readonly string[]).includes(logLevel)) {
     throw new UsageError(
       `'--log-level' must be one of ${LOG_LEVELS.join(", ")}, got "${logLevel}"`,
     );
   }
-  const dispatch = values.dispatch ?? "main";
+  const dispatch = text("dispatch") ?? _default("dispatch");
   if (!(DISPATCH_MODES as readonly string[]).includes(dispatch)) {
     throw new UsageError(
       `'--dispatch' must be one of ${DISPATCH_MODES.join(", ")}, got "${dispatch}"`,
@@ -286,11 +435,11 @@ export function parseCommandLine(args: readonly string[], options: ParseOptions)
   }
   const handler = _nonEmpty(
     "--handler",
-    values.handler,
-    "echo",
+    text("handler"),
+    _default("handler"),
     "a built-in name such as echo, or a module path",
   );
-  const handlerOptions = _handlerOptions(values["handler-option"] ?? []);
+  const handlerOptions = _handlerOptions((parsed["handler-option"] as string[] | undefined) ?? []);
   const builtin = BUILTIN_HANDLERS[handler];
   if (builtin !== undefined) {
     try {
@@ -300,48 +449,41 @@ export function parseCommandLine(args: readonly string[], options: ParseOptions)
       throw new UsageError(error.message, { cause: error });
     }
   }
+  const integer = (name: string, min: number, max: number, fallback = _number(name)) =>
+    _integer(`--${name}`, text(name), fallback, min, max);
+  const seconds = (name: string, min: number) =>
+    _seconds(`--${name}`, text(name), _number(name), min);
   return {
     kind: "serve",
     config: {
-      port: _integer("--port", values.port, 5555, 0, 65535),
+      port: integer("port", 0, 65535),
       host,
-      workers: _integer("--workers", values.workers, Math.max(1, options.cpus), 1, 256),
+      workers: integer("workers", 1, 256, Math.max(1, options.cpus)),
       dispatch: dispatch as DispatchMode,
-      idleTimeout: _seconds("--idle-timeout", values["idle-timeout"], 300, 0),
-      maxConnections: _integer("--max-connections", values["max-connections"], 10000, 1, 1e7),
-      maxConnectionsPerIp: _integer(
-        "--max-connections-per-ip",
-        values["max-connections-per-ip"],
-        0,
-        0,
-        1e7,
-      ),
-      maxBuffered: _integer("--max-buffered", values["max-buffered"], 64, 1, 1024 * 1024) *
-        1024 * 1024,
-      shutdownTimeout: _seconds("--shutdown-timeout", values["shutdown-timeout"], 10, 0),
-      writeTimeout: _seconds("--write-timeout", values["write-timeout"], 30, 0),
-      metricsPort: values["metrics-port"] === undefined
+      idleTimeout: seconds("idle-timeout", 0),
+      maxConnections: integer("max-connections", 1, 1e7),
+      maxConnectionsPerIp: integer("max-connections-per-ip", 0, 1e7),
+      maxBuffered: integer("max-buffered", 1, 1024 * 1024) * 1024 * 1024,
+      shutdownTimeout: seconds("shutdown-timeout", 0),
+      writeTimeout: seconds("write-timeout", 0),
+      metricsPort: text("metrics-port") === undefined
         ? undefined
-        : _integer("--metrics-port", values["metrics-port"], 0, 0, 65535),
+        : integer("metrics-port", 0, 65535, 0),
       metricsHost: _nonEmpty(
         "--metrics-host",
-        values["metrics-host"],
-        "127.0.0.1",
+        text("metrics-host"),
+        _default("metrics-host"),
         "an address such as 127.0.0.1 or ::",
       ),
-      proxyProtocol: values["proxy-protocol"] ?? false,
-      tls: _tlsFiles(values["tls-cert"], values["tls-key"], values["tls-ca"]),
-      tlsHandshakeTimeout: _seconds(
-        "--tls-handshake-timeout",
-        values["tls-handshake-timeout"],
-        10,
-        0.1,
-      ),
+      proxyProtocol: on("proxy-protocol"),
+      tls: _tlsFiles(text("tls-cert"), text("tls-key"), text("tls-ca")),
+      tlsHandshakeTimeout: seconds("tls-handshake-timeout", 0.1),
       logLevel: logLevel as LogLevelName,
-      logFormat: _oneOf("--log-format", values["log-format"], "text", LOG_FORMATS),
+      logFormat: _oneOf("--log-format", text("log-format"), "text", LOG_FORMATS),
       handler,
       handlerOptions,
-      handlerTimeout: _seconds("--handler-timeout", values["handler-timeout"], 10, 0.1),
+      handlerTimeout: seconds("handler-timeout", 0.1),
+      debugBuffers: on("debug-buffers"),
     },
   };
 }

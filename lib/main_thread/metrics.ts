@@ -9,6 +9,7 @@
 
 import { CLOSE_REASONS } from "../shared/close_reason.ts";
 import { Counter } from "../shared/counters.ts";
+import { workerNumber } from "../shared/worker_slot.ts";
 import type { ServerSnapshot } from "./server.ts";
 
 /** What `echoserver_build_info` says of the running server. */
@@ -56,7 +57,8 @@ export function renderMetrics(snapshot: ServerSnapshot, build: BuildInfo): strin
   const perWorker = (field: typeof Counter.accepted | typeof Counter.active) =>
     Array.from(
       { length: counters.workers },
-      (_, slot) => [`worker="${slot + 1}"`, counters.slot(slot).get(field)] as [string, number],
+      (_, slot) =>
+        [`worker="${workerNumber(slot)}"`, counters.slot(slot).get(field)] as [string, number],
     );
 
   metric(

@@ -1,5 +1,8 @@
 /**
- * The server as `main.ts` sees it, whatever the dispatch mode: start, snapshot, shutdown.
+ * The server as `main.ts` sees it, whatever the dispatch mode: start, snapshot, shutdown. Each
+ * mode implements it (`lib/dispatch/main/main_thread/main_dispatch.ts`,
+ * `lib/dispatch/kernel/main_thread/kernel_dispatch.ts`); `main.ts` picks one. Types only, so
+ * that the modes can import it and nothing imports back.
  *
  * Runs on the main thread only.
  *
@@ -10,9 +13,6 @@ import type { DrainResult } from "../shared/connection_set.ts";
 import type { ServerCounters } from "../shared/counters.ts";
 import type { TlsSettings } from "../shared/tls_socket.ts";
 import type { Config } from "./config.ts";
-import { KernelDispatch } from "./kernel_dispatch.ts";
-import { MainDispatch } from "./main_dispatch.ts";
-import type { WorkerFactory } from "./worker_pool.ts";
 
 /** A point-in-time view of the server, for metrics. */
 export interface ServerSnapshot {
@@ -50,6 +50,7 @@ type ServerFlags = Pick<
   | "handlerTimeout"
   | "proxyProtocol"
   | "tlsHandshakeTimeout"
+  | "debugBuffers"
 >;
 
 /** A running server, in either dispatch mode. */
@@ -78,17 +79,4 @@ export interface Server {
    * @param settings Checked certificate, key and CA.
    */
   reloadTls(settings: TlsSettings): void;
-}
-
-/**
- * Creates the server for the configured dispatch mode.
- *
- * @param config Validated settings.
- * @param spawn Creates a connection worker.
- * @returns The server, not yet started.
- */
-export function createServer(config: ServerConfig, spawn: WorkerFactory): Server {
-  return config.dispatch === "kernel"
-    ? new KernelDispatch(config, spawn)
-    : new MainDispatch(config, spawn);
 }

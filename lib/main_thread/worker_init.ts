@@ -33,13 +33,14 @@ export function readyTimeout(config: ServerConfig): number {
 export function workerInit(config: ServerConfig, slot: number, dispatch: Dispatch): InitMessage {
   return {
     type: "init",
-    index: slot + 1,
+    slot,
     workers: config.workers,
     logLevel: config.logLevel,
     logFormat: config.logFormat,
     handler: config.handler,
     handlerOptions: config.handlerOptions,
     handlerTimeoutMs: config.handlerTimeout * 1000,
+    debugBuffers: config.debugBuffers,
     peers: [],
     dispatch,
   };

@@ -10,16 +10,21 @@
  */
 
 import type { DrainResult } from "../shared/connection_set.ts";
-import { FrameWriter } from "../shared/channel.ts";
 import { getLog } from "../shared/log.ts";
-import { type FromWorker, isFromWorker, type ToWorker } from "../shared/messages.ts";
+import {
+  type FramesMessage,
+  type FromWorker,
+  isFromWorker,
+  type ToWorker,
+} from "../shared/messages.ts";
+import { workerName } from "../shared/worker_slot.ts";
+import { RoundRobin } from "./round_robin.ts";
 
 /** The `init` message, which the pool completes with the worker's peer ports. */
 export type InitMessage = Extract<ToWorker, { type: "init" }>;
 
 /** How long past the drain's timeout to wait for a worker's report before giving up. */
 const DRAIN_REPORT_SLACK_MS = 2000;
-import { RoundRobin } from "./round_robin.ts";
 
 /**
  * What the pool needs of a worker: a Web `Worker` has it, and so does the adapter that
@@ -52,12 +57,10 @@ export type WorkerFactory = (name: string, options: SpawnOptions) => WorkerHandl
 export interface WorkerLink {
   /** Slot in the pool, from 0. */
   readonly slot: number;
-  /** Frames to this worker. */
-  readonly writer: FrameWriter;
   /** False once the worker has died or the pool has closed. */
   readonly alive: boolean;
   /**
-   * Sends a control message to this worker (connection bytes go through `writer`).
+   * Sends a message to this worker (nothing, once it is gone).
    *
    * @param message The message.
    * @param transfer Objects to transfer.
@@ -74,12 +77,7 @@ export interface WorkerPoolOptions {
   /** The `init` message for a slot's worker (its `peers` are filled in by the pool). */
   init: (slot: number) => InitMessage;
   /** Called with each batch of frames a worker sends (`main` dispatch). */
-  onFrames?: (
-    link: WorkerLink,
-    buffer: ArrayBuffer,
-    length: number,
-    attached: ArrayBuffer[],
-  ) => void;
+  onFrames?: (link: WorkerLink, message: FramesMessage) => void;
   /** Called when a worker dies, before its replacement starts. */
   onLost: (link: WorkerLink) => void;
   /** How each worker is created. */
@@ -116,18 +114,12 @@ export class WorkerStartError extends Error {
 class Link implements WorkerLink {
   readonly slot: number;
   readonly worker: WorkerHandle;
-  readonly writer: FrameWriter;
   alive = true;
   ready = false;
 
   constructor(slot: number, worker: WorkerHandle) {
     this.slot = slot;
     this.worker = worker;
-    this.writer = new FrameWriter((buffer, length, attached, done) => {
-      if (!this.alive) return;
-      const message: ToWorker = { type: "frames", buffer, length, attached, done };
-      worker.postMessage(message, [buffer, ...attached]);
-    }, { oneInFlight: true });
   }
 
   post(message: ToWorker, transfer: Transferable[] = []): void {
@@ -259,7 +251,7 @@ export class WorkerPool {
 
   /** Starts the worker of a slot, with its ends of the channels to the others. */
   #spawn(slot: number, peers: (MessagePort | undefined)[]): Promise<void> {
-    const name = `worker-${slot + 1}`;
+    const name = workerName(slot);
     const worker = this.#options.spawn(name, this.#options.spawnOptions ?? {});
     const link = new Link(slot, worker);
     this.#links[slot] = link;
@@ -301,9 +293,7 @@ export class WorkerPool {
   ): void {
     switch (message.type) {
       case "frames":
-        if (!link.alive) break;
-        this.#options.onFrames?.(link, message.buffer, message.length, message.attached);
-        if (message.done) link.writer.release();
+        if (link.alive) this.#options.onFrames?.(link, message);
         break;
       case "ready":
         link.ready = true;
@@ -332,8 +322,8 @@ export class WorkerPool {
     link.alive = false;
     link.ready = false;
     link.worker.terminate();
-    this.#log.error("worker-{slot} died: {reason}; closing its connections and replacing it", {
-      slot: link.slot + 1,
+    this.#log.error("{worker} died: {reason}; closing its connections and replacing it", {
+      worker: workerName(link.slot),
       reason,
     });
     this.#options.onLost(link);
@@ -362,14 +352,14 @@ export class WorkerPool {
       try {
         await this.#spawn(slot, peers);
         this.#restarts++;
-        this.#log.info("worker-{slot} replaced", { slot: slot + 1 });
+        this.#log.info("{worker} replaced", { worker: workerName(slot) });
         return;
       } catch (error) {
         this.#links[slot]!.alive = false;
         this.#links[slot]!.worker.terminate();
         this.#tellPeersLost(slot);
-        this.#log.error("Replacing worker-{slot} failed: {reason}; retrying", {
-          slot: slot + 1,
+        this.#log.error("Replacing {worker} failed: {reason}; retrying", {
+          worker: workerName(slot),
           reason: (error as Error).message,
         });
         await new Promise((r) => setTimeout(r, this.#options.retryDelay ?? 1000));

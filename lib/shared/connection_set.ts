@@ -14,12 +14,12 @@ import { SWEEP_MS, sweepTimeouts, type TimedConnection } from "./timeouts.ts";
 export interface SetMember extends TimedConnection {
   /** Server-wide connection id. */
   readonly id: number;
-  /** Set by `close()` when input or output was still pending (the connection was reset). */
+  /** Set by `disconnect()` when input or output was still pending (the connection was reset). */
   readonly cut: boolean;
   /** Whether closing now would lose input or output. */
   readonly pending: boolean;
   /** Closes the connection; resets it if input or output is pending. */
-  close(reason: "idle" | "write-timeout" | "shutdown"): void;
+  disconnect(reason: "idle" | "write-timeout" | "shutdown"): void;
 }
 
 /** How often the drain looks for connections that have gone quiet. */
@@ -145,13 +145,13 @@ export class ConnectionSet<C extends SetMember> {
         } else if (
           !connection.pending && now - (lastActive.get(connection) ?? start) >= DRAIN_IDLE_MS
         ) {
-          connection.close("shutdown");
+          connection.disconnect("shutdown");
           idle++;
         }
       }
     }
     for (const connection of [...this.#connections.values()]) {
-      connection.close("shutdown");
+      connection.disconnect("shutdown");
       if (connection.cut) cut++;
       else idle++;
     }

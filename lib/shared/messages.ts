@@ -1,7 +1,8 @@
 /**
  * The messages exchanged between the main thread and a worker, as typed unions split by
- * direction. Connection bytes do not appear here one by one: they travel inside `frames` batches
- * encoded by `channel.ts`.
+ * direction. Connection bytes do not appear here one by one: in `main` dispatch they travel
+ * inside `frames` batches (`lib/dispatch/main/frames.ts`); in `kernel` dispatch they never
+ * cross threads.
  *
  * Used on both threads.
  *
@@ -12,7 +13,7 @@ import type { DrainResult } from "./connection_set.ts";
 import type { LogFormat, LogLevelName } from "./log.ts";
 import type { TlsSettings } from "./tls_socket.ts";
 
-/** A batch of frames (see `channel.ts`), either way. */
+/** A batch of frames (see `lib/dispatch/main/frames.ts`), either way. */
 export interface FramesMessage {
   type: "frames";
   /** Frames in the first `length` bytes; transferred. */
@@ -28,39 +29,39 @@ export interface FramesMessage {
  * How a worker gets its connections. `main`: from the main thread, over the frame channel.
  * `kernel`: it listens on the server's address itself (`SO_REUSEPORT`) and owns its sockets.
  */
-export type Dispatch =
-  | { mode: "main" }
-  | {
-    mode: "kernel";
-    /** Address to listen on: the one the main thread reserved (real port, effective host). */
-    hostname: string;
-    port: number;
-    /** The server's counters (see `counters.ts`), shared with the main thread. */
-    counters: SharedArrayBuffer;
-    /** Number of worker slots the counters were made for. */
-    workers: number;
-    maxConnections: number;
-    /** `--max-connections-per-ip` (0 = none) and its shared table (see `address_limit.ts`). */
-    maxConnectionsPerIp: number;
-    perAddress: SharedArrayBuffer | undefined;
-    /** This worker's share of `--max-buffered`, in bytes. */
-    maxBuffered: number;
-    idleTimeout: number;
-    writeTimeout: number;
-    proxyProtocol: boolean;
-    /** TLS settings in force (the latest reload's, for a replacement); none: plain TCP. */
-    tls: TlsSettings | undefined;
-    /** Milliseconds a client may take to complete its TLS handshake. */
-    tlsHandshakeTimeoutMs: number;
-  };
+export type Dispatch = { mode: "main" } | ({ mode: "kernel" } & KernelDispatchInit);
+
+/** What a worker in `kernel` dispatch needs to listen and serve on its own. */
+export interface KernelDispatchInit {
+  /** Address to listen on: the one the main thread reserved (real port, effective host). */
+  hostname: string;
+  port: number;
+  /** The server's counters (see `counters.ts`), shared with the main thread. */
+  counters: SharedArrayBuffer;
+  /** Number of worker slots the counters were made for. */
+  workers: number;
+  maxConnections: number;
+  /** `--max-connections-per-ip` (0 = none) and its shared table (see `address_limit.ts`). */
+  maxConnectionsPerIp: number;
+  perAddress: SharedArrayBuffer | undefined;
+  /** This worker's share of `--max-buffered`, in bytes. */
+  maxBuffered: number;
+  idleTimeout: number;
+  writeTimeout: number;
+  proxyProtocol: boolean;
+  /** TLS settings in force (the latest reload's, for a replacement); none: plain TCP. */
+  tls: TlsSettings | undefined;
+  /** Milliseconds a client may take to complete its TLS handshake. */
+  tlsHandshakeTimeoutMs: number;
+}
 
 /** Sent by the main thread to a worker. */
 export type ToWorker =
   /** First message: who the worker is and how to serve. Answered with `ready` or `failed`. */
   | {
     type: "init";
-    /** Worker's slot in the pool, from 1; used in its name. */
-    index: number;
+    /** The worker's slot in the pool, from 0 (see `worker_slot.ts`). */
+    slot: number;
     /** How many workers the server runs. */
     workers: number;
     logLevel: LogLevelName;
@@ -71,6 +72,8 @@ export type ToWorker =
     handlerOptions: Record<string, string>;
     /** Milliseconds the handler module may take to load, and its `setup` to run. */
     handlerTimeoutMs: number;
+    /** `--debug-buffers`: detach each buffer lent to a `data` call once the call is over. */
+    debugBuffers: boolean;
     /**
      * This worker's end of a channel to each other worker, by slot (none at its own slot, or
      * for a worker being replaced: a `peer` message brings that one later). Transferred.

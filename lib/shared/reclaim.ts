@@ -15,7 +15,7 @@
  * @module
  */
 
-import { trimMallocHeap } from "./socket_reset.ts";
+import { trimMallocHeap } from "./libc.ts";
 
 /** How many connections must have gone, from a peak, before memory is worth reclaiming. */
 const BURST = 256;

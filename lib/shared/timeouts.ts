@@ -28,7 +28,7 @@ export interface TimedConnection {
   /** Whether output is waiting to be written to the socket. */
   readonly writing: boolean;
   /** Closes the connection now. */
-  close(reason: "idle" | "write-timeout"): void;
+  disconnect(reason: "idle" | "write-timeout"): void;
 }
 
 /**
@@ -54,14 +54,14 @@ export function sweepTimeouts(
       connection.wrote = false;
       connection.lastWriteProgress = now;
     } else if (writeTimeout > 0 && connection.lastWriteProgress < writeCutoff) {
-      connection.close("write-timeout");
+      connection.disconnect("write-timeout");
       continue;
     }
     if (connection.active) {
       connection.active = false;
       connection.lastSeenActive = now;
     } else if (idleTimeout > 0 && connection.lastSeenActive < idleCutoff) {
-      connection.close("idle");
+      connection.disconnect("idle");
     }
   }
 }

@@ -1,12 +1,16 @@
 /**
  * The inside of a connection worker: waits for `init`, wires its links to the other workers,
- * loads the handler, runs its `setup`, starts the adapter that the dispatch mode needs, and
+ * loads the handler, runs its `setup`, starts the transport that the dispatch mode needs, and
  * reports `ready`. Many connections are served at once on the worker's own event loop. On
  * `drain` it lets its connections finish, runs the handler's `teardown`, and reports.
  *
- * - `main` dispatch: connections arrive as frames from the main thread (`channel_adapter.ts`).
+ * Both transports serve the byte-level contract (`SocketHandler`); a Web Streams handler is
+ * served through the streams view (`streams_view.ts`) on top of it.
+ * - `main` dispatch: connections arrive as frames from the main thread
+ *   (`lib/dispatch/main/worker/relay_transport.ts`).
  * - `kernel` dispatch: the worker listens with `SO_REUSEPORT` and owns its sockets
- *   (`socket_server.ts`); only control messages and shared counters cross threads.
+ *   (`lib/dispatch/kernel/worker/kernel_listener.ts`); only control messages and shared
+ *   counters cross threads.
  *
  * Runs inside a worker only (entry: `workers/connection_worker.ts`).
  *
@@ -14,7 +18,15 @@
  */
 
 import { fileURLToPath } from "node:url";
-import { type HandlerContext, type HandlerModule, PeerError } from "../handlers/handler.ts";
+import {
+  type HandlerContext,
+  type HandlerModule,
+  isSocketHandler,
+  PeerError,
+  type SocketHandler,
+} from "../handlers/handler.ts";
+import { KernelListener } from "../dispatch/kernel/worker/kernel_listener.ts";
+import { RelayTransport } from "../dispatch/main/worker/relay_transport.ts";
 import { parseHandlerOptions } from "../handlers/handler_options.ts";
 import {
   describeLoadError,
@@ -26,11 +38,11 @@ import { getLog, setupLogging } from "../shared/log.ts";
 import type { DrainResult } from "../shared/connection_set.ts";
 import { type FromWorker, isToWorker, type ToWorker } from "../shared/messages.ts";
 import { RateLimitedLog } from "../shared/rate_limited_log.ts";
-import { ChannelRuntime } from "./channel_adapter.ts";
+import { workerName } from "../shared/worker_slot.ts";
 import { workerLog } from "./handler_log.ts";
 import { PeerNetwork } from "./peer_network.ts";
-import { CLOSED } from "./run_handler.ts";
-import { SocketServer } from "./socket_server.ts";
+import { setDebugBuffers } from "./served_socket.ts";
+import { CLOSED, streamsView } from "./streams_view.ts";
 
 /** The parts of a worker's global scope that the runtime uses. */
 export interface WorkerScope {
@@ -49,8 +61,8 @@ export interface WorkerScope {
  * @param scope The worker's global scope (`self`).
  */
 export function runWorker(scope: WorkerScope): void {
-  let channel: ChannelRuntime | undefined;
-  let sockets: SocketServer | undefined;
+  let relay: RelayTransport | undefined;
+  let sockets: KernelListener | undefined;
   let peers: PeerNetwork | undefined;
   let teardown: HandlerModule["teardown"];
   let unheeded: RateLimitedLog | undefined;
@@ -104,9 +116,10 @@ export function runWorker(scope: WorkerScope): void {
     if (!isToWorker(message)) return;
     switch (message.type) {
       case "init": {
-        setupLogging(message.logLevel, `worker-${message.index}`, message.logFormat);
+        setupLogging(message.logLevel, workerName(message.slot), message.logFormat);
+        setDebugBuffers(message.debugBuffers);
         // Before anything is awaited: a `peer` message may follow this one at once.
-        peers = new PeerNetwork(message.index - 1, message.workers, workerLog());
+        peers = new PeerNetwork(message.slot, message.workers, workerLog());
         for (const [slot, port] of message.peers.entries()) {
           if (port !== undefined) peers.connect(slot, port);
         }
@@ -115,15 +128,15 @@ export function runWorker(scope: WorkerScope): void {
           const context = await setUp(module, message, peers);
           peers.start();
           teardown = module.teardown;
+          const handler: SocketHandler = isSocketHandler(module.handler)
+            ? module.handler
+            : streamsView(module.handler);
           const { dispatch } = message;
           if (dispatch.mode === "kernel") {
-            sockets = new SocketServer(module.handler, context, {
-              ...dispatch,
-              slot: message.index - 1,
-            });
+            sockets = new KernelListener(handler, context, { ...dispatch, slot: message.slot });
             sockets.start();
           } else {
-            channel = new ChannelRuntime(module.handler, context, post);
+            relay = new RelayTransport(handler, context, post);
           }
           post({ type: "ready" });
         } catch (error) {
@@ -133,7 +146,7 @@ export function runWorker(scope: WorkerScope): void {
         break;
       }
       case "frames":
-        channel?.receive(message.buffer, message.length, message.attached);
+        relay?.receive(message.buffer, message.length, message.attached);
         break;
       case "peer":
         peers?.connect(message.slot, message.port);
@@ -184,7 +197,7 @@ async function setUp(
 ): Promise<HandlerContext> {
   const name = handlerName(init.handler);
   const context: HandlerContext = {
-    worker: init.index - 1,
+    worker: init.slot,
     workers: init.workers,
     options: parseHandlerOptions(name, module.options, init.handlerOptions),
     log: workerLog(),

@@ -1,31 +1,44 @@
 /**
- * `main` dispatch, the default: the main thread listens, accepts, hands each connection to the
- * next worker round-robin, relays the connection's bytes both ways over that worker's channel,
- * enforces the connection limit and timeouts, and drains on shutdown.
+ * `main` dispatch, the default, main thread: it listens, accepts, hands each connection to the
+ * next worker round-robin, relays the connection's bytes both ways over that worker's channel
+ * (`relay_connection.ts`), enforces the connection limit and timeouts, and drains on shutdown.
+ * The worker half is `../worker/relay_transport.ts`.
  *
  * Runs on the main thread only.
  *
  * @module
  */
 
-import { closeQuietly, displayAddr, formatAddr, remoteText } from "../shared/address.ts";
-import { acceptLoop } from "../shared/accept_loop.ts";
-import { AddressLimit } from "../shared/address_limit.ts";
-import { BufferBudget } from "../shared/buffer_budget.ts";
-import { ConnectionSet } from "../shared/connection_set.ts";
-import { ABORT_OUTPUT_OVERFLOW, Frame, readFrames } from "../shared/channel.ts";
-import type { CloseReason } from "../shared/close_reason.ts";
-import { Counter, ServerCounters } from "../shared/counters.ts";
-import { getLog } from "../shared/log.ts";
-import { RateLimitedLog } from "../shared/rate_limited_log.ts";
-import { readProxyHeader } from "../shared/proxy_protocol.ts";
-import { handshake } from "../shared/tls_handshake.ts";
-import { type ServerSocket, type TlsSettings, TlsTerminator } from "../shared/tls_socket.ts";
-import { ClientConnection } from "./client_connection.ts";
-import { listenTcp } from "./listen.ts";
-import type { DrainReport, Server, ServerConfig, ServerSnapshot } from "./server.ts";
-import { readyTimeout, workerInit } from "./worker_init.ts";
-import { type WorkerFactory, type WorkerLink, WorkerPool } from "./worker_pool.ts";
+import { closeQuietly, displayAddr, formatAddr, remoteText } from "../../../shared/address.ts";
+import { acceptLoop } from "../../../shared/accept_loop.ts";
+import { AddressLimit } from "../../../shared/address_limit.ts";
+import { BufferBudget } from "../../../shared/buffer_budget.ts";
+import { ConnectionSet } from "../../../shared/connection_set.ts";
+import type { CloseReason } from "../../../shared/close_reason.ts";
+import { Counter, ServerCounters } from "../../../shared/counters.ts";
+import { descriptorOf } from "../../../shared/libc.ts";
+import { getLog } from "../../../shared/log.ts";
+import { RateLimitedLog } from "../../../shared/rate_limited_log.ts";
+import { readProxyHeader } from "../../../shared/proxy_protocol.ts";
+import { handshake } from "../../../shared/tls_handshake.ts";
+import { type ServerSocket, type TlsSettings, TlsTerminator } from "../../../shared/tls_socket.ts";
+import { workerName } from "../../../shared/worker_slot.ts";
+import { listenTcp } from "../../../main_thread/listen.ts";
+import type {
+  DrainReport,
+  Server,
+  ServerConfig,
+  ServerSnapshot,
+} from "../../../main_thread/server.ts";
+import { readyTimeout, workerInit } from "../../../main_thread/worker_init.ts";
+import {
+  type WorkerFactory,
+  type WorkerLink,
+  WorkerPool,
+} from "../../../main_thread/worker_pool.ts";
+import type { FramesMessage } from "../../../shared/messages.ts";
+import { Frame, FrameWriter, readFrames, reasonOf } from "../frames.ts";
+import { RelayConnection, type WorkerChannel } from "./relay_connection.ts";
 
 /**
  * The server in `main` dispatch.
@@ -43,7 +56,7 @@ export class MainDispatch implements Server {
   #pool: WorkerPool;
   #counters: ServerCounters;
   #listener: Deno.TcpListener | undefined;
-  #connections = new ConnectionSet<ClientConnection>();
+  #connections = new ConnectionSet<RelayConnection>();
   #nextId = 1;
   #stopping = false;
   #acceptLoopDone: Promise<void> = Promise.resolve();
@@ -54,6 +67,8 @@ export class MainDispatch implements Server {
   #perAddress: AddressLimit | undefined;
   #log = getLog();
   #rejections = new RateLimitedLog(this.#log);
+  /** The frame channel to each running worker. */
+  #channels = new Map<WorkerLink, WorkerChannel>();
 
   /**
    * @param config Validated settings.
@@ -75,8 +90,11 @@ export class MainDispatch implements Server {
       readyTimeout: readyTimeout(config),
       spawn,
       init: (slot) => workerInit(config, slot, { mode: "main" }),
-      onFrames: (link, buffer, length, attached) => this.#receive(link, buffer, length, attached),
-      onLost: (link) => this.#closeAll("worker-lost", link),
+      onFrames: (link, message) => this.#receive(link, message),
+      onLost: (link) => {
+        this.#closeAll("worker-lost", link);
+        this.#channels.delete(link);
+      },
     });
   }
 
@@ -223,7 +241,7 @@ export class MainDispatch implements Server {
     initial?: Uint8Array,
   ): Promise<void> {
     if (this.#tls === undefined) {
-      this.#serve(conn, link, { remoteAddr, initial });
+      this.#serve(conn, link, { remoteAddr, initial, fd: descriptorOf(conn) });
       return;
     }
     const client = displayAddr(remoteAddr ?? conn.remoteAddr);
@@ -238,19 +256,23 @@ export class MainDispatch implements Server {
       this.#perAddress?.release(0, client.hostname);
       return;
     }
-    this.#serve(secure, link, { remoteAddr: client });
+    this.#serve(secure, link, { remoteAddr: client, fd: undefined });
   }
 
   #serve(
     conn: ServerSocket,
     link: WorkerLink,
-    options?: { remoteAddr?: Deno.NetAddr | undefined; initial?: Uint8Array | undefined },
+    options: {
+      remoteAddr?: Deno.NetAddr | undefined;
+      initial?: Uint8Array | undefined;
+      fd: number | undefined;
+    },
   ): void {
     const id = this.#nextId;
     // Ids are 32-bit in the channel's frames; skip 0 and any still in use after a wrap.
     do this.#nextId = (this.#nextId + 1) >>> 0 || 1; while (this.#connections.has(this.#nextId));
     const row = this.#counters.slot(link.slot);
-    const connection = new ClientConnection(id, conn, link, {
+    const connection = new RelayConnection(id, conn, this.#channel(link), {
       ...options,
       counters: row,
       budget: this.#budget,
@@ -259,15 +281,15 @@ export class MainDispatch implements Server {
     this.#connections.add(connection);
     row.add(Counter.accepted);
     row.add(Counter.active);
-    this.#log.debug("Connection {id} from {addr} to worker-{worker}", {
+    this.#log.debug("Connection {id} from {addr} to {worker}", {
       id,
       addr: formatAddr(connection.remoteAddr.hostname, connection.remoteAddr.port),
-      worker: link.slot + 1,
+      worker: workerName(link.slot),
     });
     connection.start();
   }
 
-  #closed(connection: ClientConnection, reason: CloseReason): void {
+  #closed(connection: RelayConnection, reason: CloseReason): void {
     this.#connections.delete(connection.id);
     this.#perAddress?.release(0, connection.remoteAddr.hostname);
     this.#counters.slot(connection.link.slot).closed(reason);
@@ -279,38 +301,53 @@ export class MainDispatch implements Server {
     });
   }
 
-  #receive(
-    link: WorkerLink,
-    buffer: ArrayBuffer,
-    length: number,
-    attached: ArrayBuffer[],
-  ): void {
-    readFrames(buffer, length, attached, (kind, id, value, payload, owned) => {
-      const connection = this.#connections.get(id);
-      // Frames for a connection closed meanwhile are stale: drop them.
-      if (connection === undefined || connection.link !== link) return;
-      switch (kind) {
-        case Frame.DATA:
-          connection.receive(payload!, owned);
-          break;
-        case Frame.ACK:
-          connection.acknowledge(value);
-          break;
-        case Frame.END:
-          connection.end();
-          break;
-        case Frame.ABORT:
-          connection.close(value === ABORT_OUTPUT_OVERFLOW ? "output-overflow" : "handler-error");
-          break;
-        default:
-          throw new RangeError(`Unexpected frame kind ${kind} from worker-${link.slot + 1}`);
-      }
-    });
+  /** The frames to a worker: one batch in flight at a time, the next held until it is done. */
+  #channel(link: WorkerLink): WorkerChannel {
+    let channel = this.#channels.get(link);
+    if (channel === undefined) {
+      const writer = new FrameWriter((buffer, length, attached, done) => {
+        link.post({ type: "frames", buffer, length, attached, done }, [buffer, ...attached]);
+      }, { oneInFlight: true });
+      channel = { link, writer };
+      this.#channels.set(link, channel);
+    }
+    return channel;
+  }
+
+  #receive(link: WorkerLink, message: FramesMessage): void {
+    readFrames(
+      message.buffer,
+      message.length,
+      message.attached,
+      (kind, id, value, payload, owned) => {
+        const connection = this.#connections.get(id);
+        // Frames for a connection closed meanwhile are stale: drop them.
+        if (connection === undefined || connection.link !== link) return;
+        switch (kind) {
+          case Frame.DATA:
+            connection.receive(payload!, owned);
+            break;
+          case Frame.ACK:
+            connection.acknowledge(value);
+            break;
+          case Frame.END:
+            connection.end();
+            break;
+          case Frame.ABORT:
+            connection.disconnect(reasonOf(value), true);
+            break;
+          default:
+            throw new RangeError(`Unexpected frame kind ${kind} from ${workerName(link.slot)}`);
+        }
+      },
+    );
+    // The worker has processed our last batch: the next may go.
+    if (message.done) this.#channel(link).writer.release();
   }
 
   #closeAll(reason: CloseReason, link?: WorkerLink): void {
     for (const connection of [...this.#connections.values()]) {
-      if (link === undefined || connection.link === link) connection.close(reason);
+      if (link === undefined || connection.link === link) connection.disconnect(reason);
     }
   }
 }

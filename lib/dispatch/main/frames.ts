@@ -1,6 +1,7 @@
 /**
- * The byte channel between the main thread and one worker: every connection's bytes, and the
- * flow-control credits that bound them, travel through here and nowhere else.
+ * `main` dispatch, both threads: the byte channel between the main thread and one worker. Every
+ * connection's bytes, and the flow-control credits that bound them, travel through here and
+ * nowhere else.
  *
  * Runs on both threads; each side of a worker link owns one {@linkcode FrameWriter} and decodes
  * what the other side sends with {@linkcode readFrames}.
@@ -15,6 +16,7 @@
  */
 
 import { setImmediate } from "node:timers";
+import { CLOSE_REASONS, type CloseReason } from "../../shared/close_reason.ts";
 
 /** Frame kinds. Which side sends which is noted on each. */
 export const Frame = {
@@ -24,15 +26,19 @@ export const Frame = {
   DATA: 2,
   /** main → worker: the peer shut its write side; no more DATA follows. */
   EOF: 3,
-  /** main → worker: the connection is gone (reset, timeout, shutdown); stop serving it. */
+  /**
+   * main → worker: the connection is gone (reset, timeout, shutdown); stop serving it. `value`
+   * is the reason ({@linkcode reasonCode}).
+   */
   CLOSE: 4,
   /** both ways: `value` bytes of the receiver's earlier DATA were consumed; more may be sent. */
   ACK: 5,
   /** worker → main: the handler finished its output; flush it, then close the connection. */
   END: 6,
   /**
-   * worker → main: close the connection now, dropping unsent output. `value` says why:
-   * {@linkcode ABORT_HANDLER_ERROR} or {@linkcode ABORT_OUTPUT_OVERFLOW}.
+   * worker → main: close the connection now, dropping unsent output, with a reset if anything
+   * is pending. `value` is the reason ({@linkcode reasonCode}): `handler-error`,
+   * `output-overflow`, or `done` (the handler's own `close()`).
    */
   ABORT: 7,
   /**
@@ -42,10 +48,25 @@ export const Frame = {
   DATA_REF: 8,
 } as const;
 
-/** `ABORT` value: the handler threw. */
-export const ABORT_HANDLER_ERROR = 0;
-/** `ABORT` value: the handler queued more unsent output than allowed. */
-export const ABORT_OUTPUT_OVERFLOW = 1;
+/**
+ * A close reason as a frame's `value`.
+ *
+ * @param reason The reason.
+ * @returns Its code.
+ */
+export function reasonCode(reason: CloseReason): number {
+  return CLOSE_REASONS.indexOf(reason);
+}
+
+/**
+ * The close reason a frame's `value` carries.
+ *
+ * @param code The code.
+ * @returns The reason (`done` for a code it does not know).
+ */
+export function reasonOf(code: number): CloseReason {
+  return CLOSE_REASONS[code] ?? "done";
+}
 
 /** One of the {@linkcode Frame} kinds. */
 export type FrameKind = typeof Frame[keyof typeof Frame];
@@ -119,7 +140,7 @@ export interface FrameWriterOptions {
  *
  * @example
  * ```ts
- * import { Frame, FrameWriter, readFrames } from "./channel.ts";
+ * import { Frame, FrameWriter, readFrames } from "./frames.ts";
  * const writer = new FrameWriter((buffer, length, attached) => {
  *   readFrames(buffer, length, attached, (kind, id, value, payload) => {
  *     // kind === Frame.DATA, id === 7, payload holds "hi"

@@ -1,15 +1,18 @@
 /**
- * One accepted TCP connection, on the main thread: reads its socket into the worker's channel,
- * writes what the worker sends back to the socket, and closes it the right way.
+ * `main` dispatch, main thread: one accepted TCP connection. Its socket is read into the
+ * worker's frame channel, what the worker sends back is written to the socket, and it is closed
+ * the right way.
  *
  * Runs on the main thread only.
  *
  * Flow control: at most `WINDOW` bytes read from the socket may wait unacknowledged in the
- * worker; past that the read loop pauses, so a client whose echo is not being read (a slow
+ * worker; past that the read loop pauses, so a client whose answers are not being read (a slow
  * reader) stops being read from, and memory stays bounded. Past the thread's buffer budget
  * (`--max-buffered`) heavy connections pause too. A paused connection gives its read buffer
- * back, and what it holds is held in buffers of its own size (a chunk that would keep a much
- * larger buffer alive is copied), so a slow reader costs what it really holds.
+ * back.
+ *
+ * Output goes to the socket at once where the kernel takes it (`SocketOutput`: the bytes are
+ * written straight from the batch they arrived in); only what it does not take is copied.
  *
  * The socket is read with `read()` loops, not `conn.readable`, because the latter closes the
  * whole socket at the peer's EOF and the half-closed client would lose its echo.
@@ -20,42 +23,58 @@
  * @module
  */
 
-import { closeQuietly, displayAddr } from "../shared/address.ts";
+import { closeQuietly, displayAddr } from "../../../shared/address.ts";
+import type { BufferBudget } from "../../../shared/buffer_budget.ts";
+import type { CloseReason } from "../../../shared/close_reason.ts";
+import type { SetMember } from "../../../shared/connection_set.ts";
+import { Counter, type SlotCounters } from "../../../shared/counters.ts";
+import { MAX_READ, MIN_READ, nextReadSize } from "../../../shared/read_size.ts";
+import { SocketOutput } from "../../../shared/socket_output.ts";
+import { resetAndClose } from "../../../shared/socket_reset.ts";
+import type { ServerSocket } from "../../../shared/tls_socket.ts";
+import type { WorkerLink } from "../../../main_thread/worker_pool.ts";
+import { BufferPool } from "../buffer_pool.ts";
 import {
   ACK_THRESHOLD,
   ATTACH_THRESHOLD,
   BULK_BUFFER_SIZE,
+  EAGER_ACK_THRESHOLD,
   Frame,
+  type FrameWriter,
+  reasonCode,
   WINDOW,
-} from "../shared/channel.ts";
-import type { BufferBudget } from "../shared/buffer_budget.ts";
-import type { CloseReason } from "../shared/close_reason.ts";
-import { Counter, type SlotCounters } from "../shared/counters.ts";
-import { resetAndClose } from "../shared/socket_reset.ts";
-import type { ServerSocket } from "../shared/tls_socket.ts";
-import type { TimedConnection } from "../shared/timeouts.ts";
-import { BufferPool } from "./buffer_pool.ts";
-import type { WorkerLink } from "./worker_pool.ts";
+} from "../frames.ts";
+
+/** A running worker and the frames the main thread sends it. */
+export interface WorkerChannel {
+  /** The worker. */
+  readonly link: WorkerLink;
+  /** Frames to it. */
+  readonly writer: FrameWriter;
+}
 
 /** Called once when a connection has closed. */
-export type CloseListener = (connection: ClientConnection, reason: CloseReason) => void;
+export type CloseListener = (connection: RelayConnection, reason: CloseReason) => void;
 
-/** Options for {@linkcode ClientConnection}. */
-export interface ClientConnectionOptions {
+/** Options for {@linkcode RelayConnection}. */
+export interface RelayConnectionOptions {
   /** The row of counters of the connection's worker slot. */
   counters: SlotCounters;
   /** Called once when the connection has closed. */
   onClose: CloseListener;
   /** The main thread's budget for bytes held for clients. */
   budget: BufferBudget;
+  /**
+   * The socket's descriptor when it is plain TCP (output then goes out in the call); undefined
+   * with TLS.
+   */
+  fd: number | undefined;
   /** The client's address as a PROXY header gave it; the socket's peer otherwise. */
   remoteAddr?: Deno.NetAddr | undefined;
   /** Bytes already read past a PROXY header, delivered first. */
   initial?: Uint8Array | undefined;
 }
 
-const MIN_READ = 1024;
-const MAX_READ = BULK_BUFFER_SIZE;
 /**
  * Bulk buffers that came back from the workers, written out and free again: the next full-size
  * socket reads go into them. Shared by every connection of the main thread.
@@ -67,23 +86,20 @@ const LINGER_MS = 1000;
 const encoder = new TextEncoder();
 
 /** The main thread's side of one client connection. */
-export class ClientConnection implements TimedConnection {
+export class RelayConnection implements SetMember {
   /** Server-wide connection id. */
   readonly id: number;
   /** The worker serving this connection. */
   readonly link: WorkerLink;
   /** Client address, IPv4-mapped IPv6 shown as IPv4. */
   readonly remoteAddr: Deno.NetAddr;
-  /**
-   * Set when a byte is read or written; the idle sweep clears it and notes the time. A flag,
-   * not a clock read, because it is on the path of every chunk.
-   */
+  /** Set on every read and write; the timeout sweep clears it (`timeouts.ts`). */
   active = true;
-  /** `performance.now()` when the idle sweep last saw the connection active. */
+  /** When the sweep last saw the connection active. */
   lastSeenActive = performance.now();
-  /** Set when a socket write completes; cleared by the sweep, like `active`. */
+  /** Set when the socket takes output; the sweep clears it. */
   wrote = false;
-  /** `performance.now()` when the sweep last saw output pending and moving (or none pending). */
+  /** When the sweep last saw output pending and moving (or none pending). */
   lastWriteProgress = performance.now();
   /** Bytes read from the client. */
   bytesIn = 0;
@@ -93,21 +109,18 @@ export class ClientConnection implements TimedConnection {
   cut = false;
 
   #conn: ServerSocket;
+  #writer: FrameWriter;
   #counters: SlotCounters;
   #onClose: CloseListener;
   #budget: BufferBudget;
-  /** The read buffer; given back while reading is paused. */
+  #output: SocketOutput;
+  /** The read buffer; given back while reading is paused, or handed to the worker. */
   #buffer: Uint8Array<ArrayBuffer> | undefined;
   #readSize = MIN_READ;
   /** Bytes sent to the worker and not yet acknowledged. */
   #inFlight = 0;
-  /** Bytes in `#writeQueue`. */
-  #queuedOut = 0;
   #resumeRead: (() => void) | undefined;
-  #writeQueue: Uint8Array[] = [];
-  /** For each chunk of `#writeQueue`: whether its buffer is ours to recycle once written. */
-  #writeOwned: boolean[] = [];
-  #writing = false;
+  /** Output written to the socket and not yet acknowledged to the worker. */
   #written = 0;
   /** The peer sent EOF, or reading failed. */
   #readDone = false;
@@ -117,30 +130,42 @@ export class ClientConnection implements TimedConnection {
   #ending = false;
   #closed = false;
   #lingerTimer: ReturnType<typeof setTimeout> | undefined;
-
   #initial: Uint8Array | undefined;
 
   /**
    * @param id Connection id.
    * @param conn The accepted socket (decrypted, with TLS).
-   * @param link The worker that serves it.
-   * @param options Where to count its bytes, whom to tell when it closes, the client's address
-   *   as a PROXY header gave it, and bytes already read past that header.
+   * @param channel The worker that serves it, and the frames to it.
+   * @param options Where to count its bytes, whom to tell when it closes, its descriptor, the
+   *   client's address as a PROXY header gave it, and bytes already read past that header.
    */
   constructor(
     id: number,
     conn: ServerSocket,
-    link: WorkerLink,
-    options: ClientConnectionOptions,
+    channel: WorkerChannel,
+    options: RelayConnectionOptions,
   ) {
     this.id = id;
     this.#conn = conn;
-    this.link = link;
+    this.link = channel.link;
+    this.#writer = channel.writer;
     this.#counters = options.counters;
     this.#onClose = options.onClose;
     this.#budget = options.budget;
     this.remoteAddr = displayAddr(options.remoteAddr ?? conn.remoteAddr);
     this.#initial = options.initial;
+    this.#output = new SocketOutput(conn, {
+      fd: options.fd,
+      counters: options.counters,
+      budget: options.budget,
+      events: {
+        written: (n) => this.#wroteOut(n),
+        drained: () => {
+          if (this.#ending && !this.#closed) this.#finish();
+        },
+        failed: () => this.disconnect("reset"),
+      },
+    });
   }
 
   /** Tells the worker about the connection and starts reading. */
@@ -151,9 +176,9 @@ export class ClientConnection implements TimedConnection {
     } catch {
       // The peer may already have gone; the read loop will find out.
     }
-    this.link.writer.payload(Frame.OPEN, this.id, encoder.encode(JSON.stringify(this.remoteAddr)));
+    this.#writer.payload(Frame.OPEN, this.id, encoder.encode(JSON.stringify(this.remoteAddr)));
     if (this.#initial !== undefined && this.#initial.length > 0) {
-      this.link.writer.data(this.id, this.#initial);
+      this.#writer.data(this.id, this.#initial);
       this.#inFlight += this.#initial.length;
       this.#budget.take(this.#initial.length);
       this.bytesIn += this.#initial.length;
@@ -165,41 +190,37 @@ export class ClientConnection implements TimedConnection {
 
   /** Whether output is waiting to be written to the socket. */
   get writing(): boolean {
-    return this.#writing;
+    return this.#output.queued > 0;
   }
 
   /**
    * Whether closing now would lose something: output not yet taken by the socket, or reading
    * paused (the worker holds a window of unconsumed input, or the budget is spent, and the
    * kernel may hold more). Unacknowledged input alone does not count: the worker acknowledges
-   * in steps of `ACK_THRESHOLD`, so up to that much of it is usually consumed already, and
-   * resetting would destroy an echo that the kernel still holds for the client.
+   * in steps, so some of it is usually consumed already, and resetting would destroy an answer
+   * that the kernel still holds for the client.
    */
   get pending(): boolean {
-    return this.#writeQueue.length > 0 || this.#resumeRead !== undefined;
+    return this.#output.queued > 0 || this.#resumeRead !== undefined;
   }
 
   /**
-   * The worker's output for this connection: queue it for the socket.
+   * The worker's output for this connection: to the socket, at once where it takes it.
    *
-   * @param bytes The bytes.
-   * @param owned Whether `bytes` is alone in its buffer, which may be reused once written.
+   * @param bytes The bytes (a view of the batch; free again when this returns).
+   * @param owned Whether `bytes` is alone in its buffer, which may then be reused for reading.
    */
   receive(bytes: Uint8Array, owned = false): void {
     if (this.#closed || this.#ending) return;
-    // A chunk that will wait views a batch that may carry other connections' bytes too: keep a
-    // copy of its own size instead of the whole batch.
-    if (!owned && this.#writing && bytes.byteLength * 2 < bytes.buffer.byteLength) {
-      bytes = bytes.slice();
-    }
-    this.#queuedOut += bytes.length;
-    this.#budget.take(bytes.length);
-    this.#writeQueue.push(bytes);
-    this.#writeOwned.push(owned);
-    if (!this.#writing) this.#writeLoop();
+    this.#output.write(bytes);
+    if (owned) bulkBuffers.give(bytes.buffer as ArrayBuffer);
   }
 
-  /** The worker consumed `bytes` more of this connection's input. */
+  /**
+   * The worker consumed `bytes` more of this connection's input.
+   *
+   * @param bytes How many.
+   */
   acknowledge(bytes: number): void {
     this.#inFlight -= bytes;
     this.#budget.give(bytes);
@@ -212,31 +233,28 @@ export class ClientConnection implements TimedConnection {
     this.#ending = true;
     this.#inputStopped = true;
     this.#wakeReader();
-    if (!this.#writing) this.#finish();
+    if (this.#output.queued === 0) this.#finish();
   }
 
   /**
    * Closes the connection now, dropping unsent output; with a reset if anything was pending.
    *
    * @param reason Why, for the close listener.
+   * @param fromWorker The worker closed it (its handler failed, or closed it itself): it needs
+   *   no word back.
    */
-  close(reason: CloseReason): void {
+  disconnect(reason: CloseReason, fromWorker = false): void {
     if (this.#closed) return;
-    this.cut = reason !== "done" && this.pending;
+    this.cut = this.pending;
     this.#closed = true;
     clearTimeout(this.#lingerTimer);
     // Tell the worker unless it is the one that ended the connection, or is gone.
-    if (
-      !this.#ending && reason !== "handler-error" && reason !== "output-overflow" &&
-      this.link.alive
-    ) {
-      this.link.writer.control(Frame.CLOSE, this.id);
+    if (!this.#ending && !fromWorker && this.link.alive) {
+      this.#writer.control(Frame.CLOSE, this.id, reasonCode(reason));
     }
-    this.#writeQueue = [];
-    this.#writeOwned = [];
-    this.#budget.give(this.#inFlight + this.#queuedOut);
+    this.#output.close();
+    this.#budget.give(this.#inFlight);
     this.#inFlight = 0;
-    this.#queuedOut = 0;
     this.#wakeReader();
     if (!this.cut) closeQuietly(this.#conn);
     else if (resetAndClose(this.#conn)) this.#counters.add(Counter.resets);
@@ -245,7 +263,7 @@ export class ClientConnection implements TimedConnection {
 
   async #readLoop(): Promise<void> {
     while (!this.#closed) {
-      const overBudget = this.#budget.mustPause(this.#inFlight + this.#queuedOut);
+      const overBudget = this.#budget.mustPause(this.#inFlight + this.#output.queued);
       if ((this.#inFlight >= WINDOW || overBudget) && !this.#inputStopped) {
         this.#releaseBuffer();
         await new Promise<void>((resolve) => {
@@ -264,11 +282,11 @@ export class ClientConnection implements TimedConnection {
       if (this.#closed) return;
       if (n === null || n < 0) {
         this.#readDone = true;
-        if (n !== null && !this.#ending) this.close("reset");
-        else if (this.#ending && !this.#writing) this.close("done");
+        if (n !== null && !this.#ending) this.disconnect("reset");
+        else if (this.#ending && this.#output.queued === 0) this.disconnect("done");
         else if (!this.#inputStopped) {
           this.#inputStopped = true;
-          this.link.writer.control(Frame.EOF, this.id);
+          this.#writer.control(Frame.EOF, this.id);
         }
         return;
       }
@@ -282,10 +300,10 @@ export class ClientConnection implements TimedConnection {
       if (n >= ATTACH_THRESHOLD && n * 2 >= buffer.length) {
         // Bulk: hand the read buffer itself to the worker (no copy): at most twice the bytes
         // it carries. The next read gets a buffer of its own.
-        this.link.writer.attach(this.id, buffer.buffer, n);
+        this.#writer.attach(this.id, buffer.buffer, n);
         this.#buffer = undefined;
       } else {
-        this.link.writer.data(this.id, buffer.subarray(0, n)); // copied into the batch
+        this.#writer.data(this.id, buffer.subarray(0, n)); // copied into the batch
         if (this.#readSize !== buffer.length) this.#buffer = undefined;
       }
     }
@@ -297,52 +315,38 @@ export class ClientConnection implements TimedConnection {
     this.#buffer = undefined;
   }
 
-  async #writeLoop(): Promise<void> {
-    this.#writing = true;
-    while (this.#writeQueue.length > 0 && !this.#closed) {
-      const chunk = this.#writeQueue[0]!;
-      try {
-        let offset = 0;
-        while (offset < chunk.length) {
-          offset += await this.#conn.write(chunk.subarray(offset));
-          this.wrote = true; // any byte taken counts as progress for --write-timeout
-        }
-      } catch {
-        this.close("reset");
-        break;
-      }
-      this.#writeQueue.shift();
-      this.#queuedOut -= chunk.length;
-      this.#budget.give(chunk.length);
-      if (this.#writeOwned.shift()) bulkBuffers.give(chunk.buffer as ArrayBuffer);
-      this.active = true;
-      this.bytesOut += chunk.length;
-      this.#counters.add(Counter.bytesOut, chunk.length);
-      this.#written += chunk.length;
-      if (this.#written >= ACK_THRESHOLD) {
-        this.link.writer.control(Frame.ACK, this.id, this.#written);
-        this.#written = 0;
-      }
+  #wroteOut(n: number): void {
+    this.active = true;
+    this.wrote = true; // any byte taken counts as progress for --write-timeout
+    this.bytesOut += n;
+    this.#written += n;
+    // The worker's credit back for what the socket took: in steps, and early once nothing
+    // waits here, so that the worker's view of what is buffered stays close to the truth.
+    if (
+      this.#written >= ACK_THRESHOLD ||
+      (this.#written >= EAGER_ACK_THRESHOLD && this.#output.queued === 0)
+    ) {
+      if (!this.#closed && !this.#ending) this.#writer.control(Frame.ACK, this.id, this.#written);
+      this.#written = 0;
     }
-    this.#writing = false;
-    if (this.#ending && !this.#closed) this.#finish();
   }
 
   /** All output is written: send FIN, then close once the client has finished too. */
   #finish(): void {
     if (this.#readDone) {
-      this.close("done");
+      this.disconnect("done");
       return;
     }
     try {
-      this.#conn.closeWrite();
+      // A peer that has gone makes the shutdown fail: the read loop then finds out too.
+      this.#conn.closeWrite().catch(() => {});
     } catch {
-      this.close("done");
+      this.disconnect("done");
       return;
     }
-    // Closing with unread input would send a reset, which can destroy the echo the client has
+    // Closing with unread input would send a reset, which can destroy the answer the client has
     // not read yet; so keep reading (and dropping) until its EOF, for a short while.
-    this.#lingerTimer = setTimeout(() => this.close("done"), LINGER_MS);
+    this.#lingerTimer = setTimeout(() => this.disconnect("done"), LINGER_MS);
   }
 
   #wakeReader(): void {
@@ -350,17 +354,6 @@ export class ClientConnection implements TimedConnection {
     this.#resumeRead = undefined;
     resume?.();
   }
-}
-
-/**
- * The read size after a read of `n` bytes into `size`: doubled while reads fill the buffer,
- * halved while they use an eighth of it, so idle connections cost 1 KiB each and bulk ones read
- * 64 KiB at a time.
- */
-function nextReadSize(size: number, n: number): number {
-  if (n === size && size < MAX_READ) return size * 2;
-  if (n <= size / 8 && size > MIN_READ) return size / 2;
-  return size;
 }
 
 /** A read buffer of `size` bytes; full-size ones are reused bulk buffers when there are any. */

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
-import { Frame, FrameWriter, HEADER_SIZE, readFrames } from "../lib/shared/channel.ts";
-import { isFromWorker, isToWorker } from "../lib/shared/messages.ts";
+import { Frame, FrameWriter, HEADER_SIZE, readFrames } from "./frames.ts";
+import { isFromWorker, isToWorker } from "../../shared/messages.ts";
 
 type Seen = [number, number, number, string | undefined];
 

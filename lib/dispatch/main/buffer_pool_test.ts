@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { BufferPool } from "../lib/main_thread/buffer_pool.ts";
+import { BufferPool } from "./buffer_pool.ts";
 
 Deno.test("BufferPool reuses given buffers, newest first, and allocates when empty", () => {
   const pool = new BufferPool(16, 4);

@@ -3,7 +3,8 @@
  * binary (`scripts/compile.ts` bakes them in), `deno task serve` (deno.json repeats them, and a
  * test checks that it does), the benchmark and the tests.
  *
- * Runs in no server thread: it is read by the scripts that start the server.
+ * Runs in no server thread: it is read by whatever starts the server (the launcher, the compile
+ * script).
  *
  * @module
  */
@@ -30,11 +31,13 @@ export const V8_FLAGS = "--v8-flags=--heap-growing-percent=50,--expose-gc";
 export const UNSTABLE_FLAGS = "--unstable-net";
 
 /**
- * `--allow-ffi`: the one native call the server makes. At `--shutdown-timeout` (and on write
+ * `--allow-ffi`: for the few libc calls the server makes. At `--shutdown-timeout` (and on write
  * timeouts) a connection with output still pending must be reset, not closed with a FIN that
  * makes a short echo look complete; Deno 2.9.6 cannot set `SO_LINGER`, so
- * `lib/shared/socket_reset.ts` calls libc's `setsockopt` through `Deno.dlopen`. Without the
- * permission the server still runs, and such a connection may end in a FIN.
+ * `lib/shared/libc.ts` calls libc's `setsockopt` through `Deno.dlopen`. The same permission lets
+ * a socket write go out in the call (libc's non-blocking `send`) instead of as an asynchronous
+ * operation, and lets handlers search bytes with `memchr`. Without it the server still runs,
+ * slower, and a cut connection may end in a FIN.
  */
 export const FFI_PERMISSION = "--allow-ffi";
 

@@ -1,8 +1,9 @@
 /**
- * `kernel` dispatch (Linux): every worker listens on the server's address with `SO_REUSEPORT`,
- * the kernel spreads incoming connections over their listeners, and each worker does its own
- * socket I/O. The main thread only supervises: it reserves the address, starts the workers,
- * replaces one that dies, reads the shared counters for `/metrics`, and runs the drain.
+ * `kernel` dispatch (Linux), main thread: every worker listens on the server's address with
+ * `SO_REUSEPORT`, the kernel spreads incoming connections over their listeners, and each worker
+ * does its own socket I/O (`../worker/kernel_listener.ts`). The main thread only supervises: it
+ * reserves the address, starts the workers, replaces one that dies, reads the shared counters
+ * for `/metrics`, and runs the drain.
  *
  * Why: in `main` dispatch the main thread does every socket's I/O, and for light protocols it
  * alone costs more CPU per round trip than a whole single-isolate server, so it caps the server
@@ -13,14 +14,23 @@
  * @module
  */
 
-import { AddressLimit } from "../shared/address_limit.ts";
-import { ServerCounters } from "../shared/counters.ts";
-import { getLog } from "../shared/log.ts";
-import type { TlsSettings } from "../shared/tls_socket.ts";
-import { listenTcp } from "./listen.ts";
-import type { DrainReport, Server, ServerConfig, ServerSnapshot } from "./server.ts";
-import { readyTimeout, workerInit } from "./worker_init.ts";
-import { type WorkerFactory, type WorkerLink, WorkerPool } from "./worker_pool.ts";
+import { AddressLimit } from "../../../shared/address_limit.ts";
+import { ServerCounters } from "../../../shared/counters.ts";
+import { getLog } from "../../../shared/log.ts";
+import type { TlsSettings } from "../../../shared/tls_socket.ts";
+import { listenTcp } from "../../../main_thread/listen.ts";
+import type {
+  DrainReport,
+  Server,
+  ServerConfig,
+  ServerSnapshot,
+} from "../../../main_thread/server.ts";
+import { readyTimeout, workerInit } from "../../../main_thread/worker_init.ts";
+import {
+  type WorkerFactory,
+  type WorkerLink,
+  WorkerPool,
+} from "../../../main_thread/worker_pool.ts";
 
 /**
  * Young-generation cap per worker, in MiB (Node's measure: all of it, about three semi-spaces).

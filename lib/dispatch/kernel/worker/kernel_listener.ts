@@ -1,46 +1,48 @@
 /**
- * The `kernel` dispatch adapter inside a worker: the worker listens on the server's address
- * with `SO_REUSEPORT` (the kernel spreads incoming connections over every worker's listener),
+ * `kernel` dispatch, worker side: the worker listens on the server's address with
+ * `SO_REUSEPORT` (the kernel spreads incoming connections over every worker's listener),
  * accepts, enforces the server-wide limits, and serves each connection on its own event loop
- * with the socket it owns. Only control messages and the shared counters cross threads.
+ * with the socket it owns (`owned_socket.ts`). Only control messages and the shared counters
+ * cross threads.
  *
  * Runs inside a worker only.
  *
  * @module
  */
 
-import type { Handler, HandlerContext } from "../handlers/handler.ts";
-import { closeQuietly, displayAddr, formatAddr, remoteText } from "../shared/address.ts";
-import { acceptLoop } from "../shared/accept_loop.ts";
-import { AddressLimit } from "../shared/address_limit.ts";
-import { BufferBudget } from "../shared/buffer_budget.ts";
-import { ConnectionSet, type DrainResult } from "../shared/connection_set.ts";
-import type { CloseReason } from "../shared/close_reason.ts";
-import { Counter, ServerCounters, type SlotCounters } from "../shared/counters.ts";
-import { getLog } from "../shared/log.ts";
-import { RateLimitedLog } from "../shared/rate_limited_log.ts";
-import type { Dispatch } from "../shared/messages.ts";
-import { readProxyHeader } from "../shared/proxy_protocol.ts";
-import { handshake } from "../shared/tls_handshake.ts";
-import { type ServerSocket, type TlsSettings, TlsTerminator } from "../shared/tls_socket.ts";
-import { runHandler } from "./run_handler.ts";
-import { SocketConnection } from "./socket_connection.ts";
+import type { HandlerContext, SocketHandler } from "../../../handlers/handler.ts";
+import { closeQuietly, displayAddr, formatAddr, remoteText } from "../../../shared/address.ts";
+import { acceptLoop } from "../../../shared/accept_loop.ts";
+import { AddressLimit } from "../../../shared/address_limit.ts";
+import { BufferBudget } from "../../../shared/buffer_budget.ts";
+import { ConnectionSet, type DrainResult } from "../../../shared/connection_set.ts";
+import type { CloseReason } from "../../../shared/close_reason.ts";
+import { Counter, ServerCounters, type SlotCounters } from "../../../shared/counters.ts";
+import { descriptorOf } from "../../../shared/libc.ts";
+import { getLog } from "../../../shared/log.ts";
+import { workerName } from "../../../shared/worker_slot.ts";
+import { RateLimitedLog } from "../../../shared/rate_limited_log.ts";
+import type { KernelDispatchInit } from "../../../shared/messages.ts";
+import { readProxyHeader } from "../../../shared/proxy_protocol.ts";
+import { handshake } from "../../../shared/tls_handshake.ts";
+import { type ServerSocket, type TlsSettings, TlsTerminator } from "../../../shared/tls_socket.ts";
+import { OwnedSocket } from "./owned_socket.ts";
 
 /** Settings of a worker in `kernel` dispatch: the init message's, plus the worker's slot. */
-export type SocketServerOptions = Omit<Extract<Dispatch, { mode: "kernel" }>, "mode"> & {
+export type KernelListenerOptions = KernelDispatchInit & {
   /** This worker's slot, from 0. */
   slot: number;
 };
 
 /** Listens, accepts and serves connections inside one worker. */
-export class SocketServer {
-  #handler: Handler;
+export class KernelListener {
+  #handler: SocketHandler;
   #context: HandlerContext;
-  #options: SocketServerOptions;
+  #options: KernelListenerOptions;
   #counters: ServerCounters;
   #row: SlotCounters;
   #listener: Deno.TcpListener | undefined;
-  #connections = new ConnectionSet<SocketConnection>();
+  #connections = new ConnectionSet<OwnedSocket>();
   #stopping = false;
   #acceptLoopDone: Promise<void> = Promise.resolve();
   #budget: BufferBudget;
@@ -54,7 +56,7 @@ export class SocketServer {
    * @param context What the handler knows of its worker.
    * @param options Address, limits, shared counters and slot.
    */
-  constructor(handler: Handler, context: HandlerContext, options: SocketServerOptions) {
+  constructor(handler: SocketHandler, context: HandlerContext, options: KernelListenerOptions) {
     this.#handler = handler;
     this.#context = context;
     this.#options = options;
@@ -185,7 +187,7 @@ export class SocketServer {
    */
   async #start(conn: Deno.TcpConn, client: Deno.NetAddr, initial?: Uint8Array): Promise<void> {
     if (this.#tls === undefined) {
-      this.#serve(conn, client, initial);
+      this.#serve(conn, client, descriptorOf(conn), initial);
       return;
     }
     const secure = await handshake(this.#tls, conn, initial, {
@@ -198,13 +200,26 @@ export class SocketServer {
       this.#counters.release();
       return;
     }
-    this.#serve(secure, client);
+    this.#serve(secure, client, undefined);
   }
 
-  #serve(conn: ServerSocket, remoteAddr: Deno.NetAddr, initial?: Uint8Array): void {
+  /**
+   * Serves an admitted connection; `fd` is its descriptor when it is plain TCP (writes then go
+   * out in the call), undefined with TLS (the bytes on the wire are not the handler's).
+   */
+  #serve(
+    conn: ServerSocket,
+    remoteAddr: Deno.NetAddr,
+    fd: number | undefined,
+    initial?: Uint8Array,
+  ): void {
     const id = this.#counters.nextId();
-    const connection = new SocketConnection(id, conn, {
+    const connection = new OwnedSocket(conn, {
+      id,
       remoteAddr,
+      handler: this.#handler,
+      context: this.#context,
+      fd,
       initial,
       counters: this.#row,
       budget: this.#budget,
@@ -213,17 +228,17 @@ export class SocketServer {
     this.#connections.add(connection);
     this.#row.add(Counter.accepted);
     this.#row.add(Counter.active);
-    this.#log.debug("Connection {id} from {addr} to worker-{worker}", {
+    this.#log.debug("Connection {id} from {addr} to {worker}", {
       id,
       addr: formatAddr(remoteAddr.hostname, remoteAddr.port),
-      worker: this.#options.slot + 1,
+      worker: workerName(this.#options.slot),
     });
-    runHandler(this.#handler, connection, this.#context);
+    connection.start();
   }
 
-  #closed(connection: SocketConnection, reason: CloseReason): void {
+  #closed(connection: OwnedSocket, reason: CloseReason): void {
     this.#connections.delete(connection.id);
-    this.#perAddress?.release(this.#options.slot, connection.view.remoteAddr.hostname);
+    this.#perAddress?.release(this.#options.slot, connection.remoteAddr.hostname);
     this.#counters.release();
     this.#row.closed(reason);
     this.#log.debug("Connection {id} closed: {reason} ({bytesIn} B in, {bytesOut} B out)", {

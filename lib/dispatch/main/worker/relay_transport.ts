@@ -1,0 +1,101 @@
+/**
+ * `main` dispatch, worker side: the frames from the main thread, turned into connections
+ * (`relayed_socket.ts`) served by the handler; the handler's output goes back as frames. The
+ * sockets themselves stay on the main thread (`../main_thread/relay_connection.ts`).
+ *
+ * Runs inside a worker only.
+ *
+ * @module
+ */
+
+import type { HandlerContext, SocketHandler } from "../../../handlers/handler.ts";
+import type { FromWorker } from "../../../shared/messages.ts";
+import { MemoryReclaimer } from "../../../shared/reclaim.ts";
+import { Frame, FrameWriter, readFrames, reasonOf } from "../frames.ts";
+import { RelayedSocket } from "./relayed_socket.ts";
+
+/** Sends a message to the main thread, transferring the listed buffers. */
+export type PostToMain = (message: FromWorker, transfer: Transferable[]) => void;
+
+const decoder = new TextDecoder();
+
+/** Serves the connections that the main thread assigns to this worker. */
+export class RelayTransport {
+  #handler: SocketHandler;
+  #context: HandlerContext;
+  #writer: FrameWriter;
+  #connections = new Map<number, RelayedSocket>();
+  #reclaimer = new MemoryReclaimer(() => this.#connections.size);
+
+  /**
+   * @param handler The handler's callbacks.
+   * @param context What the handler knows of its worker.
+   * @param post Sends a batch to the main thread.
+   */
+  constructor(handler: SocketHandler, context: HandlerContext, post: PostToMain) {
+    this.#handler = handler;
+    this.#context = context;
+    this.#writer = new FrameWriter((buffer, length, attached, done) => {
+      post({ type: "frames", buffer, length, attached, done }, [buffer, ...attached]);
+    });
+  }
+
+  /** Connections being served now. */
+  get size(): number {
+    return this.#connections.size;
+  }
+
+  /**
+   * Handles a batch of frames from the main thread.
+   *
+   * @param buffer The batch.
+   * @param length Bytes of frames in it.
+   * @param attached Its transferred payload buffers.
+   */
+  receive(buffer: ArrayBuffer, length: number, attached: ArrayBuffer[]): void {
+    // The main thread holds its next batch until this one is done: say so in this turn's batch.
+    this.#writer.markDone();
+    readFrames(buffer, length, attached, (kind, id, value, payload, owned) => {
+      if (kind === Frame.OPEN) {
+        this.#open(id, payload!);
+        return;
+      }
+      // Frames for a connection that has already finished here are stale: drop them.
+      const connection = this.#connections.get(id);
+      if (connection === undefined) return;
+      switch (kind) {
+        case Frame.DATA:
+          connection.receiveData(payload!, owned);
+          break;
+        case Frame.EOF:
+          connection.receiveEof();
+          break;
+        case Frame.ACK:
+          connection.acknowledge(value);
+          break;
+        case Frame.CLOSE:
+          connection.closedFromOutside(reasonOf(value));
+          break;
+        default:
+          throw new RangeError(`Unexpected frame kind ${kind} from the main thread`);
+      }
+    });
+  }
+
+  #open(id: number, payload: Uint8Array): void {
+    const remoteAddr = JSON.parse(decoder.decode(payload)) as Deno.NetAddr;
+    const connection = new RelayedSocket({
+      id,
+      remoteAddr,
+      handler: this.#handler,
+      context: this.#context,
+      writer: this.#writer,
+      forget: () => {
+        if (this.#connections.delete(id)) this.#reclaimer.update();
+      },
+    });
+    this.#connections.set(id, connection);
+    this.#reclaimer.update();
+    connection.start();
+  }
+}
