@@ -1,7 +1,8 @@
 /**
  * What other programs may build on: the protocol-handler contract in both shapes (byte-level
  * `SocketHandler` callbacks, and Web Streams `Handler` functions), with the handler context and
- * the links between workers (`Peers`); byte helpers for handlers (`indexOfByte`, `copyBytes`);
+ * the links between workers (`Peers`); byte helpers for handlers (`indexOfByte`, `copyBytes`,
+ * `LineReader`, `isQuit`);
  * `MemorySocket`, to test a handler without a server; handler options; the key-to-worker hash;
  * the multi-threaded work queue and its worker side; and the PROXY protocol parser. Everything
  * else in `lib/` is the server's own and may change.
@@ -57,6 +58,7 @@ export {
   type SocketHandler,
 } from "./lib/handlers/handler.ts";
 export { copyBytes, indexOfByte } from "./lib/handlers/bytes.ts";
+export { isQuit, LineReader } from "./lib/handlers/lines.ts";
 export { MemorySocket, type MemorySocketOptions } from "./lib/worker/memory_socket.ts";
 export {
   HandlerOptionError,

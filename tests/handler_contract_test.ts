@@ -218,3 +218,103 @@ bothModes(
     }
   },
 );
+
+const carelessBytes = (dispatch: string, ...extra: string[]) => [
+  "--workers",
+  "1",
+  "--dispatch",
+  dispatch,
+  "--handler",
+  "tests/fixtures/careless_socket_handler.ts",
+  "--metrics-port",
+  "0",
+  ...extra,
+];
+
+bothModes(
+  "a byte handler that ignores write()'s answer and ends still delivers every byte",
+  async (dispatch) => {
+    await using server = await startServer(carelessBytes(dispatch));
+    using conn = await Deno.connect({ hostname: "127.0.0.1", port: server.port });
+    await writeAll(conn, utf8("flood 12 1024\n"));
+    const received = await readBytes(conn, Infinity);
+    assert.equal(received.length, 12 * 1024 * 1024, "bytes lost");
+    for (let i = 0; i < 12; i++) {
+      assert.equal(received[i * 1024 * 1024], i % 251, `chunk ${i} out of place`);
+    }
+  },
+);
+
+bothModes(
+  "a byte handler that writes past its output cap to a client that does not read is cut, counted",
+  async (dispatch) => {
+    await using server = await startServer(carelessBytes(dispatch));
+    using conn = await Deno.connect({ hostname: "127.0.0.1", port: server.port });
+    await writeAll(conn, utf8("hold 100 1024\n"));
+    await server.waitForLog(/more than 16777216 B of output wait for the client/);
+    const metrics = await waitForMetric(
+      server.metricsPort!,
+      'echoserver_connections_closed_total{reason="output-overflow"}',
+      1,
+    );
+    assert.equal(metrics.get("echoserver_worker_restarts_total"), 0);
+    assert.ok((await readBytes(conn, Infinity)).length < 100 * 1024 * 1024);
+  },
+);
+
+bothModes(
+  "a byte handler that throws closes only its connection, counted as handler-error",
+  async (dispatch) => {
+    await using server = await startServer(carelessBytes(dispatch));
+    using victim = await Deno.connect({ hostname: "127.0.0.1", port: server.port });
+    await writeAll(victim, utf8("throw\n"));
+    await readBytes(victim, Infinity);
+    await server.waitForLog(/handler failed: careless byte handler gave up/);
+    await waitForMetric(
+      server.metricsPort!,
+      'echoserver_connections_closed_total{reason="handler-error"}',
+      1,
+    );
+    using later = await Deno.connect({ hostname: "127.0.0.1", port: server.port });
+    await writeAll(later, utf8("flood 2 1\n"));
+    assert.equal((await readBytes(later, Infinity)).length, 2048);
+    assert.equal((await scrape(server.metricsPort!)).get("echoserver_worker_restarts_total"), 0);
+  },
+);
+
+bothModes(
+  "an async byte handler keeps its lent view until its promise settles, and chunks in order",
+  async (dispatch) => {
+    await using server = await startServer(carelessBytes(dispatch, "--debug-buffers"));
+    using conn = await Deno.connect({ hostname: "127.0.0.1", port: server.port });
+    await writeAll(conn, utf8("slow\n"));
+    // Pipelined pieces, each echoed after a timer: every byte intact and in place.
+    const sent = Array.from({ length: 200 }, (_, i) => `piece ${i};`).join("");
+    const reading = readBytes(conn, sent.length);
+    for (let at = 0; at < sent.length; at += 37) {
+      await writeAll(conn, utf8(sent.slice(at, at + 37)));
+    }
+    assert.equal(text(await reading), sent);
+    assert.doesNotMatch(server.log(), /handler failed/);
+  },
+);
+
+bothModes(
+  "--debug-buffers makes a byte handler that keeps a lent view fail loudly",
+  async (dispatch) => {
+    await using server = await startServer(carelessBytes(dispatch, "--debug-buffers"));
+    using conn = await Deno.connect({ hostname: "127.0.0.1", port: server.port });
+    await writeAll(conn, utf8("keep\n"));
+    assert.equal(text(await readBytes(conn, 5)), "kept\n"); // so the next piece is another call
+    await writeAll(conn, utf8("next\n"));
+    await readBytes(conn, Infinity);
+    await server.waitForLog(
+      /handler failed: Socket\.write was given a view lent to an earlier data call/,
+    );
+    await waitForMetric(
+      server.metricsPort!,
+      'echoserver_connections_closed_total{reason="handler-error"}',
+      1,
+    );
+  },
+);

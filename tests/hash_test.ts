@@ -1,15 +1,7 @@
 import assert from "node:assert/strict";
 import { answer, hash, MAX_ROUNDS, sha256 } from "../lib/handlers/hash.ts";
-import {
-  bothModes,
-  handlerContext,
-  readBytes,
-  startServer,
-  streamConnection,
-  text,
-  utf8,
-  writeAll,
-} from "./helpers.ts";
+import { MemorySocket } from "../lib/worker/memory_socket.ts";
+import { bothModes, readBytes, startServer, text, utf8, writeAll } from "./helpers.ts";
 
 async function native(data: Uint8Array): Promise<string> {
   return new Uint8Array(await crypto.subtle.digest("SHA-256", data.slice())).toHex();
@@ -40,16 +32,12 @@ Deno.test("answer() iterates rounds and rejects out-of-range ones", async () => 
   assert.equal(answer(utf8("#0 abc")), `ERR rounds must be 1 to ${MAX_ROUNDS}`);
 });
 
-Deno.test("hash() answers each line, across chunk boundaries, and stops at quit", async () => {
-  let output = "";
-  await hash(
-    streamConnection(
-      ReadableStream.from(["ab", "c\r\n", "\nx", "yz\nquit\nignored\n"].map(utf8)),
-      new WritableStream({ write: (c) => void (output += text(c)) }),
-    ),
-    handlerContext(),
-  );
-  assert.deepEqual(output.split("\n"), [
+Deno.test("hash answers each line, across chunk boundaries, and stops at quit", async () => {
+  const socket = new MemorySocket(hash);
+  for (const chunk of ["ab", "c\r\n", "\nx", "yz\nquit\nignored\n"]) socket.push(chunk);
+  await socket.settled();
+  assert.equal(socket.closeReason, "done");
+  assert.deepEqual(socket.text.split("\n"), [
     await native(utf8("abc")),
     await native(utf8("")),
     await native(utf8("xyz")),

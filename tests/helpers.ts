@@ -43,24 +43,49 @@ export async function runServer(
   };
 }
 
+/** How long {@linkcode readBytes} waits for the bytes it was asked for, by default. */
+export const READ_DEADLINE_MS = 60_000;
+
 /**
- * Reads from `conn` until `length` bytes have arrived or the peer closes.
+ * Reads from `conn` until `length` bytes have arrived or the peer closes; fails after
+ * `timeoutMs` instead of hanging the test when neither happens.
  *
  * @param conn A connection.
  * @param length Bytes wanted; `Infinity` reads to EOF.
+ * @param timeoutMs Deadline for the whole read.
  * @returns The bytes read.
+ * @throws {Error} At the deadline, saying how much had arrived.
  */
-export async function readBytes(conn: Deno.Conn, length: number): Promise<Uint8Array> {
+export async function readBytes(
+  conn: Deno.Conn,
+  length: number,
+  timeoutMs = READ_DEADLINE_MS,
+): Promise<Uint8Array> {
   const chunks: Uint8Array[] = [];
   let total = 0;
   const buffer = new Uint8Array(64 * 1024);
+  const deadline = Date.now() + timeoutMs;
   while (total < length) {
     let n: number | null;
+    const read = conn.read(buffer);
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const late = new Promise<"late">((resolve) => {
+      timer = setTimeout(() => resolve("late"), Math.max(0, deadline - Date.now()));
+    });
     try {
-      n = await conn.read(buffer);
+      const first = await Promise.race([read, late]);
+      if (first === "late") {
+        read.catch(() => {}); // settles when the test closes the connection
+        throw new Error(
+          `readBytes: ${total} of ${length} bytes after ${timeoutMs} ms, and no end of input`,
+        );
+      }
+      n = first;
     } catch (error) {
       if (error instanceof Deno.errors.ConnectionReset) break;
       throw error;
+    } finally {
+      clearTimeout(timer);
     }
     if (n === null) break;
     chunks.push(buffer.slice(0, n));

@@ -10,7 +10,9 @@ import { expiry, parseCommand } from "../lib/handlers/memcache/commands.ts";
 import * as memcache from "../lib/handlers/memcache/memcache.ts";
 import { ITEM_OVERHEAD, ShardStore } from "../lib/handlers/memcache/store.ts";
 import { TRANSCRIPTS } from "./fixtures/memcache_transcripts.ts";
-import { handlerContext, streamConnection, utf8 } from "./helpers.ts";
+import { MemorySocket } from "../lib/worker/memory_socket.ts";
+import { setDebugBuffers } from "../lib/worker/served_socket.ts";
+import { handlerContext, utf8 } from "./helpers.ts";
 
 const bytes = (text: string) => utf8(text);
 
@@ -170,17 +172,22 @@ function chunks(text: string, seed: number, max: number): Uint8Array[] {
   return out;
 }
 
-/** Runs the handler on one connection that sends `input` in the given chunks. */
+/**
+ * Runs the handler on one connection that sends `input` in the given chunks, with every lent
+ * buffer detached after its call (`--debug-buffers`), so that a view kept by mistake fails.
+ */
 async function converse(input: Uint8Array[]): Promise<string> {
-  let output = "";
-  await memcache.handler(
-    streamConnection(
-      ReadableStream.from(input),
-      new WritableStream({ write: (chunk) => void (output += latin1(chunk)) }),
-    ),
-    context,
-  );
-  return output.replace(/^(VALUE \S+ \d+ \d+) \d+\r$/gm, "$1 <cas>\r");
+  setDebugBuffers(true);
+  try {
+    const socket = new MemorySocket(memcache.handler, { context });
+    for (const chunk of input) socket.push(chunk);
+    socket.pushEnd();
+    await socket.settled();
+    assert.notEqual(socket.closeReason, "handler-error");
+    return latin1(socket.bytes).replace(/^(VALUE \S+ \d+ \d+) \d+\r$/gm, "$1 <cas>\r");
+  } finally {
+    setDebugBuffers(false);
+  }
 }
 
 const context = handlerContext(

@@ -280,7 +280,7 @@ bothModes("a bad listen address exits 1 with one line", async (dispatch) => {
 });
 
 bothModes(
-  "a handler module that exports no function fails start-up with exit 2",
+  "a handler module that exports no handler of either shape fails start-up with exit 2",
   async (dispatch) => {
     const { code, stderr } = await runServer([
       "--handler",
@@ -291,7 +291,7 @@ bothModes(
     assert.equal(code, 2);
     assert.match(
       stderr.trim(),
-      /^[^\n]*Cannot load handler .*not_a_handler\.ts.*export a function[^\n]*$/,
+      /^[^\n]*Cannot load handler .*not_a_handler\.ts.*a function \(Web Streams\) or an object with a data\(socket, bytes\) method[^\n]*$/,
     );
   },
 );

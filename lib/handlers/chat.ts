@@ -21,8 +21,10 @@
  * @module
  */
 
-import type { Connection, Handler, HandlerContext, HandlerOption } from "./handler.ts";
+import { indexOfByte } from "./bytes.ts";
+import type { HandlerContext, HandlerOption, Socket, SocketHandler } from "./handler.ts";
 import { sizeOption } from "./handler_options.ts";
+import { isQuit, LineReader } from "./lines.ts";
 
 /** Settings for `--handler-option`. */
 export const options: Record<string, HandlerOption> = {
@@ -38,15 +40,18 @@ export const options: Record<string, HandlerOption> = {
 interface ChatLines {
   /** The sender's connection id. */
   from: number;
-  /** The lines, each with its line end. */
-  lines: Uint8Array[];
+  /**
+   * The lines, each with its line end, in one buffer of its own (cloning a view copies its
+   * whole buffer, so the lines are not views of anything larger).
+   */
+  lines: Uint8Array;
 }
 
-const NEWLINE = 0x0a;
+const NEWLINE = new Uint8Array([0x0a]);
 const encoder = new TextEncoder();
 
-/** This worker's clients, by connection id, with the writer that delivers to each. */
-const clients = new Map<number, WritableStreamDefaultWriter<Uint8Array>>();
+/** This worker's clients, by connection id. */
+const clients = new Map<number, Socket<LineReader>>();
 
 /**
  * Listens for the lines every worker broadcasts (this one's included).
@@ -61,61 +66,70 @@ export function setup(context: HandlerContext): void {
 function deliver({ from, lines }: ChatLines): void {
   if (clients.size === 0 || (clients.size === 1 && clients.has(from))) return;
   const prefix = encoder.encode(`${from}: `);
-  let size = 0;
-  for (const line of lines) size += prefix.length + line.length;
-  const bytes = new Uint8Array(size);
-  let at = 0;
-  for (const line of lines) {
-    bytes.set(prefix, at);
-    bytes.set(line, at + prefix.length);
-    at += prefix.length + line.length;
+  let count = 0;
+  for (let at = indexOfByte(lines, 0x0a); at >= 0; at = indexOfByte(lines, 0x0a, at + 1)) count++;
+  const bytes = new Uint8Array(lines.length + count * prefix.length);
+  let out = 0;
+  for (let start = 0; start < lines.length;) {
+    const end = indexOfByte(lines, 0x0a, start) + 1;
+    bytes.set(prefix, out);
+    bytes.set(lines.subarray(start, end), out + prefix.length);
+    out += prefix.length + end - start;
+    start = end;
   }
-  for (const [id, writer] of clients) {
-    // A client closed meanwhile rejects the write; the guard closes one that falls too far
-    // behind (max-backlog). Either way the others are not held up.
-    if (id !== from) writer.write(bytes).catch(() => {});
+  for (const [id, socket] of clients) {
+    // A client past max-backlog (its outputLimit) is disconnected by the write itself; a slow
+    // one just has its output wait. Either way the others are not held up.
+    if (id !== from) socket.write(bytes);
   }
 }
 
 /**
- * Serves one chat client.
- *
- * @param connection The client.
- * @param context The worker's context.
+ * Serves chat clients: each chunk's complete lines are broadcast, and the chunk's call holds
+ * the client's next chunk back until every worker has taken them.
  */
-export const handler: Handler = async (connection: Connection, context: HandlerContext) => {
-  const maxLine = context.options["max-line"] as number;
-  connection.outputLimit = context.options["max-backlog"] as number;
-  const writer = connection.writable.getWriter();
-  clients.set(connection.id, writer);
-  try {
-    let pending = new Uint8Array(0);
-    read: for await (const chunk of connection.readable) {
-      const data = pending.length === 0 ? chunk : concat(pending, chunk);
-      const lines: Uint8Array[] = [];
-      let start = 0;
-      for (let end = data.indexOf(NEWLINE); end >= 0; end = data.indexOf(NEWLINE, start)) {
-        const line = data.subarray(start, end + 1);
-        start = end + 1;
-        if (isQuit(line)) {
-          await relay(connection, context, lines);
-          break read;
-        }
-        lines.push(line);
+export const handler: SocketHandler<LineReader> = {
+  open(socket) {
+    const { options } = socket.context;
+    socket.outputLimit = options["max-backlog"] as number;
+    socket.data = new LineReader(options["max-line"] as number);
+    clients.set(socket.id, socket);
+  },
+  data(socket, bytes) {
+    const reader = socket.data;
+    reader.push(bytes);
+    const lines: Uint8Array[] = [];
+    for (let line = reader.next(true); line !== undefined; line = reader.next(true)) {
+      if (isQuit(line)) {
+        reader.keep();
+        return relay(socket, lines).then(() => socket.end());
       }
-      await relay(connection, context, lines);
-      pending = data.slice(start);
-      if (pending.length > maxLine) {
-        pending = new Uint8Array(0); // refused: not relayed
-        await writer.write(encoder.encode("ERR line too long\n"));
-        break;
-      }
+      lines.push(line);
     }
-    if (pending.length > 0) await relay(connection, context, [concat(pending, [NEWLINE])]);
-  } finally {
-    clients.delete(connection.id);
-  }
-  await writer.close();
+    if (!reader.keep()) {
+      // Refused, not relayed; the lines before it are.
+      return relay(socket, lines).then(() => {
+        socket.write(encoder.encode("ERR line too long\n"));
+        socket.end();
+      });
+    }
+    if (lines.length > 0) return relay(socket, lines);
+  },
+  end(socket) {
+    // What came after the last newline is relayed as a line.
+    const rest = socket.data.rest;
+    if (rest.length === 0) {
+      socket.end();
+      return;
+    }
+    const line = new Uint8Array(rest.length + 1);
+    line.set(rest);
+    line.set(NEWLINE, rest.length);
+    return relay(socket, [line]).then(() => socket.end());
+  },
+  close(socket) {
+    clients.delete(socket.id);
+  },
 };
 
 /**
@@ -123,28 +137,23 @@ export const handler: Handler = async (connection: Connection, context: HandlerC
  * faster than the room takes its lines. A worker being replaced has lost its clients, and the
  * lines meant for them with it; that is logged, and the sender carries on.
  */
-async function relay(connection: Connection, context: HandlerContext, lines: Uint8Array[]) {
+async function relay(socket: Socket, lines: Uint8Array[]): Promise<void> {
   if (lines.length === 0) return;
-  // Copies of their own: a line views the chunk, which cloning would copy whole.
-  const message: ChatLines = { from: connection.id, lines: lines.map((line) => line.slice()) };
+  // One copy of the lines (they view the lent chunk): this worker's clients get it uncopied.
+  let size = 0;
+  for (const line of lines) size += line.length;
+  const joined = new Uint8Array(size);
+  let at = 0;
+  for (const line of lines) {
+    joined.set(line, at);
+    at += line.length;
+  }
+  const message: ChatLines = { from: socket.id, lines: joined };
   try {
-    await context.peers.broadcast(message);
+    await socket.context.peers.broadcast(message);
   } catch (error) {
-    connection.log.debug("lines not delivered to every worker: {reason}", {
+    socket.log.debug("lines not delivered to every worker: {reason}", {
       reason: (error as Error).message,
     });
   }
-}
-
-function isQuit(line: Uint8Array): boolean {
-  const length = line.length - (line[line.length - 2] === 0x0d ? 2 : 1);
-  return length === 4 && line[0] === 0x71 && line[1] === 0x75 && line[2] === 0x69 &&
-    line[3] === 0x74;
-}
-
-function concat(a: Uint8Array, b: ArrayLike<number>): Uint8Array {
-  const joined = new Uint8Array(a.length + b.length);
-  joined.set(a);
-  joined.set(b, a.length);
-  return joined;
 }

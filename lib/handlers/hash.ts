@@ -19,7 +19,8 @@
 
 import { createHash } from "node:crypto";
 import { setImmediate } from "node:timers";
-import type { Connection, Handler } from "./handler.ts";
+import type { Socket, SocketHandler } from "./handler.ts";
+import { isQuit, LineReader } from "./lines.ts";
 
 /** Most rounds a line may ask for: about 10 ms of CPU at about 4 us a round. */
 export const MAX_ROUNDS = 2_500;
@@ -83,60 +84,75 @@ const YIELD_AFTER_ROUNDS = 50;
 const TURN_EVERY_MS = 5;
 
 /**
- * Serves the `hash` protocol on one connection.
+ * Serves the `hash` protocol: each line's answer, written once per chunk (or once per few
+ * milliseconds of work), in order.
  *
- * @param connection The connection.
+ * Byte-level: lines are views of the lent chunk, so only a line split across chunks is copied.
+ * A chunk whose work takes longer than {@linkcode TURN_EVERY_MS} returns a promise, which holds
+ * the connection's next chunk back until its lines are all answered.
  */
-export const hash: Handler = async (connection: Connection): Promise<void> => {
-  const writer = connection.writable.getWriter();
-  let pending = new Uint8Array(0);
-  for await (const chunk of connection.readable) {
+export const hash: SocketHandler<LineReader> = {
+  open(socket) {
+    socket.data = new LineReader(MAX_LINE);
+  },
+  data(socket, bytes) {
+    socket.data.push(bytes);
     // Reading this chunk took a turn of the event loop: the clock of continuous work restarts.
-    let turnAt = performance.now();
-    let data = pending.length === 0 ? chunk : concat(pending, chunk);
-    let replies = "";
-    let start = 0;
-    let quit = false;
-    for (let newline = data.indexOf(0x0a); newline >= 0; newline = data.indexOf(0x0a, start)) {
-      const end = newline > start && data[newline - 1] === 0x0d ? newline - 1 : newline;
-      const line = data.subarray(start, end);
-      start = newline + 1;
-      if (line.length === 4 && new TextDecoder().decode(line) === "quit") {
-        quit = true;
-        break;
-      }
-      replies += answer(line) + "\n";
-      if (line[0] === 0x23 /* # */ && roundsOf(line) > YIELD_AFTER_ROUNDS) {
-        if (performance.now() - turnAt >= TURN_EVERY_MS) {
-          // Every few milliseconds of work: send the answers so far, and give the worker a turn.
-          await writer.write(encoder.encode(replies));
-          replies = "";
-          await new Promise((resolve) => setTimeout(resolve, 0));
-          turnAt = performance.now();
-        } else {
-          // Between costly lines: let other connections' lines in first, so that their answers
-          // leave in the same batch (main dispatch) rather than one message each.
-          await new Promise((resolve) => setImmediate(resolve));
-        }
-      }
-    }
-    if (replies !== "") await writer.write(encoder.encode(replies));
-    if (quit) break;
-    data = data.subarray(start);
-    if (data.length > MAX_LINE) {
-      await writer.write(encoder.encode("ERR line too long\n"));
-      break;
-    }
-    pending = data.slice();
-  }
-  await writer.close();
+    return answerLines(socket, performance.now(), "");
+  },
+  end(socket) {
+    // A last line without its newline is not a line: nothing to answer.
+    socket.end();
+  },
 };
 
-function concat(a: Uint8Array, b: Uint8Array): Uint8Array {
-  const joined = new Uint8Array(a.length + b.length);
-  joined.set(a);
-  joined.set(b, a.length);
-  return joined;
+const scratch = { bytes: new Uint8Array(4096) };
+
+/** Writes `text` (ASCII) through a reused buffer: no allocation per reply. */
+function send(socket: Socket, text: string): void {
+  if (text.length > scratch.bytes.length) scratch.bytes = new Uint8Array(text.length * 2);
+  const { written } = encoder.encodeInto(text, scratch.bytes);
+  socket.write(scratch.bytes.subarray(0, written));
+}
+
+/**
+ * Answers the chunk's lines from where it stands (`replies`: answers not yet sent); returns a
+ * promise when it had to take a turn of the event loop (the rest is answered after it),
+ * nothing when it finished at once.
+ */
+function answerLines(
+  socket: Socket<LineReader>,
+  turnAt: number,
+  replies: string,
+): void | Promise<void> {
+  const lines = socket.data;
+  for (let line = lines.next(); line !== undefined; line = lines.next()) {
+    if (isQuit(line)) {
+      if (replies !== "") send(socket, replies);
+      socket.end();
+      return;
+    }
+    replies += answer(line) + "\n";
+    if (line[0] === 0x23 /* # */ && roundsOf(line) > YIELD_AFTER_ROUNDS) {
+      if (performance.now() - turnAt >= TURN_EVERY_MS) {
+        // Every few milliseconds of work: send the answers so far, and give the worker a turn.
+        send(socket, replies);
+        return new Promise<void>((resolve) => setTimeout(resolve, 0)).then(() =>
+          answerLines(socket, performance.now(), "")
+        );
+      }
+      // Between costly lines: let other connections' lines in first, so that their answers
+      // leave in the same batch (main dispatch) rather than one message each.
+      return new Promise<void>((resolve) => setImmediate(resolve)).then(() =>
+        answerLines(socket, turnAt, replies)
+      );
+    }
+  }
+  if (replies !== "") send(socket, replies);
+  if (!lines.keep()) {
+    send(socket, "ERR line too long\n");
+    socket.end();
+  }
 }
 
 /** The round count a line asks for (1 if none, or out of range). */

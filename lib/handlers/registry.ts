@@ -9,7 +9,12 @@
 
 import * as chat from "./chat.ts";
 import { echo } from "./echo.ts";
-import type { Handler, HandlerModule } from "./handler.ts";
+import {
+  type Handler,
+  type HandlerModule,
+  isSocketHandler,
+  type SocketHandler,
+} from "./handler.ts";
 import { HandlerOptionError } from "./handler_options.ts";
 import { hash } from "./hash.ts";
 import * as memcache from "./memcache/memcache.ts";
@@ -79,7 +84,8 @@ export class HandlerLoadError extends TypeError {
 
 /**
  * Loads a handler module: a built-in by name, or a module whose default export (or `handler`
- * export) is the handler, with optional `options`, `setup` and `teardown` exports.
+ * export) is the handler (a Web Streams function, or a byte-level object with a `data` method),
+ * with optional `options`, `setup` and `teardown` exports.
  *
  * @param spec A built-in name or an absolute module URL (see {@linkcode resolveHandlerSpec}).
  * @param timeoutMs How long the module may take to load (its top-level code included).
@@ -100,9 +106,10 @@ export async function loadHandler(spec: string, timeoutMs = 10_000): Promise<Han
     } s (a top-level await that never settles?)`,
   );
   const handler = module.default ?? module.handler;
-  if (typeof handler !== "function") {
+  if (typeof handler !== "function" && !isSocketHandler(handler as SocketHandler)) {
     throw new HandlerLoadError(
-      `Cannot load handler '${spec}': it must export a function as default or as 'handler'`,
+      `Cannot load handler '${spec}': it must export, as default or as 'handler', a function ` +
+        "(Web Streams) or an object with a data(socket, bytes) method (byte-level)",
     );
   }
   for (const name of ["setup", "teardown"]) {
@@ -120,7 +127,7 @@ export async function loadHandler(spec: string, timeoutMs = 10_000): Promise<Han
       `Cannot load handler '${spec}': its 'options' must map names to { description, default }`,
     );
   }
-  const loaded: HandlerModule = { handler: handler as Handler };
+  const loaded: HandlerModule = { handler: handler as Handler | SocketHandler };
   if (options !== undefined) loaded.options = options as HandlerModule["options"] & object;
   if (module.setup !== undefined) loaded.setup = module.setup as HandlerModule["setup"] & object;
   if (module.teardown !== undefined) {

@@ -30,14 +30,17 @@ import type { ServerSocket } from "./tls_socket.ts";
 /** A staging buffer larger than this is dropped once empty, so an idle socket holds little. */
 const KEEP_STAGING = 64 * 1024;
 
-/** What an output reports to its connection. */
+/**
+ * What an output reports to its connection (the connection object itself implements it, so
+ * that a connection costs no closures for it).
+ */
 export interface OutputEvents {
   /** The socket took `n` more bytes (any progress counts against `--write-timeout`). */
-  written(n: number): void;
+  onOutputWritten(n: number): void;
   /** Everything queued has been written. */
-  drained(): void;
+  onOutputDrained(): void;
   /** The socket failed while writing; the output has dropped what it held. */
-  failed(): void;
+  onOutputFailed(): void;
 }
 
 /** Options for {@linkcode SocketOutput}. */
@@ -55,9 +58,14 @@ export interface SocketOutputOptions {
   events: OutputEvents;
 }
 
-/** A growable byte buffer that is reused, not reallocated, while it stays small. */
+const EMPTY = new Uint8Array(0);
+
+/**
+ * A growable byte buffer that is reused, not reallocated, while it stays small. Made on first
+ * use: most connections never have output wait, and each buffer costs an `ArrayBuffer`.
+ */
 class Staging {
-  bytes = new Uint8Array(0);
+  bytes: Uint8Array = EMPTY;
   length = 0;
 
   append(chunk: Uint8Array): void {
@@ -73,7 +81,7 @@ class Staging {
 
   clear(): void {
     this.length = 0;
-    if (this.bytes.length > KEEP_STAGING) this.bytes = new Uint8Array(0);
+    if (this.bytes.length > KEEP_STAGING) this.bytes = EMPTY;
   }
 }
 
@@ -84,9 +92,9 @@ export class SocketOutput {
   #counters: SlotCounters;
   #budget: BufferBudget;
   #events: OutputEvents;
-  /** Filled while `#sending` is being written. */
-  #filling = new Staging();
-  #sending = new Staging();
+  /** Filled while `#sending` is being written; both made when first needed. */
+  #filling: Staging | undefined;
+  #sending: Staging | undefined;
   /** Bytes queued: in `#filling`, plus what of `#sending` is not written yet. */
   #queued = 0;
   #writing = false;
@@ -131,12 +139,12 @@ export class SocketOutput {
     if (this.#fd !== undefined && this.#queued === 0) {
       taken = sendNow(this.#fd, bytes);
       if (taken === length) {
-        this.#events.written(length);
+        this.#events.onOutputWritten(length);
         return 0;
       }
-      if (taken > 0) this.#events.written(taken);
+      if (taken > 0) this.#events.onOutputWritten(taken);
     }
-    this.#filling.append(taken === 0 ? bytes : bytes.subarray(taken));
+    (this.#filling ??= new Staging()).append(taken === 0 ? bytes : bytes.subarray(taken));
     this.#queued += length - taken;
     this.#budget.take(length - taken);
     if (!this.#writing) this.#flush();
@@ -153,9 +161,9 @@ export class SocketOutput {
   async #flush(): Promise<void> {
     this.#writing = true;
     try {
-      while (this.#filling.length > 0 && !this.#closed) {
+      while (this.#filling !== undefined && this.#filling.length > 0 && !this.#closed) {
         const sending = this.#filling;
-        this.#filling = this.#sending;
+        this.#filling = this.#sending ?? new Staging();
         this.#sending = sending;
         const length = sending.length;
         let offset = 0;
@@ -165,7 +173,7 @@ export class SocketOutput {
           offset += n;
           this.#queued -= n;
           this.#budget.give(n);
-          this.#events.written(n);
+          this.#events.onOutputWritten(n);
         }
         sending.clear();
       }
@@ -173,12 +181,12 @@ export class SocketOutput {
       if (this.#closed) return;
       this.#closed = true;
       this.#drop();
-      this.#events.failed();
+      this.#events.onOutputFailed();
       return;
     } finally {
       this.#writing = false;
     }
-    if (!this.#closed) this.#events.drained();
+    if (!this.#closed) this.#events.onOutputDrained();
   }
 
   #drop(): void {
@@ -187,8 +195,8 @@ export class SocketOutput {
       this.#budget.give(this.#queued);
       this.#queued = 0;
     }
-    this.#filling.clear();
-    // The buffer being written stays referenced by the pending write; it is dropped with us.
-    this.#sending = new Staging();
+    this.#filling?.clear();
+    // The buffer being written stays referenced by the pending write: never reuse it.
+    this.#sending = undefined;
   }
 }

@@ -1,7 +1,7 @@
 /**
  * The bytes a connection has received and not yet parsed, as a queue of chunks: lines and data
  * blocks are taken from the front whatever chunk boundaries they straddle, and nothing is
- * copied until taken.
+ * copied until taken (or kept past a chunk's loan, `keep`).
  *
  * Pure; runs inside a worker.
  *
@@ -26,7 +26,8 @@ export class ByteQueue {
   }
 
   /**
-   * Adds bytes at the end (kept as they are, not copied).
+   * Adds bytes at the end (kept as they are, not copied: a lent chunk must be followed by
+   * {@linkcode ByteQueue.keep} before its loan ends).
    *
    * @param chunk The bytes.
    */
@@ -34,6 +35,19 @@ export class ByteQueue {
     if (chunk.length === 0) return;
     this.#chunks.push(chunk);
     this.#length += chunk.length;
+  }
+
+  /** Replaces what the queue holds by one copy of it, so that no lent chunk is referenced. */
+  keep(): void {
+    if (this.#length === 0) {
+      this.#chunks = [];
+      this.#head = 0;
+      return;
+    }
+    const rest = this.take(this.#length);
+    this.#chunks = [rest];
+    this.#head = 0;
+    this.#length = rest.length;
   }
 
   /**

@@ -24,7 +24,7 @@
  */
 
 import process from "node:process";
-import type { Connection, Handler, HandlerContext, HandlerOption } from "../handler.ts";
+import type { HandlerContext, HandlerOption, Socket, SocketHandler } from "../handler.ts";
 import { sizeOption } from "../handler_options.ts";
 import { ByteQueue } from "./byte_queue.ts";
 import { type Command, parseCommand } from "./commands.ts";
@@ -83,85 +83,101 @@ export function setup(context: HandlerContext): void {
   context.peers.onRequest((ops) => serveOps(store, ops as ShardOp[], connections));
 }
 
-/**
- * Serves one memcached client.
- *
- * @param connection The client.
- * @param context The worker's context.
- */
-export const handler: Handler = async (connection: Connection, context: HandlerContext) => {
-  const maxItem = context.options["max-item-size"] as number;
-  connections.curr_connections++;
-  connections.total_connections++;
-  const reader = connection.readable.getReader();
-  const writer = connection.writable.getWriter();
-  const input = new ByteQueue();
+/** One client's state: what it sent and has not been parsed yet, and a data block to come. */
+interface Client {
+  input: ByteQueue;
   /** A data block still to come: to store, or (too large) to skip. */
-  let block: { command: StoreCommand | undefined; need: number } | undefined;
-  try {
-    while (true) {
-      const { value, done } = await reader.read();
-      if (done) break;
-      connections.bytes_read += value.length;
-      input.push(value);
-      const turn = new Turn(context);
-      let quit = false;
-      while (!quit) {
-        if (block !== undefined) {
-          if (block.command === undefined) {
-            const skipped = Math.min(block.need, input.length);
-            input.skip(skipped);
-            block.need -= skipped;
-            if (block.need > 0) break;
-            block = undefined;
-            continue;
-          }
-          if (input.length < block.need) break;
-          const data = input.take(block.need);
-          const command = block.command;
-          block = undefined;
-          if (data[data.length - 2] !== 0x0d || data[data.length - 1] !== 0x0a) {
-            turn.reply("CLIENT_ERROR bad data chunk\r\n");
-          } else turn.store(command, data.subarray(0, data.length - 2));
-          continue;
-        }
-        if (input.first() === BINARY_MAGIC) {
-          // A binary-protocol client would wait forever for an answer it cannot read.
-          connection.log.debug("binary protocol request: not supported, closing");
-          quit = true;
-          break;
-        }
-        const newline = input.indexOf(0x0a);
-        if (newline < 0 || newline > MAX_LINE) {
-          if (input.length > MAX_LINE) {
-            turn.reply("CLIENT_ERROR line too long\r\n");
-            quit = true;
-          }
-          break;
-        }
-        const command = parseCommand(input.takeLine(newline), Date.now());
-        if (command.kind === "quit") quit = true;
-        else if (command.kind === "store") {
-          if (command.bytes > maxItem) {
-            // memcached's answer, and the block that follows is not a command: skip it.
-            turn.reply("SERVER_ERROR object too large for cache\r\n");
-            block = { command: undefined, need: command.bytes + 2 };
-          } else block = { command, need: command.bytes + 2 };
-        } else turn.command(command);
-      }
-      const rendered = turn.render();
-      const reply = rendered instanceof Promise ? await rendered : rendered;
-      if (reply.length > 0) {
-        connections.bytes_written += reply.length;
-        await writer.write(reply);
-      }
-      if (quit) break;
-    }
-  } finally {
+  block: { command: StoreCommand | undefined; need: number } | undefined;
+}
+
+/**
+ * Serves memcached clients. Each chunk's commands are parsed at once (a partial command is kept
+ * for the next chunk); their replies go out in one write, after the owners of their keys have
+ * answered; the client's next chunk waits until then, so pipelined commands stay in order.
+ */
+export const handler: SocketHandler<Client> = {
+  open(socket) {
+    connections.curr_connections++;
+    connections.total_connections++;
+    socket.data = { input: new ByteQueue(), block: undefined };
+  },
+  data(socket, bytes) {
+    connections.bytes_read += bytes.length;
+    const client = socket.data;
+    client.input.push(bytes);
+    const turn = new Turn(socket.context);
+    const quit = parse(socket, client, turn);
+    // The chunk is lent: what is left of it (a partial command) is kept as a copy.
+    client.input.keep();
+    const rendered = turn.render();
+    if (rendered instanceof Promise) return rendered.then((reply) => answer(socket, reply, quit));
+    answer(socket, rendered, quit);
+  },
+  close() {
     connections.curr_connections--;
-  }
-  await writer.close();
+  },
 };
+
+function answer(socket: Socket, reply: Uint8Array, quit: boolean): void {
+  if (reply.length > 0) {
+    connections.bytes_written += reply.length;
+    socket.write(reply);
+  }
+  if (quit) socket.end();
+}
+
+/**
+ * Parses the commands complete in the client's input into the turn.
+ *
+ * @returns Whether the connection must end (quit, a binary request, a line too long).
+ */
+function parse(socket: Socket, client: Client, turn: Turn): boolean {
+  const maxItem = socket.context.options["max-item-size"] as number;
+  const input = client.input;
+  while (true) {
+    const block = client.block;
+    if (block !== undefined) {
+      if (block.command === undefined) {
+        const skipped = Math.min(block.need, input.length);
+        input.skip(skipped);
+        block.need -= skipped;
+        if (block.need > 0) return false;
+        client.block = undefined;
+        continue;
+      }
+      if (input.length < block.need) return false;
+      const data = input.take(block.need);
+      const command = block.command;
+      client.block = undefined;
+      if (data[data.length - 2] !== 0x0d || data[data.length - 1] !== 0x0a) {
+        turn.reply("CLIENT_ERROR bad data chunk\r\n");
+      } else turn.store(command, data.subarray(0, data.length - 2));
+      continue;
+    }
+    if (input.first() === BINARY_MAGIC) {
+      // A binary-protocol client would wait forever for an answer it cannot read.
+      socket.log.debug("binary protocol request: not supported, closing");
+      return true;
+    }
+    const newline = input.indexOf(0x0a);
+    if (newline < 0 || newline > MAX_LINE) {
+      if (input.length > MAX_LINE) {
+        turn.reply("CLIENT_ERROR line too long\r\n");
+        return true;
+      }
+      return false;
+    }
+    const command = parseCommand(input.takeLine(newline), Date.now());
+    if (command.kind === "quit") return true;
+    if (command.kind === "store") {
+      if (command.bytes > maxItem) {
+        // memcached's answer, and the block that follows is not a command: skip it.
+        turn.reply("SERVER_ERROR object too large for cache\r\n");
+        client.block = { command: undefined, need: command.bytes + 2 };
+      } else client.block = { command, need: command.bytes + 2 };
+    } else turn.command(command);
+  }
+}
 
 type StoreCommand = Extract<Command, { kind: "store" }>;
 /** A part of a reply: text (Latin-1) or a value's bytes. */

@@ -27,7 +27,7 @@ import type { BufferBudget } from "../../../shared/buffer_budget.ts";
 import type { SetMember } from "../../../shared/connection_set.ts";
 import { Counter, type SlotCounters } from "../../../shared/counters.ts";
 import { MIN_READ, nextReadSize } from "../../../shared/read_size.ts";
-import { SocketOutput } from "../../../shared/socket_output.ts";
+import { type OutputEvents, SocketOutput } from "../../../shared/socket_output.ts";
 import { resetAndClose } from "../../../shared/socket_reset.ts";
 import type { ServerSocket } from "../../../shared/tls_socket.ts";
 import { ServedSocket } from "../../../worker/served_socket.ts";
@@ -66,7 +66,7 @@ export interface OwnedSocketOptions {
 }
 
 /** A connection served by the worker that owns its socket. */
-export class OwnedSocket extends ServedSocket implements SetMember {
+export class OwnedSocket extends ServedSocket implements SetMember, OutputEvents {
   /** Bytes read from the client. */
   bytesIn = 0;
   /** Bytes the socket took. */
@@ -89,7 +89,7 @@ export class OwnedSocket extends ServedSocket implements SetMember {
   #output: SocketOutput;
   #buffer: Uint8Array<ArrayBuffer> = new Uint8Array(MIN_READ);
   /** The last partial view of `#buffer` lent, reused while reads keep that length. */
-  #view: Uint8Array = this.#buffer.subarray(0, 0);
+  #view: Uint8Array | undefined;
   #initial: Uint8Array | undefined;
   /** A `conn.read()` is under way. */
   #reading = false;
@@ -117,18 +117,7 @@ export class OwnedSocket extends ServedSocket implements SetMember {
       fd: options.fd,
       counters: options.counters,
       budget: options.budget,
-      events: {
-        written: (n) => {
-          this.bytesOut += n;
-          this.wrote = true; // any byte taken counts as progress for --write-timeout
-          this.active = true;
-        },
-        drained: () => {
-          this.outputDrained();
-          if (this.ended && !this.#outputEnded) this.#finish();
-        },
-        failed: () => this.disconnect("reset"),
-      },
+      events: this,
     });
     try {
       // Answers are small writes that must leave at once, not wait for Nagle's timer.
@@ -181,6 +170,24 @@ export class OwnedSocket extends ServedSocket implements SetMember {
     else if (resetAndClose(this.#conn)) this.#counters.add(Counter.resets);
     this.#wakeReader();
     this.closedBecause(reason);
+  }
+
+  /** See {@linkcode OutputEvents}. */
+  onOutputWritten(n: number): void {
+    this.bytesOut += n;
+    this.wrote = true; // any byte taken counts as progress for --write-timeout
+    this.active = true;
+  }
+
+  /** See {@linkcode OutputEvents}. */
+  onOutputDrained(): void {
+    this.outputDrained();
+    if (this.ended && !this.#outputEnded) this.#finish();
+  }
+
+  /** See {@linkcode OutputEvents}. */
+  onOutputFailed(): void {
+    this.disconnect("reset");
   }
 
   protected get highWater(): number {
@@ -241,9 +248,10 @@ export class OwnedSocket extends ServedSocket implements SetMember {
       if (this.ended) continue; // lingering: read and drop
       let view: Uint8Array = buffer;
       if (n !== buffer.length) {
-        view = this.#view;
-        if (view.length !== n || view.buffer !== buffer.buffer) view = buffer.subarray(0, n);
-        this.#view = view;
+        const last = this.#view;
+        view = last !== undefined && last.length === n && last.buffer === buffer.buffer
+          ? last
+          : (this.#view = buffer.subarray(0, n));
       }
       this.receive(view);
       const size = nextReadSize(buffer.length, n);

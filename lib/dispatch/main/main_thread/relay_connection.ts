@@ -29,7 +29,7 @@ import type { CloseReason } from "../../../shared/close_reason.ts";
 import type { SetMember } from "../../../shared/connection_set.ts";
 import { Counter, type SlotCounters } from "../../../shared/counters.ts";
 import { MAX_READ, MIN_READ, nextReadSize } from "../../../shared/read_size.ts";
-import { SocketOutput } from "../../../shared/socket_output.ts";
+import { type OutputEvents, SocketOutput } from "../../../shared/socket_output.ts";
 import { resetAndClose } from "../../../shared/socket_reset.ts";
 import type { ServerSocket } from "../../../shared/tls_socket.ts";
 import type { WorkerLink } from "../../../main_thread/worker_pool.ts";
@@ -86,7 +86,7 @@ const LINGER_MS = 1000;
 const encoder = new TextEncoder();
 
 /** The main thread's side of one client connection. */
-export class RelayConnection implements SetMember {
+export class RelayConnection implements SetMember, OutputEvents {
   /** Server-wide connection id. */
   readonly id: number;
   /** The worker serving this connection. */
@@ -158,13 +158,7 @@ export class RelayConnection implements SetMember {
       fd: options.fd,
       counters: options.counters,
       budget: options.budget,
-      events: {
-        written: (n) => this.#wroteOut(n),
-        drained: () => {
-          if (this.#ending && !this.#closed) this.#finish();
-        },
-        failed: () => this.disconnect("reset"),
-      },
+      events: this,
     });
   }
 
@@ -315,7 +309,18 @@ export class RelayConnection implements SetMember {
     this.#buffer = undefined;
   }
 
-  #wroteOut(n: number): void {
+  /** See {@linkcode OutputEvents}. */
+  onOutputDrained(): void {
+    if (this.#ending && !this.#closed) this.#finish();
+  }
+
+  /** See {@linkcode OutputEvents}. */
+  onOutputFailed(): void {
+    this.disconnect("reset");
+  }
+
+  /** See {@linkcode OutputEvents}. */
+  onOutputWritten(n: number): void {
     this.active = true;
     this.wrote = true; // any byte taken counts as progress for --write-timeout
     this.bytesOut += n;
