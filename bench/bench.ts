@@ -1,16 +1,22 @@
 /**
- * `deno task bench`: measures the server in both dispatch modes against the single-isolate
- * baseline, scenario by scenario, alternating them so that drift hits all alike, and prints a
- * table per scenario with the CPU each thread class spends per round trip and the throughput
- * ceiling that implies on a machine with more cores. Results also go to
- * `bench/results/latest.json`, `latest.md` and `latest.svg` (a chart).
+ * `deno task bench`: measures the server against the plainest Deno server (one isolate, a
+ * read/write loop: `baseline`), scenario by scenario, alternating them so that drift hits all
+ * alike, and prints a table per scenario with the CPU each thread class spends per round trip,
+ * that CPU as a multiple of the baseline's, and the throughput ceiling it implies on a machine
+ * with more cores. The servers: `kernel-1w` (kernel dispatch, one worker, the built-in
+ * byte-level echo), `kernel-1w-streams` (the same with a Web Streams echo written as a user
+ * would: `readable.pipeTo(writable)`), `kernel` and `main` (`--workers` workers), `baseline`;
+ * with `--peers`, the field too: Node's `net`, a C epoll server and Bun's `Bun.listen` (when a
+ * `bun` binary is found). Results also go to `bench/results/latest.json`, `latest.md` and
+ * `latest.svg` (a chart).
  *
  * Usage: deno task bench [--quick] [--scenarios S1,S3] [--duration 5] [--warmup 2]
- *        [--rounds 2] [--clients 2] [--workers 2] [--servers main,kernel,baseline]
- *        [--cores 16] [--external host:port]
+ *        [--rounds 2] [--clients 2] [--workers 2] [--servers kernel-1w,main,baseline]
+ *        [--peers] [--bun path] [--client c|deno] [--cores 16] [--external host:port]
  *
- * Runs on the main thread of the benchmark process; the load itself comes from
- * `bench/load_worker.ts` threads.
+ * Runs on the main thread of the benchmark process; the load comes from the C client
+ * (`bench/c/echo_load.c`, built here with the machine's C compiler) for echo scenarios, and
+ * from `bench/load_worker.ts` threads otherwise (and with `--client deno`).
  *
  * @module
  */
@@ -21,6 +27,7 @@ import { fileURLToPath } from "node:url";
 import { type Certificates, haveOpenssl, makeCertificates } from "../launcher/certificates.ts";
 import { findMemcached, startMemcached } from "../launcher/memcached.ts";
 import { serverCommand, startProcess } from "../launcher/server_process.ts";
+import { buildC, runCClient } from "./c_tools.ts";
 import { type ChartBar, renderChart } from "./chart.ts";
 import type { LoadJob, LoadReport } from "./load_worker.ts";
 import { peakRssMb, type ThreadCpu, threadCpu } from "./proc.ts";
@@ -84,8 +91,12 @@ interface Result {
   firstError: string | undefined;
 }
 
-/** The servers a run may compare. */
-const SERVERS = ["main", "kernel", "baseline"];
+/** The servers a run compares by default (the issue's four shapes of echo, and ours at scale). */
+const SERVERS = ["kernel-1w", "kernel-1w-streams", "kernel", "main", "baseline"];
+/** The field, with `--peers`: each where it can run here. */
+const PEERS = ["node", "c-epoll", "bun"];
+/** The Web Streams echo the `kernel-1w-streams` server runs. */
+const STREAMS_ECHO = fileURLToPath(new URL("handlers/streams_echo.ts", import.meta.url));
 
 const ROOT = new URL("../", import.meta.url);
 const encoder = new TextEncoder();
@@ -100,8 +111,8 @@ function usage(message: string): never {
     "Usage: deno task bench [--quick] [--scenarios S1,S2,S3,S4,S5,S6,S1T,S3B] [--duration s]",
   );
   say("       [--warmup s]");
-  say("       [--rounds n] [--clients n] [--workers n] [--servers main,kernel,baseline]");
-  say("       [--cores n] [--external host:port]");
+  say(`       [--rounds n] [--clients n] [--workers n] [--servers ${SERVERS.join(",")}]`);
+  say("       [--peers] [--bun path] [--client c|deno] [--cores n] [--external host:port]");
   Deno.exit(2);
 }
 
@@ -119,6 +130,9 @@ function parse() {
         clients: { type: "string" },
         workers: { type: "string" },
         servers: { type: "string" },
+        peers: { type: "boolean" },
+        bun: { type: "string" },
+        client: { type: "string" },
         cores: { type: "string" },
         external: { type: "string" },
         help: { type: "boolean", short: "h" },
@@ -142,7 +156,12 @@ function parse() {
     SCENARIOS.find((s) => s.name === name) ?? usage(`unknown scenario '${name}'`)
   );
   const servers = (values.servers ?? SERVERS.join(",")).split(",").map((s) => s.trim());
-  for (const s of servers) if (!SERVERS.includes(s)) usage(`unknown server '${s}'`);
+  if (values.peers) servers.push(...PEERS.filter((p) => !servers.includes(p)));
+  for (const s of servers) {
+    if (!SERVERS.includes(s) && !PEERS.includes(s)) usage(`unknown server '${s}'`);
+  }
+  const client = values.client ?? "c";
+  if (client !== "c" && client !== "deno") usage("'--client' must be c or deno");
   if (values.external !== undefined && !/^\[?[\w.:-]+\]?:\d+$/.test(values.external)) {
     usage("'--external' must be host:port");
   }
@@ -151,6 +170,8 @@ function parse() {
     scenarios,
     servers,
     external: values.external,
+    client,
+    bun: values.bun,
     duration: number("duration", values.duration, quick ? 1 : 5),
     warmup: number("warmup", values.warmup, quick ? 0.3 : 2),
     rounds: Math.round(number("rounds", values.rounds, quick ? 1 : 2)),
@@ -176,7 +197,8 @@ function serversFor(scenario: Scenario, servers: string[]): string[] {
     const others = servers.filter((s) => s === "external"); // any memcached-compatible server
     return ["memcache-main", "memcache-kernel", ...(MEMCACHED ? ["memcached"] : []), ...others];
   }
-  return servers;
+  // The peers speak no TLS.
+  return scenario.tls ? servers.filter((s) => !PEERS.includes(s)) : servers;
 }
 
 /** The server each scenario's ratios are taken against. */
@@ -190,6 +212,10 @@ function referenceFor(scenario: Scenario): string {
 
 /** The certificates of the TLS scenarios, made once per run (see `main`). */
 let certificates: Certificates | undefined;
+/** How to start each peer that can run here (see `findPeers`). */
+const peerCommands = new Map<string, { program: string; args: string[] }>();
+/** The C client's path, when it was built (see `main`). */
+let cClient: string | undefined;
 
 async function startServer(
   kind: string,
@@ -216,25 +242,48 @@ async function startServer(
   const ours = (workers: number, ...extra: string[]) =>
     serverCommand(["--workers", String(workers), ...tlsFlags, ...extra]);
   const memcache = /^memcache-(main|kernel)$/.exec(kind)?.[1];
-  const { program, args } = memcache !== undefined
-    ? ours(options.workers, "--dispatch", memcache, "--handler", "memcache")
-    : kind === "main" || kind === "kernel"
-    ? ours(options.workers, "--dispatch", kind)
-    : kind === "hash-1w"
-    ? ours(1, "--handler", "hash")
-    : kind === "hash-2w"
-    ? ours(2, "--handler", "hash")
-    : {
-      program: Deno.execPath(),
-      args: [
-        "run",
-        "--allow-net",
-        "--allow-read",
-        fileURLToPath(new URL("bench/baseline_server.ts", ROOT)),
-        "0",
-        ...(tls === undefined ? [] : [tls.serverA.cert, tls.serverA.key]),
-      ],
-    };
+  let command: { program: string; args: string[] };
+  if (memcache !== undefined) {
+    command = ours(options.workers, "--dispatch", memcache, "--handler", "memcache");
+  } else {
+    switch (kind) {
+      case "kernel-1w":
+        command = ours(1, "--dispatch", "kernel");
+        break;
+      case "kernel-1w-streams":
+        command = ours(1, "--dispatch", "kernel", "--handler", STREAMS_ECHO);
+        break;
+      case "main":
+      case "kernel":
+        command = ours(options.workers, "--dispatch", kind);
+        break;
+      case "hash-1w":
+        command = ours(1, "--handler", "hash");
+        break;
+      case "hash-2w":
+        command = ours(2, "--handler", "hash");
+        break;
+      case "baseline":
+        command = {
+          program: Deno.execPath(),
+          args: [
+            "run",
+            "--allow-net",
+            "--allow-read",
+            fileURLToPath(new URL("bench/baseline_server.ts", ROOT)),
+            "0",
+            ...(tls === undefined ? [] : [tls.serverA.cert, tls.serverA.key]),
+          ],
+        };
+        break;
+      default: {
+        const peer = peerCommands.get(kind);
+        if (peer === undefined) throw new Error(`no command for server '${kind}'`);
+        command = peer;
+      }
+    }
+  }
+  const { program, args } = command;
   const server = await startProcess(program, args);
   return {
     hostname: "127.0.0.1",
@@ -257,6 +306,9 @@ async function measure(
   round: number,
   options: Options,
 ): Promise<Result> {
+  if (cClient !== undefined && scenario.mode === "echo" && !scenario.tls) {
+    return await measureWithC(cClient, scenario, kind, round, options);
+  }
   const server = await startServer(kind, options, scenario);
   const clients = Math.min(options.clients, scenario.connections);
   const workers = Array.from(
@@ -365,6 +417,76 @@ async function measure(
   };
 }
 
+/** A measurement driven by the C client, which marks its measured window itself. */
+async function measureWithC(
+  binary: string,
+  scenario: Scenario,
+  kind: string,
+  round: number,
+  options: Options,
+): Promise<Result> {
+  const server = await startServer(kind, options, scenario);
+  let start: { cpu: ThreadCpu; at: number } | undefined;
+  let end: { cpu: ThreadCpu; at: number } | undefined;
+  const sample = async () => {
+    const cpu = server.pid === null ? null : await threadCpu(server.pid);
+    return cpu === null ? undefined : { cpu, at: performance.now() };
+  };
+  let report;
+  let rss: number | null = null;
+  try {
+    report = await runCClient(binary, {
+      hostname: server.hostname,
+      port: server.port,
+      connections: scenario.connections,
+      size: scenario.size,
+      warmupS: options.warmup,
+      durationS: options.duration,
+      probe: scenario.probe === true,
+    }, {
+      start: async () => void (start = await sample()),
+      stop: async () => void (end = await sample()),
+    });
+  } finally {
+    rss = server.pid === null ? null : await peakRssMb(server.pid);
+    await server.stop();
+  }
+  const seconds = options.duration;
+  const used = start !== undefined && end !== undefined
+    ? {
+      main: end.cpu.main - start.cpu.main,
+      workers: end.cpu.workers - start.cpu.workers,
+      other: end.cpu.other - start.cpu.other,
+    }
+    : null;
+  const perTrip = (s: number) => report.roundTrips > 0 ? (s / report.roundTrips) * 1e6 : NaN;
+  const window = start !== undefined && end !== undefined ? (end.at - start.at) / 1000 : seconds;
+  return {
+    scenario: scenario.name,
+    server: kind,
+    round,
+    connections: scenario.connections,
+    size: scenario.size,
+    seconds,
+    roundTrips: report.roundTrips,
+    roundTripsPerSec: report.roundTrips / seconds,
+    mbPerSec: (report.roundTrips * scenario.size) / seconds / 1e6,
+    p50: report.p50,
+    p99: report.p99,
+    p999: report.p999,
+    errors: report.errors,
+    mismatches: report.mismatches,
+    connectFailures: report.connectFailures,
+    peakRssMb: rss,
+    serverCpuPct: used === null ? null : ((used.main + used.workers + used.other) / window) * 100,
+    cpuUs: used === null
+      ? null
+      : { main: perTrip(used.main), workers: perTrip(used.workers), other: perTrip(used.other) },
+    clientCpuPct: (report.clientCpuSeconds / window) * 100,
+    firstError: report.firstError ?? undefined,
+  };
+}
+
 function mean(values: number[]): number {
   return values.reduce((a, b) => a + b, 0) / values.length;
 }
@@ -400,6 +522,11 @@ function summarize(results: Result[], scenario: Scenario, servers: string[]) {
       clientCpuPct: mean(runs.map((r) => r.clientCpuPct)),
     };
   });
+}
+
+/** All the server's CPU per round trip, or null where it was not read. */
+function totalCpu(cpuUs: ThreadCpu | null): number | null {
+  return cpuUs === null ? null : cpuUs.main + cpuUs.workers + cpuUs.other;
 }
 
 /**
@@ -438,12 +565,17 @@ function table(scenario: Scenario, rows: ReturnType<typeof summarize>, cores: nu
         : ""
     }`,
     "",
-    `| server | round trips/s | MB/s | p50 ms | p99 ms | p99.9 ms | errors | mismatched | peak RSS MB | server CPU % | client CPU % | CPU us/trip main | workers | other | ${cores}-core ceiling/s | vs ${reference} |`,
-    "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    `| server | round trips/s | MB/s | p50 ms | p99 ms | p99.9 ms | errors | mismatched | peak RSS MB | server CPU % | client CPU % | CPU us/trip main | workers | other | total | CPU/trip vs ${reference} | ${cores}-core ceiling/s | round trips vs ${reference} |`,
+    "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
   ];
+  const baseCpu = baseline === undefined ? null : totalCpu(baseline.cpuUs);
   for (const row of rows) {
     const ratio = baseline && row.server !== reference && baseline.roundTripsPerSec > 0
       ? `${(row.roundTripsPerSec / baseline.roundTripsPerSec).toFixed(2)}x`
+      : "-";
+    const cpu = totalCpu(row.cpuUs);
+    const cpuRatio = cpu !== null && baseCpu !== null && baseCpu > 0 && row.server !== reference
+      ? `${(cpu / baseCpu).toFixed(2)}x`
       : "-";
     lines.push(
       `| ${row.server} | ${count(row.roundTripsPerSec)} | ${fixed(row.mbPerSec)} | ${
@@ -453,26 +585,22 @@ function table(scenario: Scenario, rows: ReturnType<typeof summarize>, cores: nu
       } | ${fixed(row.serverCpuPct, 0)} | ${fixed(row.clientCpuPct, 0)} | ${
         fixed(row.cpuUs?.main ?? null)
       } | ${fixed(row.cpuUs?.workers ?? null)} | ${fixed(row.cpuUs?.other ?? null)} | ${
-        count(ceiling(row.cpuUs, cores))
-      } | ${ratio} |`,
+        fixed(cpu, 2)
+      } | ${cpuRatio} | ${count(ceiling(row.cpuUs, cores))} | ${ratio} |`,
     );
   }
-  const main = rows.find((r) => r.server === "main");
-  const kernel = rows.find((r) => r.server === "kernel");
-  if (main !== undefined && kernel !== undefined && main.roundTripsPerSec > 0) {
-    const cpu = (r: typeof main) =>
-      r.cpuUs === null ? null : r.cpuUs.main + r.cpuUs.workers + r.cpuUs.other;
-    const kernelCpu = cpu(kernel);
-    const baseCpu = baseline === undefined ? null : cpu(baseline);
-    lines.push(
-      "",
-      `kernel / main: ${
-        (kernel.roundTripsPerSec / main.roundTripsPerSec).toFixed(2)
-      }x round trips` +
-        (kernelCpu !== null && baseCpu !== null && baseCpu > 0
-          ? `; kernel's total CPU per trip is ${(kernelCpu / baseCpu).toFixed(2)}x the baseline's`
-          : ""),
-    );
+  // The figure the hot path is judged by: each shape of our echo against the bare isolate.
+  if (baseCpu !== null && baseCpu > 0 && reference === "baseline") {
+    const ratios = ["kernel-1w", "kernel-1w-streams", "main", "kernel"].flatMap((server) => {
+      const cpu = totalCpu(rows.find((r) => r.server === server)?.cpuUs ?? null);
+      return cpu === null ? [] : [`${server} ${(cpu / baseCpu).toFixed(2)}x`];
+    });
+    if (ratios.length > 0) {
+      lines.push(
+        "",
+        `CPU per round trip, as a multiple of the bare isolate's: ${ratios.join(", ")}`,
+      );
+    }
   }
   return lines.join("\n");
 }
@@ -490,11 +618,23 @@ async function main(): Promise<void> {
       globalThis.addEventListener("unload", () => Deno.removeSync(dir, { recursive: true }));
     }
   }
-  const servers = [...options.servers, ...(options.external ? ["external"] : [])];
+  if (options.client === "c") {
+    cClient = await buildC("echo_load");
+    if (cClient === undefined) say("bench: no C compiler: the echo scenarios use the Deno client");
+  }
+  const available = await findPeers(options.servers.filter((s) => PEERS.includes(s)), options);
+  const servers = [
+    ...options.servers.filter((s) => !PEERS.includes(s) || available.includes(s)),
+    ...(options.external ? ["external"] : []),
+  ];
+  const machine = await describeMachine();
+  const clientText = cClient === undefined
+    ? `${options.clients} TypeScript load-generator threads`
+    : `the C client (one thread, epoll) for echo and ${options.clients} TypeScript load-generator threads for the rest`;
   say(
     `bench: ${options.scenarios.map((s) => s.name).join(", ")}; servers ${servers.join(", ")}; ` +
       `${options.rounds} round(s) of ${options.warmup} s warm-up + ${options.duration} s; ` +
-      `${options.clients} client thread(s); ${navigator.hardwareConcurrency} CPUs`,
+      `${clientText}; ${machine}`,
   );
   const results: Result[] = [];
   for (const scenario of options.scenarios) {
@@ -523,9 +663,9 @@ async function main(): Promise<void> {
   const header = [
     `## Benchmark run ${new Date().toISOString()}`,
     "",
-    `Deno ${Deno.version.deno}, ${Deno.build.target}, ${navigator.hardwareConcurrency} CPUs; ` +
-    `server: ${options.workers} workers, default settings; ${options.clients} load-generator threads ` +
-    `on the same machine; ${options.rounds} round(s) of ${options.warmup} s warm-up + ` +
+    `Measured on: ${machine}; Deno ${Deno.version.deno}, ${Deno.build.target}. ` +
+    `Servers: ${options.workers} workers unless named -1w, default settings; load from ` +
+    `${clientText}, on the same machine; ${options.rounds} round(s) of ${options.warmup} s warm-up + ` +
     `${options.duration} s per server, alternating; closed loop, every echoed byte verified. ` +
     `CPU per round trip is read from /proc/<pid>/task/*/schedstat over the measured window: ` +
     `main = the main thread, workers = threads named worker-N, other = V8 and Deno helpers. ` +
@@ -539,21 +679,25 @@ async function main(): Promise<void> {
     const dir = new URL("bench/results/", ROOT);
     Deno.mkdirSync(dir, { recursive: true });
     Deno.writeTextFileSync(new URL("latest.md", dir), markdown);
-    const bars: ChartBar[] = summaries.flatMap(({ scenario, rows }) =>
-      rows.map((row) => ({
-        scenario: scenario.name,
-        server: row.server,
-        measured: row.roundTripsPerSec,
-        ceiling: ceiling(row.cpuUs, options.cores),
-      }))
-    );
+    const bars: ChartBar[] = summaries.flatMap(({ scenario, rows }) => {
+      const base = totalCpu(rows.find((r) => r.server === referenceFor(scenario))?.cpuUs ?? null);
+      return rows.map((row) => {
+        const cpu = totalCpu(row.cpuUs);
+        return {
+          scenario: scenario.name,
+          server: row.server,
+          measured: row.roundTripsPerSec,
+          cpuUs: cpu,
+          cpuRatio: cpu === null || base === null || base <= 0 ? null : cpu / base,
+        };
+      });
+    });
     Deno.writeTextFileSync(
       new URL("latest.svg", dir),
       renderChart(
         bars,
-        options.cores,
-        `${new Date().toISOString().slice(0, 10)}: Deno ${Deno.version.deno}, ` +
-          `${navigator.hardwareConcurrency} CPUs, ${options.workers} workers, load generator on the same machine`,
+        `${new Date().toISOString().slice(0, 10)}, ${machine}, Deno ${Deno.version.deno}; ` +
+          `load generator on the same machine`,
       ),
     );
     Deno.writeTextFileSync(
@@ -573,6 +717,59 @@ async function main(): Promise<void> {
     Deno.exit(1);
   }
   say(`bench: ${results.length} runs, 0 errors, 0 mismatched bytes`);
+}
+
+/** Which of the requested peers can run here; builds the C one and finds Bun. */
+async function findPeers(requested: string[], options: Options): Promise<string[]> {
+  const found: string[] = [];
+  for (const peer of requested) {
+    if (peer === "node") {
+      const ok = await new Deno.Command("node", { args: ["--version"], stdout: "null" }).output()
+        .then((o) => o.success, () => false);
+      if (ok) {
+        const script = fileURLToPath(new URL("peers/node_echo.mjs", import.meta.url));
+        peerCommands.set(peer, { program: "node", args: [script, "0"] });
+      }
+    } else if (peer === "c-epoll") {
+      const binary = await buildC("epoll_echo");
+      if (binary !== undefined) peerCommands.set(peer, { program: binary, args: ["0"] });
+    } else if (peer === "bun") {
+      const bun = options.bun ?? await locate("bun") ??
+        fileURLToPath(new URL("node_modules/@oven/bun-linux-x64/bin/bun", ROOT));
+      const ok = await new Deno.Command(bun, { args: ["--version"], stdout: "null" }).output()
+        .then((o) => o.success, () => false);
+      if (ok) {
+        const script = fileURLToPath(new URL("peers/bun_echo.ts", import.meta.url));
+        peerCommands.set(peer, { program: bun, args: [script, "0"] });
+      }
+    }
+    if (peerCommands.has(peer)) found.push(peer);
+    else say(`bench: peer '${peer}' cannot run here: left out`);
+  }
+  return found;
+}
+
+/** A program's path from the shell's PATH, or undefined. */
+async function locate(program: string): Promise<string | undefined> {
+  const output = await new Deno.Command("sh", {
+    args: ["-c", `command -v ${program}`],
+    stdout: "piped",
+    stderr: "null",
+  }).output().catch(() => undefined);
+  const path = output?.success ? new TextDecoder().decode(output.stdout).trim() : "";
+  return path === "" ? undefined : path;
+}
+
+/** What the figures were measured on: CPU model and count, memory, kernel. */
+async function describeMachine(): Promise<string> {
+  const read = (path: string) => Deno.readTextFile(path).catch(() => "");
+  const cpuinfo = await read("/proc/cpuinfo");
+  const model = /^model name\s*:\s*(.+)$/m.exec(cpuinfo)?.[1]?.trim() ?? Deno.build.arch;
+  const kib = Number(/^MemTotal:\s*(\d+)/m.exec(await read("/proc/meminfo"))?.[1] ?? NaN);
+  const kernel = (await read("/proc/sys/kernel/osrelease")).trim();
+  return `${navigator.hardwareConcurrency} x ${model}` +
+    (Number.isNaN(kib) ? "" : `, ${Math.round(kib / 1024 / 1024)} GiB`) +
+    (kernel === "" ? "" : `, Linux ${kernel}`);
 }
 
 if (import.meta.main) await main();
