@@ -117,6 +117,14 @@ export abstract class ServedSocket implements Socket {
     return !this.#paused && !this.#busy && !this.#ended && !this.#closed && !this.#overHighWater;
   }
 
+  /**
+   * Whether a view lent to `data` may still be in use: the call returned a promise that has
+   * not settled. The transport must not reuse the view's buffer until then.
+   */
+  protected get lentHeld(): boolean {
+    return this.#busy;
+  }
+
   /** Bytes written and not yet taken. */
   abstract get buffered(): number;
 

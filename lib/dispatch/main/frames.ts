@@ -95,8 +95,10 @@ export const ACK_THRESHOLD = WINDOW / 2;
  */
 export const EAGER_ACK_THRESHOLD = 4 * 1024;
 
-const MIN_CAPACITY = 64 * 1024;
-const MAX_IDLE_CAPACITY = 1024 * 1024;
+/** Size of a batch buffer; batches that need more get a larger one, which is not reused. */
+const BATCH_CAPACITY = 64 * 1024;
+/** Batch buffers kept for reuse, at most. */
+const MAX_FREE_BATCHES = 8;
 
 /**
  * Payloads at least this big travel as attached buffers (`DATA_REF`), moved to the other thread
@@ -152,8 +154,10 @@ export interface FrameWriterOptions {
  */
 export class FrameWriter {
   #send: BatchSender;
-  #bytes = new Uint8Array(MIN_CAPACITY);
+  #bytes = new Uint8Array(BATCH_CAPACITY);
   #view = new DataView(this.#bytes.buffer);
+  /** Batch buffers that came back from the other side, free to stage in. */
+  #free: ArrayBuffer[] = [];
   #length = 0;
   #attached: ArrayBuffer[] = [];
   #scheduled = false;
@@ -245,18 +249,34 @@ export class FrameWriter {
   flush(): void {
     const length = this.#length;
     if (length === 0 && !this.#owesDone) return;
-    // The staging buffer stays here for the next batch; the receiver gets an exact-size copy.
-    // Every ArrayBuffer allocated counts toward V8's external-memory budget, whose overrun
-    // forces full GCs, so a batch allocates only the bytes it carries.
-    const batch = this.#bytes.slice(0, length).buffer;
+    // The staging buffer itself goes to the other thread (a transfer, not a copy), and the next
+    // batch is staged in a buffer that came back (see recycle): in steady traffic no batch
+    // allocates, which matters because every ArrayBuffer costs about 0.7 us in Deno 2.9.6.
+    const batch = this.#bytes.buffer as ArrayBuffer;
     const attached = this.#attached;
     const done = this.#owesDone;
     this.#length = 0;
     this.#attached = [];
     this.#owesDone = false;
-    if (this.#bytes.length > MAX_IDLE_CAPACITY) this.#resize(MIN_CAPACITY);
+    this.#stage(this.#free.pop() ?? new ArrayBuffer(BATCH_CAPACITY));
     this.#inFlight = this.#oneInFlight && length > 0;
     this.#send(batch, length, attached, done);
+  }
+
+  /**
+   * Takes a batch buffer the other side sent, once nothing views it any more, to stage a later
+   * batch in. Buffers of another size, detached ones, and any past the limit are left to the
+   * garbage collector.
+   *
+   * @param buffer A batch received from the other thread.
+   */
+  recycle(buffer: ArrayBuffer): void {
+    if (
+      buffer.byteLength === BATCH_CAPACITY && !buffer.detached &&
+      this.#free.length < MAX_FREE_BATCHES
+    ) {
+      this.#free.push(buffer);
+    }
   }
 
   #header(kind: FrameKind, id: number, value: number, payloadLength: number): void {
@@ -279,14 +299,15 @@ export class FrameWriter {
   }
 
   #grow(needed: number): void {
-    this.#resize(Math.max(needed, this.#bytes.length * 2));
-  }
-
-  #resize(capacity: number): void {
-    const next = new Uint8Array(capacity);
+    const next = new Uint8Array(Math.max(needed, this.#bytes.length * 2));
     next.set(this.#bytes.subarray(0, this.#length));
     this.#bytes = next;
     this.#view = new DataView(next.buffer);
+  }
+
+  #stage(buffer: ArrayBuffer): void {
+    this.#bytes = new Uint8Array(buffer);
+    this.#view = new DataView(buffer);
   }
 }
 

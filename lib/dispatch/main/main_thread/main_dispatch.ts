@@ -341,8 +341,11 @@ export class MainDispatch implements Server {
         }
       },
     );
+    const writer = this.#channel(link).writer;
+    // Nothing views the batch now (output not taken at once was copied): it may carry ours.
+    writer.recycle(message.buffer);
     // The worker has processed our last batch: the next may go.
-    if (message.done) this.#channel(link).writer.release();
+    if (message.done) writer.release();
   }
 
   #closeAll(reason: CloseReason, link?: WorkerLink): void {

@@ -12,7 +12,7 @@ import type { HandlerContext, SocketHandler } from "../../../handlers/handler.ts
 import type { FromWorker } from "../../../shared/messages.ts";
 import { MemoryReclaimer } from "../../../shared/reclaim.ts";
 import { Frame, FrameWriter, readFrames, reasonOf } from "../frames.ts";
-import { RelayedSocket } from "./relayed_socket.ts";
+import { bulkBuffers, RelayedSocket } from "./relayed_socket.ts";
 
 /** Sends a message to the main thread, transferring the listed buffers. */
 export type PostToMain = (message: FromWorker, transfer: Transferable[]) => void;
@@ -55,6 +55,8 @@ export class RelayTransport {
   receive(buffer: ArrayBuffer, length: number, attached: ArrayBuffer[]): void {
     // The main thread holds its next batch until this one is done: say so in this turn's batch.
     this.#writer.markDone();
+    /** Whether a handler still holds a view of the batch (an async `data` call). */
+    let held = false;
     readFrames(buffer, length, attached, (kind, id, value, payload, owned) => {
       if (kind === Frame.OPEN) {
         this.#open(id, payload!);
@@ -64,9 +66,14 @@ export class RelayTransport {
       const connection = this.#connections.get(id);
       if (connection === undefined) return;
       switch (kind) {
-        case Frame.DATA:
-          connection.receiveData(payload!, owned);
+        case Frame.DATA: {
+          const kept = connection.receiveData(payload!, owned);
+          // A payload of its own goes to the pool for bulk output; one in the batch keeps it.
+          if (owned) {
+            if (!kept) bulkBuffers.give(payload!.buffer as ArrayBuffer);
+          } else held ||= kept;
           break;
+        }
         case Frame.EOF:
           connection.receiveEof();
           break;
@@ -80,6 +87,8 @@ export class RelayTransport {
           throw new RangeError(`Unexpected frame kind ${kind} from the main thread`);
       }
     });
+    // Nothing views the batch any more: it may carry this worker's next one.
+    if (!held) this.#writer.recycle(buffer);
   }
 
   #open(id: number, payload: Uint8Array): void {

@@ -13,6 +13,7 @@
 
 import type { CloseReason, HandlerContext, SocketHandler } from "../../../handlers/handler.ts";
 import { ServedSocket } from "../../../worker/served_socket.ts";
+import { BufferPool } from "../buffer_pool.ts";
 import {
   ACK_THRESHOLD,
   ATTACH_THRESHOLD,
@@ -23,6 +24,13 @@ import {
   reasonCode,
   WINDOW,
 } from "../frames.ts";
+
+/**
+ * Bulk-size buffers free for output copies: the main thread's reads arrive in such buffers,
+ * which come here once their bytes have been delivered, and leave again carrying a handler's
+ * output. Steady bulk traffic so allocates none. One pool per worker.
+ */
+export const bulkBuffers: BufferPool = new BufferPool(BULK_BUFFER_SIZE, 64);
 
 /** Options for {@linkcode RelayedSocket}. */
 export interface RelayedSocketOptions {
@@ -81,24 +89,24 @@ export class RelayedSocket extends ServedSocket {
    *
    * @param bytes The payload, viewing the batch (or, `owned`, a buffer of its own).
    * @param owned Whether the payload is alone in its buffer.
+   * @returns Whether `bytes` is still in use after this returns (kept for later, or lent to a
+   *   `data` call whose promise is pending): its buffer must not be reused yet.
    */
-  receiveData(bytes: Uint8Array, owned: boolean): void {
-    if (this.#gone) return;
+  receiveData(bytes: Uint8Array, owned: boolean): boolean {
+    if (this.#gone) return false;
     if (this.ended) {
       // The handler is done: drop, but give the credit back so the main thread keeps reading.
       this.#consumed += bytes.length;
       this.#acknowledgeInput();
-      return;
+      return false;
     }
     if (this.#pending.length === 0 && this.accepting) {
       this.#deliver(bytes);
-      return;
+      return this.lentHeld;
     }
-    // A chunk that will wait views a batch that may carry other connections' bytes too: keep a
-    // copy of its own size instead of the whole batch.
-    this.#pending.push(
-      owned || bytes.byteLength * 2 >= bytes.buffer.byteLength ? bytes : bytes.slice(),
-    );
+    // Kept for later: a payload of its own as it is, one in the batch copied out of it.
+    this.#pending.push(owned ? bytes : bytes.slice());
+    return owned;
   }
 
   /** An `EOF` frame: the client half-closed. */
@@ -204,10 +212,8 @@ export class RelayedSocket extends ServedSocket {
     // Large chunks move as a buffer of their own (the caller keeps its bytes, so move a copy);
     // copies of bulk size go in a bulk-size buffer, which the main thread then reuses for reading.
     if (bytes.length >= ATTACH_THRESHOLD) {
-      const size = bytes.length > BULK_BUFFER_SIZE / 2 && bytes.length <= BULK_BUFFER_SIZE
-        ? BULK_BUFFER_SIZE
-        : bytes.length;
-      const copy = new Uint8Array(size);
+      const bulk = bytes.length > BULK_BUFFER_SIZE / 2 && bytes.length <= BULK_BUFFER_SIZE;
+      const copy = bulk ? new Uint8Array(bulkBuffers.take()) : new Uint8Array(bytes.length);
       copy.set(bytes);
       this.#writer.attach(this.id, copy.buffer, bytes.length);
     } else this.#writer.data(this.id, bytes);

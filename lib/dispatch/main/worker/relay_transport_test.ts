@@ -1,0 +1,86 @@
+import assert from "node:assert/strict";
+import type { HandlerContext, HandlerLog, SocketHandler } from "../../../handlers/handler.ts";
+import type { FromWorker } from "../../../shared/messages.ts";
+import { PeerNetwork } from "../../../worker/peer_network.ts";
+import { Frame, FrameWriter } from "../frames.ts";
+import { RelayTransport } from "./relay_transport.ts";
+
+/** A batch from the "main thread": OPEN then DATA for connection `id`. */
+function batch(id: number, text: string): { buffer: ArrayBuffer; length: number } {
+  let sent: { buffer: ArrayBuffer; length: number } | undefined;
+  const writer = new FrameWriter((buffer, length) => sent = { buffer, length });
+  const addr = { transport: "tcp", hostname: "127.0.0.1", port: 9 };
+  writer.payload(Frame.OPEN, id, new TextEncoder().encode(JSON.stringify(addr)));
+  writer.data(id, new TextEncoder().encode(text));
+  writer.flush();
+  return sent!;
+}
+
+const turn = () => new Promise((resolve) => setTimeout(resolve, 0));
+const silent: HandlerLog = { trace() {}, debug() {}, info() {}, warn() {}, error() {} };
+
+/** The context of a lone worker. */
+function context(): HandlerContext {
+  const peers = new PeerNetwork(0, 1, silent);
+  peers.start();
+  return { worker: 0, workers: 1, options: {}, log: silent, peers };
+}
+
+Deno.test("RelayTransport never sends back a batch that a pending data call still views", async () => {
+  let release!: () => void;
+  const handler: SocketHandler = {
+    data(socket, bytes) {
+      if (socket.id !== 1) return; // the others take their bytes at once
+      return new Promise<void>((resolve) => release = resolve).then(() => {
+        socket.write(bytes); // still the lent view: it must hold its bytes
+      });
+    },
+  };
+  const posted: ArrayBuffer[] = [];
+  const outputs: string[] = [];
+  const post = (message: FromWorker) => {
+    if (message.type !== "frames") return;
+    posted.push(message.buffer);
+    const bytes = new Uint8Array(message.buffer, 0, message.length);
+    // DATA frames back: kind 2, id, length, payload.
+    for (let at = 0; at < message.length;) {
+      const view = new DataView(message.buffer, at, 9);
+      const length = view.getUint32(5, true);
+      if (bytes[at] === Frame.DATA) {
+        outputs.push(new TextDecoder().decode(bytes.subarray(at + 9, at + 9 + length)));
+        at += 9 + length;
+      } else at += 9;
+    }
+  };
+  const transport = new RelayTransport(handler, context(), post);
+  const held = batch(1, "held bytes");
+  transport.receive(held.buffer, held.length, []);
+  await turn(); // the worker answers (a done batch) and stages its next one
+  // Several turns, each with a batch from the main thread, each answered.
+  for (let i = 0; i < 5; i++) {
+    const other = batch(100 + i, "x");
+    transport.receive(other.buffer, other.length, []);
+    await turn();
+  }
+  assert.ok(!posted.includes(held.buffer), "the batch was sent back while a call viewed it");
+  release();
+  await turn();
+  await turn();
+  assert.ok(outputs.includes("held bytes"), `the held view changed: ${JSON.stringify(outputs)}`);
+});
+
+Deno.test("RelayTransport reuses a batch nobody views for its own next batch", async () => {
+  const posted: ArrayBuffer[] = [];
+  const post = (message: FromWorker) => {
+    if (message.type === "frames") posted.push(message.buffer);
+  };
+  const transport = new RelayTransport({ data() {} }, context(), post);
+  const received: ArrayBuffer[] = [];
+  for (let i = 0; i < 4; i++) {
+    const next = batch(10 + i, "b");
+    received.push(next.buffer);
+    transport.receive(next.buffer, next.length, []);
+    await turn();
+  }
+  assert.ok(posted.some((b) => received.includes(b)), "no received batch buffer was reused");
+});
