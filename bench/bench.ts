@@ -31,6 +31,7 @@ import { buildC, runCClient } from "./c_tools.ts";
 import { type ChartBar, renderChart } from "./chart.ts";
 import type { LoadJob, LoadReport } from "./load_worker.ts";
 import { peakRssMb, type ThreadCpu, threadCpu } from "./proc.ts";
+import { readProc } from "../launcher/probes.ts";
 
 interface Scenario {
   name: string;
@@ -762,7 +763,8 @@ async function locate(program: string): Promise<string | undefined> {
 
 /** What the figures were measured on: CPU model and count, memory, kernel. */
 async function describeMachine(): Promise<string> {
-  const read = (path: string) => Deno.readTextFile(path).catch(() => "");
+  // Deno 2.9.6 lets a program that may run subprocesses read /proc only with --allow-all.
+  const read = (path: string) => readProc(path).catch(() => "");
   const cpuinfo = await read("/proc/cpuinfo");
   const model = /^model name\s*:\s*(.+)$/m.exec(cpuinfo)?.[1]?.trim() ?? Deno.build.arch;
   const kib = Number(/^MemTotal:\s*(\d+)/m.exec(await read("/proc/meminfo"))?.[1] ?? NaN);

@@ -11,7 +11,6 @@ import * as memcache from "../lib/handlers/memcache/memcache.ts";
 import { ITEM_OVERHEAD, ShardStore } from "../lib/handlers/memcache/store.ts";
 import { TRANSCRIPTS } from "./fixtures/memcache_transcripts.ts";
 import { MemorySocket } from "../lib/worker/memory_socket.ts";
-import { setDebugBuffers } from "../lib/worker/served_socket.ts";
 import { handlerContext, utf8 } from "./helpers.ts";
 
 const bytes = (text: string) => utf8(text);
@@ -177,17 +176,12 @@ function chunks(text: string, seed: number, max: number): Uint8Array[] {
  * buffer detached after its call (`--debug-buffers`), so that a view kept by mistake fails.
  */
 async function converse(input: Uint8Array[]): Promise<string> {
-  setDebugBuffers(true);
-  try {
-    const socket = new MemorySocket(memcache.handler, { context });
-    for (const chunk of input) socket.push(chunk);
-    socket.pushEnd();
-    await socket.settled();
-    assert.notEqual(socket.closeReason, "handler-error");
-    return latin1(socket.bytes).replace(/^(VALUE \S+ \d+ \d+) \d+\r$/gm, "$1 <cas>\r");
-  } finally {
-    setDebugBuffers(false);
-  }
+  const socket = new MemorySocket(memcache.handler, { context, debugBuffers: true });
+  for (const chunk of input) socket.push(chunk);
+  socket.pushEnd();
+  await socket.settled();
+  assert.notEqual(socket.closeReason, "handler-error");
+  return latin1(socket.bytes).replace(/^(VALUE \S+ \d+ \d+) \d+\r$/gm, "$1 <cas>\r");
 }
 
 const context = handlerContext(

@@ -18,7 +18,7 @@ import type {
 } from "../handlers/handler.ts";
 import { isSocketHandler } from "../handlers/handler.ts";
 import { PeerNetwork } from "./peer_network.ts";
-import { ServedSocket } from "./served_socket.ts";
+import { ServedSocket, setDebugBuffers } from "./served_socket.ts";
 import { streamsView } from "./streams_view.ts";
 
 const silent: HandlerLog = { trace() {}, debug() {}, info() {}, warn() {}, error() {} };
@@ -31,6 +31,12 @@ export interface MemorySocketOptions {
   id?: number;
   /** The high-water mark, in bytes. @default {65536} */
   highWater?: number;
+  /**
+   * Detach every buffer lent to `data` once its call is over, as the server's `--debug-buffers`
+   * does: a handler that keeps a lent view then fails instead of passing.
+   * @default {false}
+   */
+  debugBuffers?: boolean;
 }
 
 /**
@@ -150,6 +156,7 @@ class MemoryTransport extends ServedSocket {
   #pending: Uint8Array[] = [];
   #eof = false;
   #highWater: number;
+  #debugBuffers: boolean;
 
   constructor(handler: SocketHandler | Handler, options: MemorySocketOptions) {
     super({
@@ -159,7 +166,18 @@ class MemoryTransport extends ServedSocket {
       context: options.context ?? loneWorker(),
     });
     this.#highWater = options.highWater ?? 64 * 1024;
+    this.#debugBuffers = options.debugBuffers ?? false;
     this.opened();
+  }
+
+  /** Lends `chunk` to the handler, detached after the call with `debugBuffers`. */
+  #lend(chunk: Uint8Array): void {
+    const before = setDebugBuffers(this.#debugBuffers);
+    try {
+      this.receive(chunk);
+    } finally {
+      setDebugBuffers(before);
+    }
   }
 
   get buffered(): number {
@@ -167,7 +185,7 @@ class MemoryTransport extends ServedSocket {
   }
 
   push(chunk: Uint8Array): void {
-    if (this.#pending.length === 0 && this.accepting) this.receive(chunk);
+    if (this.#pending.length === 0 && this.accepting) this.#lend(chunk);
     else this.#pending.push(chunk);
   }
 
@@ -200,7 +218,7 @@ class MemoryTransport extends ServedSocket {
   }
 
   protected resumeInput(): void {
-    while (this.#pending.length > 0 && this.accepting) this.receive(this.#pending.shift()!);
+    while (this.#pending.length > 0 && this.accepting) this.#lend(this.#pending.shift()!);
     if (this.#eof && this.#pending.length === 0 && this.accepting) this.receiveEnd();
   }
 

@@ -35,12 +35,15 @@ export const OUTPUT_LIMIT: number = 16 * 1024 * 1024;
 let debugBuffers = false;
 
 /**
- * Turns the debug mode for lent buffers on or off for this worker.
+ * Turns the debug mode for lent buffers on or off for this worker (or test process).
  *
  * @param on Whether lent buffers are detached after their call.
+ * @returns What it was before.
  */
-export function setDebugBuffers(on: boolean): void {
+export function setDebugBuffers(on: boolean): boolean {
+  const before = debugBuffers;
   debugBuffers = on;
+  return before;
 }
 
 /** Options for {@linkcode ServedSocket}. */

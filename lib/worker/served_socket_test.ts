@@ -1,7 +1,6 @@
 import assert from "node:assert/strict";
 import type { Socket, SocketHandler } from "../handlers/handler.ts";
 import { MemorySocket } from "./memory_socket.ts";
-import { setDebugBuffers } from "./served_socket.ts";
 
 const utf8 = (text: string) => new TextEncoder().encode(text);
 
@@ -155,9 +154,8 @@ Deno.test("--debug-buffers: a lent view kept past its call is detached, and writ
       socket.write(kept);
     },
   };
-  setDebugBuffers(true);
-  try {
-    const socket = new MemorySocket(handler);
+  {
+    const socket = new MemorySocket(handler, { debugBuffers: true });
     socket.push("one");
     assert.equal(kept!.length, 0, "the kept view still reads bytes");
     socket.push("two");
@@ -169,12 +167,10 @@ Deno.test("--debug-buffers: a lent view kept past its call is detached, and writ
         await new Promise((resolve) => setTimeout(resolve, 1));
         during = new TextDecoder().decode(bytes);
       },
-    });
+    }, { debugBuffers: true });
     asyncSocket.push("still here");
     await asyncSocket.settled();
     assert.equal(during, "still here");
-  } finally {
-    setDebugBuffers(false);
   }
   // Without the mode, the same handler reads whatever the buffer holds now: no error.
   kept = undefined;
