@@ -188,16 +188,16 @@ export abstract class ServedSocket implements Socket {
 
   /** The transport's output has all gone (after a write returned false, or with an end). */
   protected outputDrained(): void {
-    // The handler's own output first (it may have more to write), then held input.
+    const wasOver = this.#overHighWater;
+    this.#overHighWater = false;
+    // The handler's own output first (it may have more to write, and go over the mark again:
+    // then input stays held until the next drain), then held input.
     if (this.#wantsDrain && !this.#ended && !this.#closed) {
       this.#wantsDrain = false;
       const drain = this.#handler.drain;
       if (drain !== undefined) this.#settle(this.#run(() => drain.call(this.#handler, this)));
     }
-    if (this.#overHighWater) {
-      this.#overHighWater = false;
-      if (this.accepting) this.resumeInput();
-    }
+    if (wasOver && this.accepting) this.resumeInput();
   }
 
   /**

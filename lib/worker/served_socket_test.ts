@@ -75,6 +75,31 @@ Deno.test("ServedSocket: past the high-water mark write returns false, input wai
   assert.equal(socket.text, "123456789held", "held input was not delivered after the drain");
 });
 
+Deno.test("ServedSocket: a drain that writes past the high-water mark again keeps input held", () => {
+  let drains = 0;
+  const handler: SocketHandler = {
+    data(socket, bytes) {
+      socket.write(bytes);
+    },
+    drain(socket) {
+      drains++;
+      socket.write(utf8("more than eight bytes")); // over the mark again: wait for the next drain
+    },
+  };
+  const socket = new MemorySocket(handler, { highWater: 8 });
+  socket.slow = true;
+  socket.push("123456789");
+  socket.push("held");
+  socket.take();
+  assert.equal(drains, 1);
+  assert.ok(!socket.accepting, "input resumed while the drain's output was over the mark");
+  assert.equal(socket.text, "123456789more than eight bytes", "held input was delivered");
+  socket.slow = false;
+  socket.take();
+  assert.equal(drains, 2);
+  assert.ok(socket.text.endsWith("held"), "held input was not delivered after the second drain");
+});
+
 Deno.test("ServedSocket closes as output-overflow past outputLimit, but not for one large write", () => {
   const handler: SocketHandler = {
     open(socket) {
