@@ -6,6 +6,7 @@
  */
 
 import type { Connection, HandlerContext, HandlerLog } from "../lib/handlers/handler.ts";
+import { localSharedBuffers } from "../lib/shared/shared_buffers.ts";
 import { PeerNetwork } from "../lib/worker/peer_network.ts";
 import { openFiles, readProc, rssKiB, scrape, total } from "../launcher/probes.ts";
 import {
@@ -275,7 +276,14 @@ export const silentLog: HandlerLog = { trace() {}, debug() {}, info() {}, warn()
 export function handlerContext(options: Record<string, unknown> = {}): HandlerContext {
   const peers = new PeerNetwork(0, 1, silentLog);
   peers.start();
-  return { worker: 0, workers: 1, options, log: silentLog, peers };
+  return {
+    worker: 0,
+    workers: 1,
+    options,
+    log: silentLog,
+    peers,
+    sharedBuffer: localSharedBuffers(),
+  };
 }
 
 /**

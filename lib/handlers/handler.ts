@@ -326,6 +326,25 @@ export interface HandlerContext {
   readonly log: HandlerLog;
   /** Links to the other workers. */
   readonly peers: Peers;
+  /**
+   * Memory every worker shares: the buffer named `name`, made zero-filled for the first worker
+   * that asks, and the same buffer for every worker after, a replacement for a worker that died
+   * included, for as long as the server runs. State kept in it outlives any one worker;
+   * coordinate access with `Atomics`. Pages are committed as they are first written.
+   *
+   * @param name Letters, digits, `_ . : -`, up to 64.
+   * @param byteLength Its size (the same on every call for a name), up to 64 GiB.
+   * @returns The buffer.
+   * @throws {RangeError} For a bad name or size, or a size that differs from the buffer's.
+   *
+   * @example
+   * ```ts ignore
+   * export async function setup(context: HandlerContext) {
+   *   counts = new Int32Array(await context.sharedBuffer("hits", 4 * 1024));
+   * }
+   * ```
+   */
+  sharedBuffer(name: string, byteLength: number): Promise<SharedArrayBuffer>;
 }
 
 /**

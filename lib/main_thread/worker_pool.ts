@@ -1,8 +1,8 @@
 /**
  * A fixed pool of connection workers: starts them, waits until each reports ready, hands out
  * the next one round-robin, and replaces a worker that dies. It also wires the workers to each
- * other, one `MessageChannel` per pair (re-wiring a replacement), and runs the drain exchange
- * that ends them.
+ * other, one `MessageChannel` per pair (re-wiring a replacement), keeps the server's named shared
+ * buffers (`HandlerContext.sharedBuffer`), and runs the drain exchange that ends them.
  *
  * Runs on the main thread only.
  *
@@ -17,6 +17,7 @@ import {
   isFromWorker,
   type ToWorker,
 } from "../shared/messages.ts";
+import { SharedBufferRegistry } from "../shared/shared_buffers.ts";
 import { workerName } from "../shared/worker_slot.ts";
 import { RoundRobin } from "./round_robin.ts";
 
@@ -146,6 +147,7 @@ export class WorkerPool {
   #replacing = true;
   #restarts = 0;
   #drainWaiters = new Map<Link, (result?: DrainResult) => void>();
+  #shared = new SharedBufferRegistry();
   #log = getLog();
 
   /** @param options Size, factory and callbacks. */
@@ -310,6 +312,18 @@ export class WorkerPool {
         if (link.ready) this.#lose(link, message.message);
         else reject(new WorkerStartError(message.message, message.detail));
         break;
+      case "share": {
+        // One buffer per name for the life of the server: a replacement gets its predecessor's.
+        let buffer: SharedArrayBuffer | undefined;
+        let error: string | undefined;
+        try {
+          buffer = this.#shared.get(message.name, message.byteLength);
+        } catch (e) {
+          error = (e as Error).message;
+        }
+        link.post({ type: "shared", name: message.name, buffer, error });
+        break;
+      }
       default: {
         const _never: never = message;
         throw new TypeError(`Unknown message from worker: ${JSON.stringify(_never)}`);

@@ -87,6 +87,13 @@ export type ToWorker =
   | { type: "peer"; slot: number; port: MessagePort }
   /** The worker at `slot` died: what is in flight to it is lost, until a `peer` message. */
   | { type: "peer-lost"; slot: number }
+  /** The answer to a `share` request: the buffer, or why not (one line). */
+  | {
+    type: "shared";
+    name: string;
+    buffer: SharedArrayBuffer | undefined;
+    error: string | undefined;
+  }
   /** `kernel` dispatch, SIGHUP: new connections use these TLS settings (already checked). */
   | { type: "tls"; settings: TlsSettings }
   /**
@@ -107,7 +114,9 @@ export type FromWorker =
   /** A batch of frames (see `channel.ts`); the buffers are transferred. */
   | FramesMessage
   /** The drain is over, and this is how the worker's connections ended (none in `main`). */
-  | ({ type: "drained" } & DrainResult);
+  | ({ type: "drained" } & DrainResult)
+  /** The handler asks for the shared buffer `name` (`HandlerContext.sharedBuffer`). */
+  | { type: "share"; name: string; byteLength: number };
 
 /**
  * Checks that a value received from another thread is a {@linkcode FromWorker} message.
@@ -118,7 +127,8 @@ export type FromWorker =
 export function isFromWorker(value: unknown): value is FromWorker {
   if (typeof value !== "object" || value === null) return false;
   const type = (value as { type?: unknown }).type;
-  return type === "ready" || type === "failed" || type === "frames" || type === "drained";
+  return type === "ready" || type === "failed" || type === "frames" || type === "drained" ||
+    type === "share";
 }
 
 /**
@@ -131,5 +141,5 @@ export function isToWorker(value: unknown): value is ToWorker {
   if (typeof value !== "object" || value === null) return false;
   const type = (value as { type?: unknown }).type;
   return type === "init" || type === "frames" || type === "peer" || type === "peer-lost" ||
-    type === "tls" || type === "drain";
+    type === "shared" || type === "tls" || type === "drain";
 }

@@ -17,6 +17,7 @@ import type {
   SocketHandler,
 } from "../handlers/handler.ts";
 import { isSocketHandler } from "../handlers/handler.ts";
+import { localSharedBuffers } from "../shared/shared_buffers.ts";
 import { PeerNetwork } from "./peer_network.ts";
 import { ServedSocket, setDebugBuffers } from "./served_socket.ts";
 import { streamsView } from "./streams_view.ts";
@@ -232,5 +233,12 @@ class MemoryTransport extends ServedSocket {
 function loneWorker(): HandlerContext {
   const peers = new PeerNetwork(0, 1, silent);
   peers.start();
-  return { worker: 0, workers: 1, options: {}, log: silent, peers };
+  return {
+    worker: 0,
+    workers: 1,
+    options: {},
+    log: silent,
+    peers,
+    sharedBuffer: localSharedBuffers(),
+  };
 }

@@ -41,6 +41,7 @@ import { RateLimitedLog } from "../shared/rate_limited_log.ts";
 import { workerName } from "../shared/worker_slot.ts";
 import { workerLog } from "./handler_log.ts";
 import { PeerNetwork } from "./peer_network.ts";
+import { SharedBufferClient } from "./shared_buffer_client.ts";
 import { setDebugBuffers } from "./served_socket.ts";
 import { CLOSED, streamsView } from "./streams_view.ts";
 
@@ -69,6 +70,7 @@ export function runWorker(scope: WorkerScope): void {
   const post = (message: FromWorker, transfer: Transferable[] = []) =>
     scope.postMessage(message, transfer);
   const close = scope.close.bind(scope);
+  const shared = new SharedBufferClient(post);
   // An error that escapes a handler (a throw in a stray callback) may have left this isolate in
   // any state: report it in one line and stop; the main thread replaces the worker.
   const die = (error: unknown) => {
@@ -125,7 +127,7 @@ export function runWorker(scope: WorkerScope): void {
         }
         try {
           const module = await loadHandler(message.handler, message.handlerTimeoutMs);
-          const context = await setUp(module, message, peers);
+          const context = await setUp(module, message, peers, shared);
           peers.start();
           teardown = module.teardown;
           const handler: SocketHandler = isSocketHandler(module.handler)
@@ -153,6 +155,9 @@ export function runWorker(scope: WorkerScope): void {
         break;
       case "peer-lost":
         peers?.disconnect(message.slot);
+        break;
+      case "shared":
+        shared.receive(message);
         break;
       case "tls":
         sockets?.updateTls(message.settings);
@@ -194,6 +199,7 @@ async function setUp(
   module: HandlerModule,
   init: Extract<ToWorker, { type: "init" }>,
   peers: PeerNetwork,
+  shared: SharedBufferClient,
 ): Promise<HandlerContext> {
   const name = handlerName(init.handler);
   const context: HandlerContext = {
@@ -202,6 +208,7 @@ async function setUp(
     options: parseHandlerOptions(name, module.options, init.handlerOptions),
     log: workerLog(),
     peers,
+    sharedBuffer: (name, byteLength) => shared.get(name, byteLength),
   };
   if (module.setup === undefined) return context;
   const setup = module.setup;

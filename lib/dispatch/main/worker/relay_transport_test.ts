@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import type { HandlerContext, HandlerLog, SocketHandler } from "../../../handlers/handler.ts";
 import type { FromWorker } from "../../../shared/messages.ts";
+import { localSharedBuffers } from "../../../shared/shared_buffers.ts";
 import { PeerNetwork } from "../../../worker/peer_network.ts";
 import { Frame, FrameWriter } from "../frames.ts";
 import { RelayTransport } from "./relay_transport.ts";
@@ -23,7 +24,14 @@ const silent: HandlerLog = { trace() {}, debug() {}, info() {}, warn() {}, error
 function context(): HandlerContext {
   const peers = new PeerNetwork(0, 1, silent);
   peers.start();
-  return { worker: 0, workers: 1, options: {}, log: silent, peers };
+  return {
+    worker: 0,
+    workers: 1,
+    options: {},
+    log: silent,
+    peers,
+    sharedBuffer: localSharedBuffers(),
+  };
 }
 
 Deno.test("RelayTransport never sends back a batch that a pending data call still views", async () => {
