@@ -1,507 +1,285 @@
 /**
- * The `memcache` protocol: the memcached text protocol as real clients use it, over a cache
- * sharded across the workers. It is the example of a handler that shards state the way
- * Seastar's shards do: each worker owns the keys that `peers.ownerOf(key)` gives it (its
- * {@linkcode ShardStore}), and a connection on any worker asks the owner of each key it touches.
+ * The `memcache` protocol: memcached's text protocol, classic and meta commands, answered as
+ * memcached 1.6 answers them, over one cache that every worker shares (`shared_store.ts`, in
+ * memory from `HandlerContext.sharedBuffer`). It is the example of a handler whose workers share
+ * state through memory rather than messages; `chat.ts` shows the messages.
  *
  * Runs inside a worker, as a built-in handler (`--handler memcache`).
  *
- * How a connection is served:
- * - The bytes it sends are parsed into commands as they arrive; every command of a chunk goes
- *   out at once, batched: one request per owning worker, holding that owner's operations in
- *   order. So pipelined commands cost one message per owner, not one per command, and two
- *   commands on one key always reach its owner in the order sent.
- * - Replies are written in the order of the commands, in one write per chunk, whichever owner
- *   answered first. The next chunk is read once that write is taken: a client that does not
- *   read its replies stops being read (backpressure).
- * - An owner being replaced (its worker died) answers nothing: commands that need it get
- *   `SERVER_ERROR <why>`; its keys are lost, as when a memcached server restarts.
- *
- * Not supported: the binary protocol, meta commands (`mg`, `ms`, ...), SASL, `cache_memlimit`
- * and the other administrative commands: they answer `ERROR`.
+ * How a connection is served, as memcached serves one:
+ * - Command lines are parsed where they lie in the lent chunk; only a line split across chunks
+ *   is copied. A line with no end in sight is refused past 2 KiB unless it is a `get`/`gets`
+ *   (memcached's rule), and a `get` line past 8 MiB closes the connection.
+ * - A value is read straight into its item, which is taken from the cache's memory when the
+ *   command line arrives (so values in flight count against `memory-limit`, and a client that
+ *   stalls holds only that).
+ * - Answers are assembled in one buffer per worker and written once per chunk; a long answer
+ *   goes out every 64 KiB. When the client does not read (the socket is over its high-water
+ *   mark), the rest of the request waits, a `get` between two keys included, and the client is
+ *   not read meanwhile: a reply is never built whole.
+ * - The binary protocol (a first byte of 0x80) and HTTP requests close the connection.
  *
  * @module
  */
 
-import process from "node:process";
-import type { HandlerContext, HandlerOption, Socket, SocketHandler } from "../handler.ts";
+import type { HandlerContext, HandlerOption, SocketHandler } from "../handler.ts";
+import { indexOfByte } from "../bytes.ts";
 import { sizeOption } from "../handler_options.ts";
-import { ByteQueue } from "./byte_queue.ts";
-import { type Command, parseCommand } from "./commands.ts";
-import {
-  type ConnectionStats,
-  type Hit,
-  serveOps,
-  type ShardOp,
-  type ShardResult,
-} from "./shard_ops.ts";
-import { type ShardStats, ShardStore, type StoreResult } from "./store.ts";
+import { completeValue, processCommand, resumeGet } from "./commands.ts";
+import { FLUSH_AT, Reply } from "./reply.ts";
+import { Session } from "./session.ts";
+import { SharedStore, Stat, type StoreSettings, storeSize } from "./shared_store.ts";
 
-/** What `version` answers: the protocol level it speaks, and who speaks it. */
-export const VERSION = "1.6.0-echoserver";
-/** Longest command line; memcached closes the connection on a longer one, and so does this. */
-const MAX_LINE = 64 * 1024;
 /** The first byte of every binary-protocol request. */
 const BINARY_MAGIC = 0x80;
+/** memcached's rule: a line with no end past this many bytes must be a `get`, or it is junk. */
+const JUNK_LINE = 2048;
+/** Longest `get` line this server holds for one connection. */
+const MAX_GET_LINE = 8 * 1024 * 1024;
+/** Most bytes of unfinished lines one worker holds for all its connections. */
+const MAX_HELD_LINES = 64 * 1024 * 1024;
+/** The name of the cache's shared buffer. */
+const SHARED_NAME = "memcache";
 
-/** Settings for `--handler-option`. */
+/** Settings for `--handler-option`, named as memcached's long options are. */
 export const options: Record<string, HandlerOption> = {
-  memory: sizeOption(
-    "cache size over all workers (each owns an equal share), as memcached's -m",
+  "memory-limit": sizeOption(
+    "item memory of the cache, shared by all workers, as memcached's -m",
     "64m",
-    { min: 1024 * 1024, max: 1024 ** 4 },
+    { min: 2 * 1024 * 1024, max: 15 * 1024 ** 3 },
   ),
-  "max-item-size": sizeOption("largest value accepted, as memcached's -I", "1m", {
-    min: 1024,
-    max: 128 * 1024 * 1024,
-  }),
+  "max-item-size": sizeOption(
+    "largest item (key, value and 56 bytes of header), as memcached's -I",
+    "1m",
+    { min: 1024, max: 128 * 1024 * 1024 },
+  ),
 };
 
-/** This worker's shard. */
-let store: ShardStore;
-/** This worker's connections, for `stats`. */
-const connections: ConnectionStats = {
-  curr_connections: 0,
-  total_connections: 0,
-  bytes_read: 0,
-  bytes_written: 0,
-  cmd_flush: 0,
-};
-let startedAt = 0;
-/** What `verbosity` last set: kept and reported, as memcached's is; it changes no logging. */
-let verbosity = 0;
+/** The cache (the same memory on every worker). */
+let store: SharedStore;
+/** This worker's answer buffer (one command runs at a time on a worker). */
+const reply = new Reply();
+/** Bytes of unfinished command lines this worker holds. */
+let heldLines = 0;
+let lease: ReturnType<typeof setInterval> | undefined;
 
 /**
- * Creates this worker's shard and answers the other workers' requests for its keys.
+ * Joins the cache every worker shares: the first worker's call makes it.
  *
  * @param context The worker's context.
+ * @throws {RangeError} If `max-item-size` is more than half of `memory-limit`.
  */
-export function setup(context: HandlerContext): void {
-  const total = context.options.memory as number;
-  store = new ShardStore(Math.floor(total / context.workers), context.worker, context.workers);
-  startedAt = Date.now();
-  context.peers.onRequest((ops) => serveOps(store, ops as ShardOp[], connections));
+export async function setup(context: HandlerContext): Promise<void> {
+  const settings: StoreSettings = {
+    memory: context.options["memory-limit"] as number,
+    itemSizeMax: context.options["max-item-size"] as number,
+  };
+  if (settings.itemSizeMax > settings.memory / 2) {
+    // memcached's rule too: a page must hold at least two of the largest items.
+    throw new RangeError("max-item-size cannot be more than half of memory-limit");
+  }
+  const buffer = await context.sharedBuffer(SHARED_NAME, storeSize(settings));
+  store = new SharedStore(buffer, settings);
+  // The worker's sign of life, so that `stats` counts the connections of live workers only.
+  const timer = setInterval(() => store.renew(), 1000);
+  lease = timer;
+  Deno.unrefTimer(timer);
 }
 
-/** One client's state: what it sent and has not been parsed yet, and a data block to come. */
-interface Client {
-  input: ByteQueue;
-  /** A data block still to come: to store, or (too large) to skip. */
-  block: { command: StoreCommand | undefined; need: number } | undefined;
+/** Leaves the cache (it stays, for the other workers and a replacement). */
+export function teardown(): void {
+  clearInterval(lease);
+  store?.retire();
 }
 
-/**
- * Serves memcached clients. Each chunk's commands are parsed at once (a partial command is kept
- * for the next chunk); their replies go out in one write, after the owners of their keys have
- * answered; the client's next chunk waits until then, so pipelined commands stay in order.
- */
-export const handler: SocketHandler<Client> = {
+/** Serves memcached clients. */
+export const handler: SocketHandler<Session> = {
   open(socket) {
-    connections.curr_connections++;
-    connections.total_connections++;
-    socket.data = { input: new ByteQueue(), block: undefined };
+    socket.data = new Session(store, reply, socket, socket.context.workers);
+    store.stats[Stat.curr_connections]!++;
+    store.stats[Stat.total_connections]!++;
   },
   data(socket, bytes) {
-    connections.bytes_read += bytes.length;
-    const client = socket.data;
-    client.input.push(bytes);
-    const turn = new Turn(socket.context);
-    const quit = parse(socket, client, turn);
-    // The chunk is lent: what is left of it (a partial command) is kept as a copy.
-    client.input.keep();
-    const rendered = turn.render();
-    if (rendered instanceof Promise) return rendered.then((reply) => answer(socket, reply, quit));
-    answer(socket, rendered, quit);
+    const session = socket.data;
+    store.stats[Stat.bytes_read]! += bytes.length;
+    if (session.first) {
+      session.first = false;
+      if (bytes[0] === BINARY_MAGIC) {
+        socket.log.debug("binary protocol request: not supported, closing");
+        socket.end();
+        return;
+      }
+    }
+    consume(session, bytes, 0);
+    flush(session);
   },
-  close() {
-    connections.curr_connections--;
+  drain(socket) {
+    const session = socket.data;
+    if (session.pendingGet !== undefined && !resumeGet(session, session.pendingGet)) return;
+    const rest = session.rest;
+    session.rest = undefined;
+    if (rest !== undefined) consume(session, rest, 0);
+    flush(session);
+    if (session.rest === undefined && session.pendingGet === undefined) socket.resume();
+  },
+  close(socket) {
+    const session = socket.data;
+    store.stats[Stat.curr_connections]!--;
+    dropPartial(session);
+    const value = session.value;
+    if (value !== undefined) {
+      // The item its value was being read into goes back to the cache.
+      session.value = undefined;
+      store.lock();
+      try {
+        store.free(value.ref);
+      } finally {
+        store.unlock();
+      }
+    }
   },
 };
 
-function answer(socket: Socket, reply: Uint8Array, quit: boolean): void {
-  if (reply.length > 0) {
-    connections.bytes_written += reply.length;
-    socket.write(reply);
-  }
-  if (quit) socket.end();
+/** Sends the worker's answer buffer to this connection. */
+function flush(session: Session): boolean {
+  store.stats[Stat.bytes_written]! += reply.length;
+  return reply.flush(session.socket);
 }
 
 /**
- * Parses the commands complete in the client's input into the turn.
- *
- * @returns Whether the connection must end (quit, a binary request, a line too long).
+ * Runs what `bytes` holds from `at` on: value bytes, bytes to swallow, command lines. Stops
+ * early (keeping the rest as a copy, the socket paused) when the client does not read.
  */
-function parse(socket: Socket, client: Client, turn: Turn): boolean {
-  const maxItem = socket.context.options["max-item-size"] as number;
-  const input = client.input;
-  while (true) {
-    const block = client.block;
-    if (block !== undefined) {
-      if (block.command === undefined) {
-        const skipped = Math.min(block.need, input.length);
-        input.skip(skipped);
-        block.need -= skipped;
-        if (block.need > 0) return false;
-        client.block = undefined;
-        continue;
-      }
-      if (input.length < block.need) return false;
-      const data = input.take(block.need);
-      const command = block.command;
-      client.block = undefined;
-      if (data[data.length - 2] !== 0x0d || data[data.length - 1] !== 0x0a) {
-        turn.reply("CLIENT_ERROR bad data chunk\r\n");
-      } else turn.store(command, data.subarray(0, data.length - 2));
+function consume(session: Session, bytes: Uint8Array, at: number): void {
+  const socket = session.socket;
+  const end = bytes.length;
+  while (at < end) {
+    if (session.closeAfter || session.closeNow || socket.closed) return;
+    if (session.swallow > 0) {
+      const skipped = Math.min(session.swallow, end - at);
+      session.swallow -= skipped;
+      at += skipped;
       continue;
     }
-    if (input.first() === BINARY_MAGIC) {
-      // A binary-protocol client would wait forever for an answer it cannot read.
-      socket.log.debug("binary protocol request: not supported, closing");
-      return true;
+    if (session.value !== undefined) {
+      at = readValue(session, bytes, at);
+      continue;
     }
-    const newline = input.indexOf(0x0a);
-    if (newline < 0 || newline > MAX_LINE) {
-      if (input.length > MAX_LINE) {
-        turn.reply("CLIENT_ERROR line too long\r\n");
-        return true;
+    const newline = indexOfByte(bytes, 0x0a, at);
+    if (newline < 0) {
+      if (!keepPartial(session, bytes.subarray(at))) refuseLine(session);
+      return;
+    }
+    let line: Uint8Array;
+    if (session.partial !== undefined) {
+      if (!keepPartial(session, bytes.subarray(at, newline))) {
+        refuseLine(session);
+        return;
       }
-      return false;
+      line = session.partial.subarray(0, session.partialLength);
+    } else line = bytes.subarray(at, newline);
+    at = newline + 1;
+    // memcached strips the \r of a line of more than one byte.
+    if (line.length > 1 && line[line.length - 1] === 0x0d) line = line.subarray(0, line.length - 1);
+    const finished = processCommand(session, line);
+    // A get that waits for the client to read keeps a copy of its line.
+    if (!finished) session.pendingGet!.line = session.pendingGet!.line.slice();
+    dropPartial(session);
+    if (!finished) {
+      hold(session, bytes, at);
+      return;
     }
-    const command = parseCommand(input.takeLine(newline), Date.now());
-    if (command.kind === "quit") return true;
-    if (command.kind === "store") {
-      if (command.bytes > maxItem) {
-        // memcached's answer, and the block that follows is not a command: skip it.
-        turn.reply("SERVER_ERROR object too large for cache\r\n");
-        client.block = { command: undefined, need: command.bytes + 2 };
-      } else client.block = { command, need: command.bytes + 2 };
-    } else turn.command(command);
+    if (session.closeNow) {
+      // What came before is answered; then the connection goes, as memcached drops it.
+      flush(session);
+      socket.end();
+      return;
+    }
+    if (session.closeAfter) {
+      flush(session);
+      socket.end();
+      return;
+    }
+    if (reply.length >= FLUSH_AT && !flush(session)) {
+      hold(session, bytes, at);
+      return;
+    }
   }
 }
 
-type StoreCommand = Extract<Command, { kind: "store" }>;
-/** A part of a reply: text (Latin-1) or a value's bytes. */
-type Part = string | Uint8Array;
-/** Renders a command's reply from its owners' results. */
-type Render = (results: (ShardResult[] | Error)[]) => Part[];
+/** A line that never ends (or is too long to hold): what came before is answered, then close. */
+function refuseLine(session: Session): void {
+  session.socket.log.debug("command line too long, closing");
+  dropPartial(session);
+  flush(session);
+  session.socket.end();
+}
+
+/** Keeps the unprocessed input (a copy) until the client has read, and stops reading it. */
+function hold(session: Session, bytes: Uint8Array, at: number): void {
+  if (at < bytes.length) session.rest = bytes.slice(at);
+  session.socket.pause();
+}
+
+/** Copies value bytes into the item being read; stores it once its `\r\n` has come. */
+function readValue(session: Session, bytes: Uint8Array, at: number): number {
+  const value = session.value!;
+  const end = bytes.length;
+  if (value.left > 0) {
+    const n = Math.min(value.left, end - at);
+    // The item is this connection's alone until it is stored: no lock needed to fill it.
+    store.valueRoom(value.ref).set(bytes.subarray(at, at + n), value.filled);
+    value.filled += n;
+    value.left -= n;
+    at += n;
+  }
+  while (value.left === 0 && value.tail < 2 && at < end) {
+    if (bytes[at] !== (value.tail === 0 ? 0x0d : 0x0a)) value.tailOk = false;
+    value.tail++;
+    at++;
+  }
+  if (value.left === 0 && value.tail === 2) completeValue(session);
+  return at;
+}
 
 /**
- * The commands of one chunk: their operations, batched per owning worker, and how to render
- * each reply once the owners have answered.
+ * Appends bytes to the connection's unfinished line, within memcached's rule for lines with no
+ * end (past 2 KiB only a `get` may go on) and this server's bounds.
+ *
+ * @returns False if the line may not grow: the connection is to be closed.
  */
-class Turn {
-  #context: HandlerContext;
-  #ops: ShardOp[][];
-  #transfer: Transferable[][];
-  #replies: (Part | Render)[] = [];
-
-  constructor(context: HandlerContext) {
-    this.#context = context;
-    this.#ops = Array.from({ length: context.workers }, () => []);
-    this.#transfer = Array.from({ length: context.workers }, () => []);
+function keepPartial(session: Session, bytes: Uint8Array): boolean {
+  const length = session.partialLength + bytes.length;
+  if (length > MAX_GET_LINE || heldLines + bytes.length > MAX_HELD_LINES) return false;
+  let buffer = session.partial;
+  if (buffer === undefined || buffer.length < length) {
+    const grown = new Uint8Array(Math.max(256, length, (buffer?.length ?? 0) * 2));
+    if (buffer !== undefined) grown.set(buffer.subarray(0, session.partialLength));
+    heldLines += grown.length - (buffer?.length ?? 0);
+    session.partial = buffer = grown;
   }
-
-  /** A reply that needs no owner. */
-  reply(text: string): void {
-    this.#replies.push(text);
-  }
-
-  /** A storage command with its data block. */
-  store(command: StoreCommand, value: Uint8Array): void {
-    const { mode, key, flags, expiresAt, cas, noreply } = command;
-    const owner = this.#context.peers.ownerOf(key);
-    const at = this.#add(owner, { op: "store", mode, key, flags, expiresAt, value, cas });
-    // The value is a copy of its own: hand its buffer over instead of copying it again.
-    if (owner !== this.#context.worker) this.#transfer[owner]!.push(value.buffer as ArrayBuffer);
-    this.#replies.push((results) => {
-      const result = this.#result(results, owner, at);
-      if (noreply) return [];
-      if (result instanceof Error) return [serverError(result)];
-      const stored = result as StoreResult;
-      return [
-        stored === "NO_MEMORY" ? "SERVER_ERROR out of memory storing object\r\n" : `${stored}\r\n`,
-      ];
-    });
-  }
-
-  /** Any other command. */
-  command(command: Exclude<Command, StoreCommand | { kind: "quit" }>): void {
-    switch (command.kind) {
-      case "get":
-        this.#get(command);
-        break;
-      case "delete":
-        this.#single(
-          command.key,
-          { op: "delete", key: command.key },
-          command.noreply,
-          (found) => found ? "DELETED\r\n" : "NOT_FOUND\r\n",
-        );
-        break;
-      case "arith": {
-        const { key, incr, delta } = command;
-        this.#single(
-          key,
-          { op: "arith", key, incr, delta },
-          command.noreply,
-          (result) =>
-            result === "NON_NUMERIC"
-              ? "CLIENT_ERROR cannot increment or decrement non-numeric value\r\n"
-              : `${result}\r\n`,
-        );
-        break;
-      }
-      case "touch": {
-        const { key, expiresAt } = command;
-        this.#single(
-          key,
-          { op: "touch", key, expiresAt },
-          command.noreply,
-          (found) => found ? "TOUCHED\r\n" : "NOT_FOUND\r\n",
-        );
-        break;
-      }
-      case "flush": {
-        connections.cmd_flush++;
-        const refs = this.#everyOwner({ op: "flush", at: command.at });
-        this.#replies.push((results) => {
-          const failed = refs.map(([owner, at]) => this.#result(results, owner, at))
-            .find((r) => r instanceof Error);
-          if (command.noreply) return [];
-          return [failed instanceof Error ? serverError(failed) : "OK\r\n"];
-        });
-        break;
-      }
-      case "stats":
-        this.#stats(command.args);
-        break;
-      case "version":
-        this.#replies.push(`VERSION ${VERSION}\r\n`);
-        break;
-      case "verbosity":
-        verbosity = command.level ?? verbosity;
-        if (!command.noreply) this.#replies.push("OK\r\n");
-        break;
-      case "error":
-        this.#replies.push(command.reply);
-        break;
-      default: {
-        const _never: never = command;
-        throw new TypeError(`Unknown command: ${JSON.stringify(_never)}`);
-      }
-    }
-  }
-
-  /**
-   * Serves this worker's own operations at once, sends each other owner its operations (one
-   * request per owner), and renders every reply in order.
-   *
-   * @returns The bytes to write (empty if there is nothing to say); at once when no other
-   *   worker was asked, which is the common case with one worker.
-   */
-  render(): Uint8Array | Promise<Uint8Array> {
-    const self = this.#context.worker;
-    const results: (ShardResult[] | Error)[] = this.#ops.map((ops, owner) =>
-      owner === self && ops.length > 0 ? serveOps(store, ops, connections) : []
-    );
-    const asked = this.#ops.flatMap((ops, owner) =>
-      owner === self || ops.length === 0 ? [] : [owner]
-    );
-    if (asked.length === 0) return this.#join(results);
-    const peers = this.#context.peers;
-    return Promise.allSettled(
-      asked.map((owner) =>
-        peers.request<ShardResult[]>(owner, this.#ops[owner], { transfer: this.#transfer[owner]! })
-      ),
-    ).then((answers) => {
-      answers.forEach((answer, i) => {
-        results[asked[i]!] = answer.status === "fulfilled" ? answer.value : answer.reason as Error;
-      });
-      return this.#join(results);
-    });
-  }
-
-  #join(results: (ShardResult[] | Error)[]): Uint8Array {
-    const parts: Part[] = [];
-    for (const reply of this.#replies) {
-      if (typeof reply === "function") parts.push(...reply(results));
-      else parts.push(reply);
-    }
-    return join(parts);
-  }
-
-  #add(owner: number, op: ShardOp): number {
-    const ops = this.#ops[owner]!;
-    ops.push(op);
-    return ops.length - 1;
-  }
-
-  #everyOwner(op: ShardOp): [owner: number, at: number][] {
-    return this.#ops.map((_, owner) => [owner, this.#add(owner, op)]);
-  }
-
-  #result(results: (ShardResult[] | Error)[], owner: number, at: number): ShardResult | Error {
-    const answer = results[owner]!;
-    return answer instanceof Error ? answer : answer[at]!;
-  }
-
-  /** A command on one key, answered by its owner with one line. */
-  #single(
-    key: string,
-    op: ShardOp,
-    noreply: boolean,
-    line: (result: ShardResult) => string,
-  ): void {
-    const owner = this.#context.peers.ownerOf(key);
-    const at = this.#add(owner, op);
-    this.#replies.push((results) => {
-      if (noreply) return [];
-      const result = this.#result(results, owner, at);
-      return [result instanceof Error ? serverError(result) : line(result)];
-    });
-  }
-
-  #get(command: Extract<Command, { kind: "get" }>): void {
-    const peers = this.#context.peers;
-    // Each owner gets one operation with its keys; hits come back per key, in order.
-    const owners = command.keys.map((key) => peers.ownerOf(key));
-    const keysOf = new Map<number, string[]>();
-    command.keys.forEach((key, i) => {
-      const list = keysOf.get(owners[i]!) ?? [];
-      list.push(key);
-      keysOf.set(owners[i]!, list);
-    });
-    const refs = new Map<number, number>();
-    for (const [owner, keys] of keysOf) {
-      const op: ShardOp = command.touch === undefined
-        ? { op: "get", keys }
-        : { op: "get", keys, touch: command.touch };
-      refs.set(owner, this.#add(owner, op));
-    }
-    this.#replies.push((results) => {
-      const answers = new Map<number, (Hit | null)[]>();
-      for (const [owner, at] of refs) {
-        const result = this.#result(results, owner, at);
-        if (result instanceof Error) return [serverError(result)];
-        answers.set(owner, [...(result as (Hit | null)[])]);
-      }
-      const parts: Part[] = [];
-      for (const owner of owners) {
-        const hit = answers.get(owner)!.shift();
-        if (hit === null || hit === undefined) continue;
-        const [key, flags, value, cas] = hit;
-        parts.push(
-          `VALUE ${key} ${flags} ${value.length}${command.cas ? ` ${cas}` : ""}\r\n`,
-          value,
-          "\r\n",
-        );
-      }
-      parts.push("END\r\n");
-      return parts;
-    });
-  }
-
-  #stats(args: string[]): void {
-    const context = this.#context;
-    const [sub] = args;
-    if (sub === undefined) {
-      const refs = this.#everyOwner({ op: "stats" });
-      this.#replies.push((results) => {
-        const shards: (ShardStats & ConnectionStats)[] = [];
-        for (const [owner, at] of refs) {
-          const result = this.#result(results, owner, at);
-          if (result instanceof Error) return [serverError(result)];
-          shards.push(result as ShardStats & ConnectionStats);
-        }
-        return [renderStats(shards, context.workers)];
-      });
-    } else if (sub === "settings") {
-      const settings: [string, string | number][] = [
-        ["maxbytes", context.options.memory as number],
-        ["item_size_max", context.options["max-item-size"] as number],
-        ["num_threads", context.workers],
-        ["verbosity", verbosity],
-        ["evictions", "on"],
-        ["cas_enabled", "yes"],
-      ];
-      this.#replies.push(
-        settings.map(([name, value]) => `STAT ${name} ${value}\r\n`).join("") +
-          "END\r\n",
-      );
-    } else if (sub === "reset") {
-      this.#everyOwner({ op: "reset" });
-      this.#replies.push("RESET\r\n");
-    } else if (["items", "slabs", "sizes", "conns"].includes(sub)) {
-      this.#replies.push("END\r\n"); // nothing of the kind to list: no slabs here
-    } else {
-      this.#replies.push("ERROR\r\n");
-    }
-  }
+  buffer.set(bytes, session.partialLength);
+  session.partialLength = length;
+  return length <= JUNK_LINE || isLongGet(buffer.subarray(0, Math.min(length, 200)));
 }
 
-/** The general `stats`, summed over the shards, in memcached's names and order. */
-function renderStats(shards: (ShardStats & ConnectionStats)[], workers: number): string {
-  const sum = (name: keyof (ShardStats & ConnectionStats)) =>
-    shards.reduce((total, shard) => total + shard[name], 0);
-  const cpu = process.cpuUsage();
-  const now = Date.now();
-  const lines: [string, string | number][] = [
-    ["pid", Deno.pid],
-    ["uptime", Math.floor((now - startedAt) / 1000)],
-    ["time", Math.floor(now / 1000)],
-    ["version", VERSION],
-    ["pointer_size", 64],
-    ["rusage_user", (cpu.user / 1e6).toFixed(6)],
-    ["rusage_system", (cpu.system / 1e6).toFixed(6)],
-    ["curr_connections", sum("curr_connections")],
-    ["total_connections", sum("total_connections")],
-    ["cmd_get", sum("cmd_get")],
-    ["cmd_set", sum("cmd_set")],
-    ["cmd_flush", sum("cmd_flush")],
-    ["cmd_touch", sum("cmd_touch")],
-    ["get_hits", sum("get_hits")],
-    ["get_misses", sum("get_misses")],
-    ["get_expired", sum("get_expired")],
-    ["get_flushed", sum("get_flushed")],
-    ["delete_misses", sum("delete_misses")],
-    ["delete_hits", sum("delete_hits")],
-    ["incr_misses", sum("incr_misses")],
-    ["incr_hits", sum("incr_hits")],
-    ["decr_misses", sum("decr_misses")],
-    ["decr_hits", sum("decr_hits")],
-    ["cas_misses", sum("cas_misses")],
-    ["cas_hits", sum("cas_hits")],
-    ["cas_badval", sum("cas_badval")],
-    ["touch_hits", sum("touch_hits")],
-    ["touch_misses", sum("touch_misses")],
-    ["bytes_read", sum("bytes_read")],
-    ["bytes_written", sum("bytes_written")],
-    ["limit_maxbytes", sum("limit_maxbytes")],
-    ["threads", workers],
-    ["bytes", sum("bytes")],
-    ["curr_items", sum("curr_items")],
-    ["total_items", sum("total_items")],
-    ["evictions", sum("evictions")],
-    ["reclaimed", sum("reclaimed")],
-  ];
-  return lines.map(([name, value]) => `STAT ${name} ${value}\r\n`).join("") + "END\r\n";
+function dropPartial(session: Session): void {
+  if (session.partial === undefined) return;
+  heldLines -= session.partial.length;
+  session.partial = undefined;
+  session.partialLength = 0;
 }
 
-function serverError(error: Error): string {
-  return `SERVER_ERROR ${error.message.split("\n")[0]}\r\n`;
-}
-
-/** The parts as one array: text as Latin-1 (keys come back byte for byte), values as they are. */
-function join(parts: Part[]): Uint8Array {
-  let size = 0;
-  for (const part of parts) size += part.length;
-  const out = new Uint8Array(size);
+/** memcached's test: at most 100 leading spaces, then `get ` or `gets `. */
+function isLongGet(start: Uint8Array): boolean {
   let at = 0;
-  for (const part of parts) {
-    if (typeof part === "string") {
-      for (let i = 0; i < part.length; i++) out[at + i] = part.charCodeAt(i);
-    } else out.set(part, at);
-    at += part.length;
-  }
-  return out;
+  while (at < start.length && start[at] === 0x20) at++;
+  if (at > 100) return false;
+  const word = (text: string) => {
+    for (let i = 0; i < text.length; i++) {
+      if (start[at + i] !== text.charCodeAt(i)) return false;
+    }
+    return true;
+  };
+  return word("get ") || word("gets ");
 }
