@@ -208,6 +208,29 @@ withTool(
   },
 );
 
+withTool(
+  "memcache: two instances under pymemcache's HashClient lose no key",
+  PYTHON,
+  "python3-pymemcache",
+  async (dispatch) => {
+    // memcached scales past one machine by clients sharding keys over servers; two of ours here.
+    await using first = await startCache(dispatch);
+    await using second = await startCache(dispatch);
+    const output = await new Deno.Command(PYTHON!, {
+      args: [
+        new URL("./clients/pymemcache_hash.py", import.meta.url).pathname,
+        `127.0.0.1:${first.port}`,
+        `127.0.0.1:${second.port}`,
+      ],
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    const text = new TextDecoder().decode(output.stdout) + new TextDecoder().decode(output.stderr);
+    assert.equal(output.code, 0, text);
+    assert.match(text, /hashclient: 5000 keys over 2 servers/);
+  },
+);
+
 for (const dispatch of DISPATCHES) {
   Deno.test(`[${dispatch}] memcache: cas races between connections on both workers lose no update`, async () => {
     await using server = await startCache(dispatch, "--log-level", "debug");
