@@ -11,7 +11,7 @@
  * @module
  */
 
-import { Worker as NodeWorker } from "node:worker_threads";
+import { SHARE_ENV, Worker as NodeWorker } from "node:worker_threads";
 import type { WorkerHandle } from "./worker_pool.ts";
 
 /**
@@ -30,6 +30,9 @@ export function startNodeWorker(
 ): WorkerHandle {
   const worker = new NodeWorker(module, {
     name,
+    // The environment as a Web Worker sees it (the process's own). Node's default copies it,
+    // which reads every variable: without --allow-env, a permission prompt in a terminal.
+    env: SHARE_ENV,
     resourceLimits: { maxYoungGenerationSizeMb: youngGenerationMb },
   });
   let terminated = false;
