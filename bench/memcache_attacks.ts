@@ -19,9 +19,8 @@
  * @module
  */
 
-import { findMemcached, startMemcached } from "../launcher/memcached.ts";
 import { readProc, rssKiB } from "../launcher/probes.ts";
-import { startServer } from "../launcher/server_process.ts";
+import { CACHE_SERVERS, startCache } from "./cache_servers.ts";
 import { memcslapTable } from "./memcslap.ts";
 
 const encoder = new TextEncoder();
@@ -243,37 +242,14 @@ export async function flood(
   };
 }
 
-/** The servers `bench:memcache` attacks. */
-const SERVERS = ["kernel", "main", "memcached"] as const;
-
-async function start(kind: (typeof SERVERS)[number], memoryMb: number) {
-  if (kind === "memcached") {
-    const program = findMemcached();
-    if (program === undefined) return undefined;
-    const memcached = await startMemcached(program, 2, memoryMb);
-    return { port: memcached.port, pid: memcached.process.pid, stop: () => memcached.stop() };
-  }
-  const server = await startServer([
-    "--dispatch",
-    kind,
-    "--workers",
-    "2",
-    "--handler",
-    "memcache",
-    "--handler-option",
-    `memory-limit=${memoryMb}m`,
-  ]);
-  return { port: server.port, pid: server.process.pid, stop: () => server.stop() };
-}
-
 async function main(): Promise<void> {
   const rows: string[] = [];
   const say = (line: string) => Deno.stderr.writeSync(encoder.encode(line + "\n"));
   const slap = await memcslapTable();
   say(slap);
-  for (const kind of SERVERS) {
+  for (const kind of CACHE_SERVERS) {
     const run = async <T>(memoryMb: number, attack: (target: Target) => Promise<T>) => {
-      const server = await start(kind, memoryMb);
+      const server = await startCache(kind, memoryMb);
       if (server === undefined) return undefined;
       try {
         return await attack(server);

@@ -8,11 +8,10 @@
  * @module
  */
 
-import { findMemcached, startMemcached } from "../launcher/memcached.ts";
-import { startServer } from "../launcher/server_process.ts";
+import { findMemcached } from "../launcher/memcached.ts";
+import { CACHE_SERVERS, type CacheServer, startCache } from "./cache_servers.ts";
 import { threadCpu } from "./proc.ts";
 
-const SERVERS = ["memcached", "kernel", "main"] as const;
 const TESTS = ["get", "set"] as const;
 /** memcslap's clients and its execute count. */
 const CLIENTS = 8;
@@ -23,24 +22,8 @@ interface Figure {
   cpuUsPerOp: number;
 }
 
-async function start(kind: (typeof SERVERS)[number]) {
-  if (kind === "memcached") {
-    const memcached = await startMemcached(findMemcached()!, 2);
-    return { port: memcached.port, pid: memcached.process.pid, stop: () => memcached.stop() };
-  }
-  const server = await startServer([
-    "--dispatch",
-    kind,
-    "--workers",
-    "2",
-    "--handler",
-    "memcache",
-  ]);
-  return { port: server.port, pid: server.process.pid, stop: () => server.stop() };
-}
-
-async function measure(kind: (typeof SERVERS)[number], test: string): Promise<Figure> {
-  const server = await start(kind);
+async function measure(kind: CacheServer, test: string): Promise<Figure> {
+  const server = (await startCache(kind))!;
   try {
     const before = await threadCpu(server.pid);
     const output = await new Deno.Command("memcslap", {
@@ -85,7 +68,7 @@ export async function memcslapTable(rounds = 3): Promise<string> {
   const figures = new Map<string, Figure[]>();
   for (let round = 0; round < rounds; round++) {
     for (const test of TESTS) {
-      for (const kind of SERVERS) {
+      for (const kind of CACHE_SERVERS) {
         const key = `${kind} ${test}`;
         figures.set(key, [...(figures.get(key) ?? []), await measure(kind, test)]);
       }
@@ -98,7 +81,7 @@ export async function memcslapTable(rounds = 3): Promise<string> {
     "| server | get ops/s | get vs memcached | get CPU us/op | set ops/s | set vs memcached | set CPU us/op |",
     "|---|---:|---:|---:|---:|---:|---:|",
   ];
-  for (const kind of SERVERS) {
+  for (const kind of CACHE_SERVERS) {
     const cells = TESTS.flatMap((test) => {
       const all = figures.get(`${kind} ${test}`)!;
       const reference = median(figures.get(`memcached ${test}`)!.map((f) => f.opsPerSec));
