@@ -6,8 +6,7 @@
  */
 
 import type { Connection, HandlerContext, HandlerLog } from "../lib/handlers/handler.ts";
-import { localSharedBuffers } from "../lib/shared/shared_buffers.ts";
-import { PeerNetwork } from "../lib/worker/peer_network.ts";
+import { loneWorker } from "../lib/worker/memory_socket.ts";
 import { openFiles, readProc, rssKiB, scrape, total } from "../launcher/probes.ts";
 import {
   serverCommand,
@@ -31,7 +30,8 @@ const decoder = new TextDecoder();
 export async function runServer(
   args: string[],
 ): Promise<{ code: number; stdout: string; stderr: string }> {
-  const { program, args: programArgs } = serverCommand(args, { freePort: false });
+  // A free port unless the test names one: the suite must pass while 5555 is taken.
+  const { program, args: programArgs } = serverCommand(args);
   const output = await new Deno.Command(program, {
     args: programArgs,
     stdin: "null",
@@ -274,16 +274,7 @@ export const silentLog: HandlerLog = { trace() {}, debug() {}, info() {}, warn()
  * @returns The context; its peers are this worker alone.
  */
 export function handlerContext(options: Record<string, unknown> = {}): HandlerContext {
-  const peers = new PeerNetwork(0, 1, silentLog);
-  peers.start();
-  return {
-    worker: 0,
-    workers: 1,
-    options,
-    log: silentLog,
-    peers,
-    sharedBuffer: localSharedBuffers(),
-  };
+  return loneWorker(options);
 }
 
 /**

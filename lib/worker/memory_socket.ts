@@ -230,13 +230,20 @@ class MemoryTransport extends ServedSocket {
   }
 }
 
-function loneWorker(): HandlerContext {
+/**
+ * The context of a worker that runs alone, with no main thread: one worker of one, a silent
+ * log, peers linked to nobody, shared buffers of its own. For handlers called in tests.
+ *
+ * @param options The handler's parsed options.
+ * @returns The context.
+ */
+export function loneWorker(options: Record<string, unknown> = {}): HandlerContext {
   const peers = new PeerNetwork(0, 1, silent);
   peers.start();
   return {
     worker: 0,
     workers: 1,
-    options: {},
+    options,
     log: silent,
     peers,
     sharedBuffer: localSharedBuffers(),

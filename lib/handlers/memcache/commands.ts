@@ -12,7 +12,7 @@
 import { finishMetaSet, processMeta } from "./meta.ts";
 import { safeStrtol, safeStrtoul, safeStrtoull } from "./numbers.ts";
 import { FLUSH_AT } from "./reply.ts";
-import type { GetRead, Session } from "./session.ts";
+import { type GetRead, type Session, startValue } from "./session.ts";
 import { ClassStat, ItemFlag, KEY_MAX_LENGTH, NO_MEMORY, Stat, TOO_LARGE } from "./shared_store.ts";
 import { processStats } from "./stats.ts";
 import { addDelta, storeItem, type StoreMode } from "./storage.ts";
@@ -324,17 +324,7 @@ function update(session: Session, t: Tokens, mode: StoreMode, handleCas: boolean
     session.swallow = vlen + 2;
     return true;
   }
-  session.value = {
-    ref,
-    left: vlen,
-    filled: 0,
-    tail: 0,
-    tailOk: true,
-    mode,
-    cas,
-    setStale: false,
-    meta: undefined,
-  };
+  session.value = startValue(ref, vlen, mode, cas, false, undefined);
   return true;
 }
 

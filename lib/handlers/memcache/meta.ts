@@ -14,7 +14,7 @@
 import { decodeBase64, encodeBase64 } from "./base64.ts";
 import { safeStrtol, safeStrtoul, safeStrtoull } from "./numbers.ts";
 import type { Reply } from "./reply.ts";
-import type { Session } from "./session.ts";
+import { type Session, startValue } from "./session.ts";
 import {
   ClassStat,
   ItemFlag,
@@ -231,6 +231,25 @@ function opaque(reply: Reply, t: Tokens, i: number): boolean {
   return true;
 }
 
+/**
+ * Appends the flags every meta reply returns whatever the outcome, `O` (opaque) and `k`, in the
+ * order asked; false (nothing more appended) when an opaque is too long.
+ */
+function opaqueAndKey(
+  reply: Reply,
+  t: Tokens,
+  n: number,
+  key: Uint8Array,
+  binary: boolean,
+): boolean {
+  for (let i = KEY + 1; i < n - 1; i++) {
+    const flag = t.byte(i);
+    if (flag === 0x4f /* O */ && !opaque(reply, t, i)) return false;
+    if (flag === 0x6b /* k */) metaKey(reply, key, binary);
+  }
+  return true;
+}
+
 /** memcached prints these differences of its unsigned clock as unsigned 32-bit numbers. */
 function u32(n: number): number {
   return n >>> 0;
@@ -264,13 +283,9 @@ function metaGet(session: Session, t: Tokens): void {
       store.stats[Stat.get_misses]!++;
       store.stats[Stat.cmd_get]!++;
       reply.ascii("EN");
-      for (let i = KEY + 1; i < n - 1; i++) {
-        const flag = t.byte(i);
-        if (flag === 0x4f /* O */ && !opaque(reply, t, i)) {
-          reply.length = mark;
-          return session.outError("CLIENT_ERROR opaque token too long");
-        }
-        if (flag === 0x6b /* k */) metaKey(reply, f.key, f.keyBinary);
+      if (!opaqueAndKey(reply, t, n, f.key, f.keyBinary)) {
+        reply.length = mark;
+        return session.outError("CLIENT_ERROR opaque token too long");
       }
       reply.crlf();
       if (session.noreply) reply.length = mark;
@@ -438,17 +453,7 @@ function metaSet(session: Session, t: Tokens): void {
   }
   if (ref === TOO_LARGE) return refuse("SERVER_ERROR object too large for cache");
   if (ref === NO_MEMORY) return refuse("SERVER_ERROR out of memory storing object");
-  session.value = {
-    ref,
-    left: vlen,
-    filled: 0,
-    tail: 0,
-    tailOk: true,
-    mode,
-    cas: f.reqCas,
-    setStale: f.setStale && mode === "cas",
-    meta: returns,
-  };
+  session.value = startValue(ref, vlen, mode, f.reqCas, f.setStale && mode === "cas", returns);
 }
 
 /**
@@ -501,13 +506,9 @@ function metaDelete(session: Session, t: Tokens): void {
   session.noreply = f.noReply;
   const mark = reply.length;
   reply.ascii("HD"); // the code is written over once known
-  for (let i = KEY + 1; i < n - 1; i++) {
-    const flag = t.byte(i);
-    if (flag === 0x4f /* O */ && !opaque(reply, t, i)) {
-      reply.length = mark;
-      return session.outError("CLIENT_ERROR opaque token too long");
-    }
-    if (flag === 0x6b /* k */) metaKey(reply, f.key, f.keyBinary);
+  if (!opaqueAndKey(reply, t, n, f.key, f.keyBinary)) {
+    reply.length = mark;
+    return session.outError("CLIENT_ERROR opaque token too long");
   }
   reply.crlf();
   let code: "HD" | "NF" | "EX";

@@ -36,6 +36,28 @@ export interface ValueRead {
   meta: (Uint8Array | "k" | "c")[] | undefined;
 }
 
+/**
+ * The start of a value's read: nothing of it in yet.
+ *
+ * @param ref The item taken for it.
+ * @param vlen Its length.
+ * @param mode How it is stored once in.
+ * @param cas The CAS the command compares with (0: none).
+ * @param setStale A meta `cas` with `I`: the new value is stale.
+ * @param meta A meta set's returned flags; undefined for a classic command.
+ * @returns The read.
+ */
+export function startValue(
+  ref: number,
+  vlen: number,
+  mode: StoreMode,
+  cas: number,
+  setStale: boolean,
+  meta: ValueRead["meta"],
+): ValueRead {
+  return { ref, left: vlen, filled: 0, tail: 0, tailOk: true, mode, cas, setStale, meta };
+}
+
 /** A `get` whose reply is waiting for the client to read (resumed on `drain`). */
 export interface GetRead {
   line: Uint8Array;

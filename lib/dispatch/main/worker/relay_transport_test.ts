@@ -1,8 +1,7 @@
 import assert from "node:assert/strict";
-import type { HandlerContext, HandlerLog, SocketHandler } from "../../../handlers/handler.ts";
+import type { HandlerContext, SocketHandler } from "../../../handlers/handler.ts";
 import type { FromWorker } from "../../../shared/messages.ts";
-import { localSharedBuffers } from "../../../shared/shared_buffers.ts";
-import { PeerNetwork } from "../../../worker/peer_network.ts";
+import { loneWorker } from "../../../worker/memory_socket.ts";
 import { Frame, FrameWriter } from "../frames.ts";
 import { RelayTransport } from "./relay_transport.ts";
 
@@ -18,20 +17,10 @@ function batch(id: number, text: string): { buffer: ArrayBuffer; length: number 
 }
 
 const turn = () => new Promise((resolve) => setTimeout(resolve, 0));
-const silent: HandlerLog = { trace() {}, debug() {}, info() {}, warn() {}, error() {} };
 
 /** The context of a lone worker. */
 function context(): HandlerContext {
-  const peers = new PeerNetwork(0, 1, silent);
-  peers.start();
-  return {
-    worker: 0,
-    workers: 1,
-    options: {},
-    log: silent,
-    peers,
-    sharedBuffer: localSharedBuffers(),
-  };
+  return loneWorker();
 }
 
 Deno.test("RelayTransport never sends back a batch that a pending data call still views", async () => {
