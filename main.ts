@@ -210,14 +210,16 @@ async function main(): Promise<void> {
   try {
     // A closed terminal or SSH session sends SIGHUP, whose default is to end the process at
     // once with no drain. A server keeps running; with TLS, SIGHUP is the certificate reload.
-    Deno.addSignalListener("SIGHUP", () => {
+    Deno.addSignalListener("SIGHUP", async () => {
       if (parsed.tls === undefined) {
         log.info("SIGHUP received: nothing to reload (no TLS), still serving");
         return;
       }
       try {
         const reloaded = loadTls(parsed.tls);
-        server.reloadTls(reloaded.settings);
+        // Said once every thread that accepts connections uses it: a client that connects after
+        // this line gets the new certificate.
+        await server.reloadTls(reloaded.settings);
         log.info(
           "SIGHUP: TLS certificate reloaded ({subject}, valid until {validTo}) for new connections",
           {

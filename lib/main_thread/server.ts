@@ -77,6 +77,7 @@ export interface Server {
    * theirs. Without TLS, does nothing.
    *
    * @param settings Checked certificate, key and CA.
+   * @returns Once every thread that accepts connections uses them.
    */
-  reloadTls(settings: TlsSettings): void;
+  reloadTls(settings: TlsSettings): Promise<void>;
 }

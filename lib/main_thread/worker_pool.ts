@@ -27,6 +27,9 @@ export type InitMessage = Extract<ToWorker, { type: "init" }>;
 /** How long past the drain's timeout to wait for a worker's report before giving up. */
 const DRAIN_REPORT_SLACK_MS = 2000;
 
+/** The answers the pool waits for, each to a request of its own. */
+type Answer = Extract<FromWorker, { type: "drained" | "tls-applied" }>;
+
 /**
  * What the pool needs of a worker: a Web `Worker` has it, and so does the adapter that
  * `node_worker.ts` puts around a `node:worker_threads` worker.
@@ -146,7 +149,8 @@ export class WorkerPool {
   #closed = false;
   #replacing = true;
   #restarts = 0;
-  #drainWaiters = new Map<Link, (result?: DrainResult) => void>();
+  /** Who waits for which answer from which worker; settled with undefined if it dies. */
+  #waiting = new Map<Link, Map<Answer["type"], (answer: Answer | undefined) => void>>();
   #shared = new SharedBufferRegistry();
   #log = getLog();
 
@@ -216,29 +220,72 @@ export class WorkerPool {
    */
   async drain(timeout: number): Promise<{ result: DrainResult; silent: number }> {
     const result: DrainResult = { finished: 0, idle: 0, cut: 0 };
-    const reports = this.links.map((link) =>
-      new Promise<void>((resolve) => {
-        this.#drainWaiters.set(link as Link, (report) => {
-          this.#drainWaiters.delete(link as Link);
-          if (report !== undefined) {
-            result.finished += report.finished;
-            result.idle += report.idle;
-            result.cut += report.cut;
-          }
-          resolve();
-        });
-        link.post({ type: "drain", timeout });
+    const silent = await this.#askEach(
+      this.links,
+      { type: "drain", timeout },
+      "drained",
+      timeout * 1000 + DRAIN_REPORT_SLACK_MS,
+      (report) => {
+        result.finished += report.finished;
+        result.idle += report.idle;
+        result.cut += report.cut;
+      },
+    );
+    return { result, silent };
+  }
+
+  /**
+   * Sends `request` to every running worker and waits until each has answered with `type` (or
+   * died), or `timeoutMs` pass.
+   *
+   * @param request The message.
+   * @param type The answer it asks for.
+   * @param timeoutMs Most milliseconds to wait.
+   * @returns How many workers did not answer in time.
+   */
+  askAll(request: ToWorker, type: Answer["type"], timeoutMs: number): Promise<number> {
+    return this.#askEach(this.links, request, type, timeoutMs, () => {});
+  }
+
+  async #askEach<T extends Answer["type"]>(
+    links: WorkerLink[],
+    request: ToWorker,
+    type: T,
+    timeoutMs: number,
+    onAnswer: (answer: Extract<Answer, { type: T }>) => void,
+  ): Promise<number> {
+    let settled = 0;
+    const answers = links.map((link) =>
+      this.#ask(link as Link, request, type).then((answer) => {
+        settled++;
+        if (answer !== undefined) onAnswer(answer);
       })
     );
     let timer: ReturnType<typeof setTimeout> | undefined;
     const giveUp = new Promise<void>((resolve) => {
-      timer = setTimeout(resolve, timeout * 1000 + DRAIN_REPORT_SLACK_MS);
+      timer = setTimeout(resolve, timeoutMs);
     });
-    await Promise.race([Promise.all(reports), giveUp]);
+    await Promise.race([Promise.all(answers), giveUp]);
     clearTimeout(timer);
-    const silent = this.#drainWaiters.size;
-    this.#drainWaiters.clear();
-    return { result, silent };
+    for (const link of links) this.#waiting.get(link as Link)?.delete(type);
+    return links.length - settled;
+  }
+
+  /** Sends `request` and resolves with the worker's answer, or undefined if it dies first. */
+  #ask<T extends Answer["type"]>(
+    link: Link,
+    request: ToWorker,
+    type: T,
+  ): Promise<Extract<Answer, { type: T }> | undefined> {
+    return new Promise((resolve) => {
+      let waits = this.#waiting.get(link);
+      if (waits === undefined) this.#waiting.set(link, waits = new Map());
+      waits.set(type, (answer) => {
+        waits.delete(type);
+        resolve(answer as Extract<Answer, { type: T }> | undefined);
+      });
+      link.post(request);
+    });
   }
 
   /** Stops every worker at once. Idempotent. */
@@ -302,11 +349,8 @@ export class WorkerPool {
         resolve();
         break;
       case "drained":
-        this.#drainWaiters.get(link)?.({
-          finished: message.finished,
-          idle: message.idle,
-          cut: message.cut,
-        });
+      case "tls-applied":
+        this.#waiting.get(link)?.get(message.type)?.(message);
         break;
       case "failed":
         if (link.ready) this.#lose(link, message.message);
@@ -341,7 +385,8 @@ export class WorkerPool {
       reason,
     });
     this.#options.onLost(link);
-    this.#drainWaiters.get(link)?.();
+    for (const settle of [...this.#waiting.get(link)?.values() ?? []]) settle(undefined);
+    this.#waiting.delete(link);
     this.#tellPeersLost(link.slot);
     if (this.#replacing) this.#replace(link.slot);
   }

@@ -94,7 +94,10 @@ export type ToWorker =
     buffer: SharedArrayBuffer | undefined;
     error: string | undefined;
   }
-  /** `kernel` dispatch, SIGHUP: new connections use these TLS settings (already checked). */
+  /**
+   * `kernel` dispatch, SIGHUP: new connections use these TLS settings (already checked).
+   * Answered with `tls-applied`.
+   */
   | { type: "tls"; settings: TlsSettings }
   /**
    * Stop accepting (`kernel` dispatch), let open connections finish for up to `timeout`
@@ -116,7 +119,9 @@ export type FromWorker =
   /** The drain is over, and this is how the worker's connections ended (none in `main`). */
   | ({ type: "drained" } & DrainResult)
   /** The handler asks for the shared buffer `name` (`HandlerContext.sharedBuffer`). */
-  | { type: "share"; name: string; byteLength: number };
+  | { type: "share"; name: string; byteLength: number }
+  /** `kernel` dispatch: the worker uses the `tls` message's settings for new connections now. */
+  | { type: "tls-applied" };
 
 /**
  * Checks that a value received from another thread is a {@linkcode FromWorker} message.
@@ -128,7 +133,7 @@ export function isFromWorker(value: unknown): value is FromWorker {
   if (typeof value !== "object" || value === null) return false;
   const type = (value as { type?: unknown }).type;
   return type === "ready" || type === "failed" || type === "frames" || type === "drained" ||
-    type === "share";
+    type === "share" || type === "tls-applied";
 }
 
 /**

@@ -161,6 +161,7 @@ export function runWorker(scope: WorkerScope): void {
         break;
       case "tls":
         sockets?.updateTls(message.settings);
+        post({ type: "tls-applied" });
         break;
       case "drain": {
         const result: DrainResult = await sockets?.drain(message.timeout) ??

@@ -41,6 +41,9 @@ import {
  */
 const YOUNG_GENERATION_MB = 24;
 
+/** Most milliseconds to wait for the workers to take new TLS settings (one stuck in a handler never does). */
+const TLS_APPLY_TIMEOUT_MS = 5000;
+
 /**
  * The server in `kernel` dispatch.
  *
@@ -140,14 +143,15 @@ export class KernelDispatch implements Server {
   }
 
   /**
-   * Tells every worker to use new TLS settings for the connections it accepts from now on.
+   * Tells every worker to use new TLS settings for the connections it accepts from now on, and
+   * waits until each has (a replacement starts with them).
    *
    * @param settings Checked certificate, key and CA.
    */
-  reloadTls(settings: TlsSettings): void {
+  async reloadTls(settings: TlsSettings): Promise<void> {
     if (this.#tls === undefined) return;
     this.#tls = settings;
-    for (const link of this.#pool?.links ?? []) link.post({ type: "tls", settings });
+    await this.#pool?.askAll({ type: "tls", settings }, "tls-applied", TLS_APPLY_TIMEOUT_MS);
   }
 
   /**

@@ -143,8 +143,9 @@ export class MainDispatch implements Server {
    *
    * @param settings Checked certificate, key and CA.
    */
-  reloadTls(settings: TlsSettings): void {
+  reloadTls(settings: TlsSettings): Promise<void> {
     this.#tls?.update(settings);
+    return Promise.resolve();
   }
 
   /**
