@@ -20,6 +20,7 @@ import { MainDispatch } from "./lib/dispatch/main/main_thread/main_dispatch.ts";
 import { startNodeWorker } from "./lib/main_thread/node_worker.ts";
 import { type LoadedTls, loadTls, TlsFileError } from "./lib/main_thread/tls_files.ts";
 import {
+  ReloadError,
   type SpawnOptions,
   type WorkerFactory,
   type WorkerHandle,
@@ -116,6 +117,17 @@ async function main(): Promise<void> {
     );
     Deno.exit(EXIT_CANNOT_RUN);
   }
+  if (
+    config.pidFile !== undefined &&
+    Deno.permissions.querySync({ name: "write", path: config.pidFile }).state !== "granted"
+  ) {
+    log.error(
+      "Cannot write the pid file {path}: no permission to write it; run Deno with " +
+        "--allow-write={path}",
+      { path: config.pidFile },
+    );
+    Deno.exit(EXIT_CANNOT_RUN);
+  }
   let tls: LoadedTls | undefined;
   if (parsed.tls !== undefined) {
     try {
@@ -172,6 +184,8 @@ async function main(): Promise<void> {
     });
   }
 
+  if (config.pidFile !== undefined) writePidFile(config.pidFile);
+
   let signalledAt: number | undefined;
   const onSignal = (signal: Deno.Signal) => {
     if (signalledAt !== undefined) {
@@ -200,6 +214,62 @@ async function main(): Promise<void> {
       Deno.exit(0);
     });
   };
+  let reloads = Promise.resolve();
+  /** Reloads asked for and not yet finished, the running one included. */
+  let pending = 0;
+  const reload = async () => {
+    try {
+      await reloadOnce();
+    } finally {
+      pending--;
+    }
+  };
+  const reloadOnce = async () => {
+    if (signalledAt !== undefined) {
+      log.info("No reload: the server is stopping");
+      return;
+    }
+    log.info("Reloading the workers (handler {handler} loaded anew)", {
+      handler: parsed.handler,
+    });
+    let outcome;
+    try {
+      outcome = await server.reload();
+    } catch (error) {
+      if (!(error instanceof ReloadError)) throw error;
+      log.error("Reload failed; the workers that were serving still are: {reason}", {
+        reason: error.message,
+      });
+      for (const line of error.detail.split("\n").filter((l) => l.trim() !== "")) {
+        log.debug("  {line}", { line });
+      }
+      return;
+    }
+    log.info(
+      "Reloaded: {workers} fresh workers take new connections; {finishing} connection(s) " +
+        "finish on the old ones (up to {timeout} s)",
+      { workers: config.workers, finishing: outcome.finishing, timeout: config.shutdownTimeout },
+    );
+    const { finished, idle, cut } = await outcome.retired;
+    const done = "Old workers ended: {finished} connection(s) finished, {idle} idle closed, " +
+      "{cut} cut";
+    if (cut > 0) log.warning(done + " at --shutdown-timeout (reset)", { finished, idle, cut });
+    else log.info(done, { finished, idle, cut });
+  };
+  try {
+    // A reload waits for the previous one's old workers to end: run them one after another.
+    Deno.addSignalListener("SIGUSR2", () => {
+      log.info(
+        pending++ === 0
+          ? "SIGUSR2 received"
+          : "SIGUSR2 received: it runs once the reload before it has finished",
+      );
+      reloads = reloads.then(reload);
+    });
+  } catch {
+    // No SIGUSR2 on Windows.
+  }
+
   for (const signal of ["SIGINT", "SIGTERM"] as const) {
     try {
       Deno.addSignalListener(signal, () => onSignal(signal));
@@ -256,6 +326,32 @@ async function main(): Promise<void> {
       tls: tls === undefined ? "" : ", TLS",
     },
   );
+}
+
+/**
+ * Writes this process's id to `path`, and removes the file at exit unless another process (a
+ * successor started on the same port) has written its own id there since.
+ */
+function writePidFile(path: string): void {
+  const pid = String(Deno.pid);
+  try {
+    Deno.writeTextFileSync(path, pid + "\n");
+  } catch (error) {
+    getLog().error("Cannot write the pid file {path}: {reason}", {
+      path,
+      reason: errorReason(error),
+    });
+    Deno.exit(EXIT_CANNOT_RUN);
+  }
+  // Asked, not tried: a read without permission would prompt in a terminal as the server exits.
+  const readable = Deno.permissions.querySync({ name: "read", path }).state === "granted";
+  globalThis.addEventListener("unload", () => {
+    try {
+      if (!readable || Deno.readTextFileSync(path).trim() === pid) Deno.removeSync(path);
+    } catch {
+      // Gone already, or not ours to remove.
+    }
+  });
 }
 
 if (import.meta.main) await main();

@@ -32,7 +32,16 @@ Deno.test("parseCommandLine() gives the documented defaults", () => {
     handlerOptions: {},
     handlerTimeout: 10,
     debugBuffers: false,
+    pidFile: undefined,
+    reusePort: true,
   });
+  // SO_REUSEPORT needs Linux and Deno's --unstable-net.
+  const reusePort = (options: { os?: string; unstableNet?: boolean }) => {
+    const command = parseCommandLine([], { cpus: 1, ...options });
+    return command.kind === "serve" && command.config.reusePort;
+  };
+  assert.equal(reusePort({ os: "darwin" }), false);
+  assert.equal(reusePort({ unstableNet: false }), false);
 });
 
 Deno.test("parseCommandLine() reads every flag, long and short", () => {
@@ -80,6 +89,8 @@ Deno.test("parseCommandLine() reads every flag, long and short", () => {
       "--tls-handshake-timeout",
       "3",
       "--debug-buffers",
+      "--pid-file",
+      "/run/echoserver.pid",
     ]),
     {
       port: 0,
@@ -104,6 +115,8 @@ Deno.test("parseCommandLine() reads every flag, long and short", () => {
       handlerOptions: { size: "2", mode: "a=b" },
       handlerTimeout: 10,
       debugBuffers: true,
+      pidFile: "/run/echoserver.pid",
+      reusePort: true,
     },
   );
   assert.equal(serveConfig(["--port", "65535", "--workers", "1"]).port, 65535);

@@ -327,6 +327,13 @@ export interface HandlerContext {
   /** Links to the other workers. */
   readonly peers: Peers;
   /**
+   * What the handler's {@linkcode HandlerModule.handover} returned on the worker this one
+   * replaces in a rolling reload (SIGUSR2), structured-cloned (a `SharedArrayBuffer` is shared,
+   * not copied); `undefined` when the server starts, and for a worker that replaces one that
+   * died.
+   */
+  readonly inherited: unknown;
+  /**
    * Memory every worker shares: the buffer named `name`, made zero-filled for the first worker
    * that asks, and the same buffer for every worker after, a replacement for a worker that died
    * included, for as long as the server runs. State kept in it outlives any one worker;
@@ -446,4 +453,15 @@ export interface HandlerModule {
   setup?: (context: HandlerContext) => void | Promise<void>;
   /** Runs once per worker after its last connection, when the server stops. */
   teardown?: () => void | Promise<void>;
+  /**
+   * Runs on each worker that a rolling reload (SIGUSR2) is about to replace, while it still
+   * serves: what it returns is the successor's {@linkcode HandlerContext.inherited} (the
+   * successor may be new code: agree on a shape, and check it). It must be structured-cloneable;
+   * it is copied, not moved, because the reload may still fail (the new module does not load,
+   * or its `setup` throws), and this worker then goes on serving. State changed after the copy
+   * does not reach the successor, unless it lives in shared memory
+   * ({@linkcode HandlerContext.sharedBuffer}), as `memcache`'s cache does. Runs within
+   * `--handler-timeout`; a throw aborts the reload.
+   */
+  handover?: () => unknown | Promise<unknown>;
 }

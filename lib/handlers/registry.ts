@@ -85,13 +85,13 @@ export class HandlerLoadError extends TypeError {
 /**
  * Loads a handler module: a built-in by name, or a module whose default export (or `handler`
  * export) is the handler (a Web Streams function, or a byte-level object with a `data` method),
- * with optional `options`, `setup` and `teardown` exports.
+ * with optional `options`, `setup`, `teardown` and `handover` exports.
  *
  * @param spec A built-in name or an absolute module URL (see {@linkcode resolveHandlerSpec}).
  * @param timeoutMs How long the module may take to load (its top-level code included).
  * @returns The handler and its optional parts.
  * @throws {HandlerLoadError} If the module cannot be loaded in time, exports no handler
- *   function, or exports `options`, `setup` or `teardown` of the wrong kind; the message names
+ *   function, or exports `options`, `setup`, `teardown` or `handover` of the wrong kind; the message names
  *   the file, line and column where Deno gives them.
  */
 export async function loadHandler(spec: string, timeoutMs = 10_000): Promise<HandlerModule> {
@@ -112,7 +112,7 @@ export async function loadHandler(spec: string, timeoutMs = 10_000): Promise<Han
         "(Web Streams) or an object with a data(socket, bytes) method (byte-level)",
     );
   }
-  for (const name of ["setup", "teardown"]) {
+  for (const name of ["setup", "teardown", "handover"]) {
     if (module[name] !== undefined && typeof module[name] !== "function") {
       throw new HandlerLoadError(`Cannot load handler '${spec}': its '${name}' must be a function`);
     }
@@ -132,6 +132,9 @@ export async function loadHandler(spec: string, timeoutMs = 10_000): Promise<Han
   if (module.setup !== undefined) loaded.setup = module.setup as HandlerModule["setup"] & object;
   if (module.teardown !== undefined) {
     loaded.teardown = module.teardown as HandlerModule["teardown"] & object;
+  }
+  if (module.handover !== undefined) {
+    loaded.handover = module.handover as HandlerModule["handover"] & object;
   }
   return loaded;
 }

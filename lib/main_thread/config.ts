@@ -75,6 +75,14 @@ export interface Config {
   handlerTimeout: number;
   /** Detach each buffer lent to a byte handler's `data` call once the call is over. */
   debugBuffers: boolean;
+  /** Where to write the process id (for `kill -USR2`), removed at exit; undefined: nowhere. */
+  pidFile: string | undefined;
+  /**
+   * Whether the listening sockets set `SO_REUSEPORT` (Linux, under `--unstable-net`): always in
+   * `kernel` dispatch; in `main` dispatch so that a new release can listen on the port while
+   * this one drains (see README, Upgrading).
+   */
+  reusePort: boolean;
 }
 
 /** The TLS files given on the command line (paths as typed). */
@@ -297,6 +305,12 @@ export const FLAGS: readonly Flag[] = [
     help: "how long a handler module may take to load and set up",
   },
   {
+    name: "pid-file",
+    value: "<file>",
+    shown: "off",
+    help: "write the process id to this file (for kill -USR2, deno task reload); removed at exit",
+  },
+  {
     name: "debug-buffers",
     shown: "off",
     help: "detach every buffer lent to a byte handler's data callback once the call is over, so " +
@@ -345,6 +359,12 @@ ${FLAGS.map(_usageOf).join("\n")}
 
 Handler options:
 ${_builtinOptions()}
+
+Signals:
+  SIGINT, SIGTERM  drain (--shutdown-timeout), then exit; a second one exits at once
+  SIGUSR2          rolling reload: fresh workers load the handler anew and take new
+                   connections; the old ones finish theirs, then end
+  SIGHUP           re-read the TLS certificate and key (ignored without TLS)
 
 Exit status:
   0    stopped on SIGINT/SIGTERM after draining: no connection was cut
@@ -484,6 +504,10 @@ export function parseCommandLine(args: readonly string[], options: ParseOptions)
       handlerOptions,
       handlerTimeout: seconds("handler-timeout", 0.1),
       debugBuffers: on("debug-buffers"),
+      pidFile: text("pid-file") === undefined
+        ? undefined
+        : _nonEmpty("--pid-file", text("pid-file"), "", "a file path"),
+      reusePort: os === "linux" && options.unstableNet !== false,
     },
   };
 }

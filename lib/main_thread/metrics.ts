@@ -58,7 +58,7 @@ export function renderMetrics(snapshot: ServerSnapshot, build: BuildInfo): strin
     Array.from(
       { length: counters.workers },
       (_, slot) =>
-        [`worker="${workerNumber(slot)}"`, counters.slot(slot).get(field)] as [string, number],
+        [`worker="${workerNumber(slot)}"`, counters.perSlot(field, slot)] as [string, number],
     );
 
   metric(
@@ -140,6 +140,12 @@ export function renderMetrics(snapshot: ServerSnapshot, build: BuildInfo): strin
     "counter",
     "Workers that died and were replaced.",
     [["", snapshot.workerRestarts]],
+  );
+  metric(
+    "reloads_total",
+    "counter",
+    "Rolling reloads (SIGUSR2), by result: ok, or failed (the old workers kept serving).",
+    [['result="ok"', snapshot.reloads.ok], ['result="failed"', snapshot.reloads.failed]],
   );
   metric("workers", "gauge", "Size of the worker pool.", [["", counters.workers]]);
   metric("build_info", "gauge", "Always 1; the labels say what is running.", [[

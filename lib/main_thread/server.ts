@@ -20,6 +20,16 @@ export interface ServerSnapshot {
   counters: ServerCounters;
   /** Workers that died and were replaced. */
   workerRestarts: number;
+  /** Rolling reloads done, and refused or failed. */
+  reloads: { ok: number; failed: number };
+}
+
+/** What a rolling reload has done once the fresh workers serve new connections. */
+export interface ReloadOutcome {
+  /** Connections the retired workers still serve, to be finished on the old code. */
+  finishing: number;
+  /** Settles once the retired workers have ended: how those connections ended. */
+  retired: Promise<DrainReport>;
 }
 
 /** How the connections open when a shutdown began ended (see {@linkcode DrainResult}). */
@@ -43,6 +53,7 @@ type ServerFlags = Pick<
   | "maxConnections"
   | "maxConnectionsPerIp"
   | "maxBuffered"
+  | "shutdownTimeout"
   | "logLevel"
   | "logFormat"
   | "handler"
@@ -51,6 +62,7 @@ type ServerFlags = Pick<
   | "proxyProtocol"
   | "tlsHandshakeTimeout"
   | "debugBuffers"
+  | "reusePort"
 >;
 
 /** A running server, in either dispatch mode. */
@@ -72,6 +84,16 @@ export interface Server {
   shutdown(timeout: number): Promise<DrainReport>;
   /** Counters and gauges as of now. */
   snapshot(): ServerSnapshot;
+  /**
+   * A rolling reload (SIGUSR2): fresh workers load the handler module anew and serve new
+   * connections as soon as they are all ready; the old ones finish the connections they have,
+   * as at shutdown (`--shutdown-timeout`, resets for the ones cut), then end.
+   *
+   * @returns Once the fresh workers serve: what is left to the old ones.
+   * @throws {ReloadError} If it could not happen (the new module fails to load or set up, a
+   *   reload is still finishing, ...): the old workers go on serving.
+   */
+  reload(): Promise<ReloadOutcome>;
   /**
    * Uses new TLS settings for the connections that start from now on (SIGHUP); open ones keep
    * theirs. Without TLS, does nothing.

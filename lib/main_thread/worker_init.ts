@@ -9,7 +9,7 @@
 
 import type { Dispatch } from "../shared/messages.ts";
 import type { ServerConfig } from "./server.ts";
-import type { InitMessage } from "./worker_pool.ts";
+import type { InitSettings } from "./worker_pool.ts";
 
 /**
  * How long a worker may take to report ready: the handler's own load deadline comes first (the
@@ -23,17 +23,24 @@ export function readyTimeout(config: ServerConfig): number {
 }
 
 /**
- * Builds a slot's `init` message (the pool adds its peer ports).
+ * Builds a slot's `init` message (the pool adds its serial, peers and inheritance).
  *
  * @param config The server's settings.
  * @param slot The worker's slot, from 0.
+ * @param lane The worker's counter lane (see `counters.ts`).
  * @param dispatch How the worker gets its connections.
  * @returns The message.
  */
-export function workerInit(config: ServerConfig, slot: number, dispatch: Dispatch): InitMessage {
+export function workerInit(
+  config: ServerConfig,
+  slot: number,
+  lane: number,
+  dispatch: Dispatch,
+): InitSettings {
   return {
     type: "init",
     slot,
+    lane,
     workers: config.workers,
     logLevel: config.logLevel,
     logFormat: config.logFormat,
@@ -41,7 +48,6 @@ export function workerInit(config: ServerConfig, slot: number, dispatch: Dispatc
     handlerOptions: config.handlerOptions,
     handlerTimeoutMs: config.handlerTimeout * 1000,
     debugBuffers: config.debugBuffers,
-    peers: [],
     dispatch,
   };
 }

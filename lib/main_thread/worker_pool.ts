@@ -1,8 +1,16 @@
 /**
  * A fixed pool of connection workers: starts them, waits until each reports ready, hands out
- * the next one round-robin, and replaces a worker that dies. It also wires the workers to each
- * other, one `MessageChannel` per pair (re-wiring a replacement), keeps the server's named shared
- * buffers (`HandlerContext.sharedBuffer`), and runs the drain exchange that ends them.
+ * the next one round-robin, replaces a worker that dies, and replaces them all with fresh ones
+ * on a rolling reload. It also wires the workers to each other, one `MessageChannel` per pair
+ * (re-wiring a replacement, and linking a reload's two generations), keeps the server's named
+ * shared buffers (`HandlerContext.sharedBuffer`), and runs the exchanges that end workers.
+ *
+ * A rolling reload (`reload`): every worker is asked for its handler's `handover` value; a new
+ * generation is started (the handler module loaded anew from disk) with those values; once
+ * every new worker is ready it takes the slots, and the old ones are retired: the dispatch mode
+ * lets their connections finish (`drainLinks`), then `dismiss` ends them. If any step fails,
+ * the new workers are stopped and the old ones go on as if nothing happened. Generations
+ * alternate counter lanes (`counters.ts`), which is why reloads never overlap.
  *
  * Runs on the main thread only.
  *
@@ -10,25 +18,30 @@
  */
 
 import type { DrainResult } from "../shared/connection_set.ts";
+import { LANES } from "../shared/counters.ts";
 import { getLog } from "../shared/log.ts";
 import {
   type FramesMessage,
   type FromWorker,
   isFromWorker,
+  type PeerPort,
   type ToWorker,
 } from "../shared/messages.ts";
 import { SharedBufferRegistry } from "../shared/shared_buffers.ts";
 import { workerName } from "../shared/worker_slot.ts";
 import { RoundRobin } from "./round_robin.ts";
 
-/** The `init` message, which the pool completes with the worker's peer ports. */
+/** The `init` message a worker starts with. */
 export type InitMessage = Extract<ToWorker, { type: "init" }>;
+
+/** The `init` message but for what the pool fills in: the worker's serial, peers and inheritance. */
+export type InitSettings = Omit<InitMessage, "serial" | "peers" | "elders" | "inherited">;
 
 /** How long past the drain's timeout to wait for a worker's report before giving up. */
 const DRAIN_REPORT_SLACK_MS = 2000;
 
 /** The answers the pool waits for, each to a request of its own. */
-type Answer = Extract<FromWorker, { type: "drained" | "tls-applied" }>;
+type Answer = Extract<FromWorker, { type: "drained" | "tls-applied" | "handed-over" }>;
 
 /**
  * What the pool needs of a worker: a Web `Worker` has it, and so does the adapter that
@@ -61,6 +74,8 @@ export type WorkerFactory = (name: string, options: SpawnOptions) => WorkerHandl
 export interface WorkerLink {
   /** Slot in the pool, from 0. */
   readonly slot: number;
+  /** Counter lane (see `counters.ts`): the generation's parity. */
+  readonly lane: number;
   /** False once the worker has died or the pool has closed. */
   readonly alive: boolean;
   /**
@@ -78,11 +93,14 @@ export interface WorkerPoolOptions {
   size: number;
   /** Creates a worker. */
   spawn: WorkerFactory;
-  /** The `init` message for a slot's worker (its `peers` are filled in by the pool). */
-  init: (slot: number) => InitMessage;
+  /**
+   * The `init` message for a slot's worker in a lane (its peers, elders and inheritance are
+   * filled in by the pool).
+   */
+  init: (slot: number, lane: number) => InitSettings;
   /** Called with each batch of frames a worker sends (`main` dispatch). */
   onFrames?: (link: WorkerLink, message: FramesMessage) => void;
-  /** Called when a worker dies, before its replacement starts. */
+  /** Called when a worker dies (a retired one included), before a replacement starts. */
   onLost: (link: WorkerLink) => void;
   /** How each worker is created. */
   spawnOptions?: SpawnOptions;
@@ -93,7 +111,7 @@ export interface WorkerPoolOptions {
   retryDelay?: number;
   /**
    * Milliseconds a worker may take to report ready (a worker stuck in synchronous code never
-   * answers at all).
+   * answers at all), and to answer a reload's `handover`.
    * @default {15000}
    */
   readyTimeout?: number;
@@ -115,14 +133,35 @@ export class WorkerStartError extends Error {
   }
 }
 
+/** A rolling reload did not happen; the workers that were serving still are. One line. */
+export class ReloadError extends Error {
+  /** More about the failure (a stack), for debug logs; empty if there is none. */
+  readonly detail: string;
+
+  /**
+   * @param message One line saying why.
+   * @param detail More, for debug logs.
+   */
+  constructor(message: string, detail = "") {
+    super(message);
+    this.name = "ReloadError";
+    this.detail = detail;
+  }
+}
+
 class Link implements WorkerLink {
   readonly slot: number;
+  readonly lane: number;
+  /** Unique for the life of the pool: workers of one slot differ in it. */
+  readonly serial: number;
   readonly worker: WorkerHandle;
   alive = true;
   ready = false;
 
-  constructor(slot: number, worker: WorkerHandle) {
+  constructor(slot: number, lane: number, serial: number, worker: WorkerHandle) {
     this.slot = slot;
+    this.lane = lane;
+    this.serial = serial;
     this.worker = worker;
   }
 
@@ -131,24 +170,46 @@ class Link implements WorkerLink {
   }
 }
 
+/** What a new worker is started with besides its `init`. */
+interface Wiring {
+  peers: (PeerPort | undefined)[];
+  elders: PeerPort[];
+  inherited: unknown;
+}
+
+/** A worker being started: its link, and when it is ready. */
+interface Starting {
+  link: Link;
+  ready: Promise<void>;
+}
+
 /**
- * Runs `size` workers and replaces any that dies.
+ * Runs `size` workers, replaces any that dies, and replaces all of them on a rolling reload.
  *
  * @example
  * ```ts ignore
  * const pool = new WorkerPool({ size: 2, spawn, init, onFrames, onLost });
  * await pool.start();
  * const link = pool.next(); // the worker for the next connection
+ * const retired = await pool.reload(); // fresh workers serve from now on
+ * await pool.drainLinks(retired, 10);
+ * pool.dismiss(retired);
  * pool.close();
  * ```
  */
 export class WorkerPool {
   #options: WorkerPoolOptions;
+  /** The workers that take new connections, by slot. */
   #links: (Link | undefined)[];
+  /** Workers a reload replaced, finishing their connections. */
+  #retiring = new Set<Link>();
+  #reloading = false;
   #roundRobin: RoundRobin;
   #closed = false;
   #replacing = true;
   #restarts = 0;
+  #reloads = { ok: 0, failed: 0 };
+  #nextSerial = 1;
   /** Who waits for which answer from which worker; settled with undefined if it dies. */
   #waiting = new Map<Link, Map<Answer["type"], (answer: Answer | undefined) => void>>();
   #shared = new SharedBufferRegistry();
@@ -161,9 +222,14 @@ export class WorkerPool {
     this.#roundRobin = new RoundRobin(options.size);
   }
 
-  /** Number of workers replaced since start. */
+  /** Number of workers replaced since start (after dying; a reload does not count). */
   get restarts(): number {
     return this.#restarts;
+  }
+
+  /** Rolling reloads done, and refused or failed, since start. */
+  get reloads(): { ok: number; failed: number } {
+    return { ...this.#reloads };
   }
 
   /**
@@ -172,17 +238,9 @@ export class WorkerPool {
    * @throws {WorkerStartError} If any worker fails to start; the pool is then closed.
    */
   async start(): Promise<void> {
-    const size = this.#links.length;
-    const peers = this.#links.map(() => new Array<MessagePort | undefined>(size).fill(undefined));
-    for (let i = 0; i < size; i++) {
-      for (let j = i + 1; j < size; j++) {
-        const { port1, port2 } = new MessageChannel();
-        peers[i]![j] = port1;
-        peers[j]![i] = port2;
-      }
-    }
-    const started = this.#links.map((_, slot) => this.#spawn(slot, peers[slot]!));
-    const results = await Promise.allSettled(started);
+    const started = this.#startGeneration(0, this.#links.map(() => undefined), []);
+    for (const { link } of started) this.#links[link.slot] = link;
+    const results = await Promise.allSettled(started.map((s) => s.ready));
     const failure = results.find((r) => r.status === "rejected");
     if (failure !== undefined) {
       this.close();
@@ -200,9 +258,25 @@ export class WorkerPool {
     return slot === undefined ? undefined : this.#links[slot];
   }
 
-  /** The workers running now, ready or not. */
+  /**
+   * Whether a worker takes new connections: ready, alive, and not retired by a reload.
+   *
+   * @param link The worker.
+   * @returns Whether it does.
+   */
+  takesConnections(link: WorkerLink): boolean {
+    const mine = link as Link;
+    return mine.ready && mine.alive && this.#links[mine.slot] === mine;
+  }
+
+  /** The workers that take new connections now, ready or not. */
   get links(): WorkerLink[] {
     return this.#links.filter((link): link is Link => link !== undefined && link.alive);
+  }
+
+  /** Every running worker: those that take new connections, and retired ones still finishing. */
+  get all(): WorkerLink[] {
+    return [...this.links, ...this.#retiring];
   }
 
   /** From now on a worker that dies is not replaced (the server is shutting down). */
@@ -211,17 +285,131 @@ export class WorkerPool {
   }
 
   /**
-   * Asks every running worker to drain (stop accepting, let its connections finish for up to
-   * `timeout` seconds, close the rest, run the handler's `teardown`) and waits for the reports.
+   * A rolling reload: asks every worker for its handler's `handover` value, starts a fresh
+   * worker per slot with it (loading the handler module anew), and once all are ready makes
+   * them the ones that take new connections. The old workers go on serving the connections
+   * they have, linked to the new ones for broadcasts; finish them with
+   * {@linkcode WorkerPool.drainLinks} and {@linkcode WorkerPool.dismiss}.
+   *
+   * @returns The retired workers.
+   * @throws {ReloadError} If a reload is running or the pool is stopping, a worker is being
+   *   replaced, a `handover` fails, or a new worker fails to start; the old workers then go on
+   *   as the ones that take new connections, and no new worker is left running.
+   */
+  async reload(): Promise<WorkerLink[]> {
+    try {
+      const retired = await this.#reload();
+      this.#reloads.ok++;
+      return retired;
+    } catch (error) {
+      this.#reloads.failed++;
+      throw error;
+    }
+  }
+
+  async #reload(): Promise<Link[]> {
+    if (this.#closed || !this.#replacing) throw new ReloadError("the server is stopping");
+    if (this.#reloading || this.#retiring.size > 0) {
+      throw new ReloadError("the previous reload's workers are still finishing");
+    }
+    const old = [...this.#links];
+    if (old.some((link) => link === undefined || !link.ready || !link.alive)) {
+      throw new ReloadError("a worker is being replaced after dying; try again shortly");
+    }
+    this.#reloading = true;
+    try {
+      const current = old as Link[];
+      const inherited = await this.#handovers(current);
+      const lane = (current[0]!.lane + 1) % LANES;
+      // Each old worker gets a channel to each new one: its successors by slot, and their elder.
+      const successors = current.map(() => new Array<PeerPort>());
+      const elders = current.map(() => new Array<PeerPort>());
+      const serials = current.map(() => this.#nextSerial++);
+      for (const elder of current) {
+        for (const slot of current.keys()) {
+          const { port1, port2 } = new MessageChannel();
+          successors[elder.slot]!.push({ slot, serial: serials[slot]!, port: port1 });
+          elders[slot]!.push({ slot: elder.slot, serial: elder.serial, port: port2 });
+        }
+      }
+      const started = this.#startGeneration(lane, inherited, elders, serials);
+      const results = await Promise.allSettled(started.map((s) => s.ready));
+      const failure = results.find((r): r is PromiseRejectedResult => r.status === "rejected");
+      const dead = started.find(({ link }) => !link.alive);
+      if (failure !== undefined || dead !== undefined) {
+        for (const { link } of started) this.#end(link);
+        for (const ports of successors) for (const { port } of ports) port.close();
+        const reason = failure?.reason as Error | undefined;
+        throw new ReloadError(
+          reason?.message ?? `${workerName(dead!.link.slot)} died as it started`,
+          reason instanceof WorkerStartError ? reason.detail : "",
+        );
+      }
+      for (const { link } of started) this.#links[link.slot] = link;
+      for (const link of current) {
+        this.#retiring.add(link);
+        const ports = successors[link.slot]!;
+        link.post({ type: "retire", successors: ports }, ports.map((p) => p.port));
+      }
+      return current;
+    } finally {
+      this.#reloading = false;
+    }
+  }
+
+  /** Each worker's `handover` value, by slot. */
+  async #handovers(links: Link[]): Promise<unknown[]> {
+    const timeout = this.#options.readyTimeout ?? 15_000;
+    const values: unknown[] = [];
+    const errors: string[] = [];
+    const silent = await this.#askEach(
+      links,
+      { type: "handover" },
+      "handed-over",
+      timeout,
+      (answer, link) => {
+        if (answer.error === undefined) values[link.slot] = answer.value;
+        else errors.push(`${workerName(link.slot)}: ${answer.error}`);
+      },
+    );
+    if (errors.length > 0) throw new ReloadError(errors[0]!);
+    if (silent > 0) {
+      throw new ReloadError(
+        `${silent} worker(s) did not answer the handover within ${timeout / 1000} s`,
+      );
+    }
+    const lost = links.find((link) => !link.alive);
+    if (lost !== undefined) throw new ReloadError(`${workerName(lost.slot)} died`);
+    return values;
+  }
+
+  /**
+   * Asks every running worker (retired ones too) to drain (stop accepting, let its
+   * connections finish for up to `timeout` seconds, close the rest, run the handler's
+   * `teardown`) and waits for the reports.
    *
    * @param timeout Seconds the workers may take, before a short slack.
    * @returns The reports summed, and how many workers never answered (stuck in a handler's
    *   endless loop, say). A worker that dies meanwhile counts as neither.
    */
-  async drain(timeout: number): Promise<{ result: DrainResult; silent: number }> {
+  drain(timeout: number): Promise<{ result: DrainResult; silent: number }> {
+    return this.drainLinks(this.all, timeout);
+  }
+
+  /**
+   * Asks some workers to drain (see {@linkcode WorkerPool.drain}) and waits for their reports.
+   *
+   * @param links The workers.
+   * @param timeout Seconds they may take, before a short slack.
+   * @returns The reports summed, and how many never answered.
+   */
+  async drainLinks(
+    links: WorkerLink[],
+    timeout: number,
+  ): Promise<{ result: DrainResult; silent: number }> {
     const result: DrainResult = { finished: 0, idle: 0, cut: 0 };
     const silent = await this.#askEach(
-      this.links,
+      links as Link[],
       { type: "drain", timeout },
       "drained",
       timeout * 1000 + DRAIN_REPORT_SLACK_MS,
@@ -235,6 +423,20 @@ export class WorkerPool {
   }
 
   /**
+   * Ends retired workers (their drain is over): they stop, and the others drop their links to
+   * them.
+   *
+   * @param links Workers that {@linkcode WorkerPool.reload} returned.
+   */
+  dismiss(links: WorkerLink[]): void {
+    for (const link of links as Link[]) {
+      if (!this.#retiring.delete(link)) continue;
+      this.#end(link);
+      this.#tellEldersGone(link);
+    }
+  }
+
+  /**
    * Sends `request` to every running worker and waits until each has answered with `type` (or
    * died), or `timeoutMs` pass.
    *
@@ -244,30 +446,42 @@ export class WorkerPool {
    * @returns How many workers did not answer in time.
    */
   askAll(request: ToWorker, type: Answer["type"], timeoutMs: number): Promise<number> {
-    return this.#askEach(this.links, request, type, timeoutMs, () => {});
+    return this.#askEach(this.all as Link[], request, type, timeoutMs, () => {});
+  }
+
+  /** Stops every worker at once. Idempotent. */
+  close(): void {
+    this.#closed = true;
+    for (const link of [...this.#links, ...this.#retiring]) {
+      if (link !== undefined) this.#end(link);
+    }
+    this.#retiring.clear();
   }
 
   async #askEach<T extends Answer["type"]>(
-    links: WorkerLink[],
+    links: Link[],
     request: ToWorker,
     type: T,
     timeoutMs: number,
-    onAnswer: (answer: Extract<Answer, { type: T }>) => void,
+    onAnswer: (answer: Extract<Answer, { type: T }>, link: Link) => void,
   ): Promise<number> {
     let settled = 0;
     const answers = links.map((link) =>
-      this.#ask(link as Link, request, type).then((answer) => {
+      this.#ask(link, request, type).then((answer) => {
         settled++;
-        if (answer !== undefined) onAnswer(answer);
+        if (answer !== undefined) onAnswer(answer, link);
       })
     );
     let timer: ReturnType<typeof setTimeout> | undefined;
     const giveUp = new Promise<void>((resolve) => {
       timer = setTimeout(resolve, timeoutMs);
     });
-    await Promise.race([Promise.all(answers), giveUp]);
-    clearTimeout(timer);
-    for (const link of links) this.#waiting.get(link as Link)?.delete(type);
+    try {
+      await Promise.race([Promise.all(answers), giveUp]);
+    } finally {
+      clearTimeout(timer);
+      for (const link of links) this.#waiting.get(link)?.delete(type);
+    }
     return links.length - settled;
   }
 
@@ -277,6 +491,7 @@ export class WorkerPool {
     request: ToWorker,
     type: T,
   ): Promise<Extract<Answer, { type: T }> | undefined> {
+    if (!link.alive) return Promise.resolve(undefined);
     return new Promise((resolve) => {
       let waits = this.#waiting.get(link);
       if (waits === undefined) this.#waiting.set(link, waits = new Map());
@@ -288,22 +503,39 @@ export class WorkerPool {
     });
   }
 
-  /** Stops every worker at once. Idempotent. */
-  close(): void {
-    this.#closed = true;
-    for (const link of this.#links) {
-      if (link === undefined) continue;
-      link.alive = false;
-      link.worker.terminate();
+  /**
+   * Starts one worker per slot in `lane`, wired to each other (and to `elders`, by slot), each
+   * inheriting `inherited[slot]`.
+   */
+  #startGeneration(
+    lane: number,
+    inherited: unknown[],
+    elders: PeerPort[][],
+    serials = this.#links.map(() => this.#nextSerial++),
+  ): Starting[] {
+    const size = this.#links.length;
+    const peers = serials.map(() => new Array<PeerPort | undefined>(size).fill(undefined));
+    for (let i = 0; i < size; i++) {
+      for (let j = i + 1; j < size; j++) {
+        const { port1, port2 } = new MessageChannel();
+        peers[i]![j] = { slot: j, serial: serials[j]!, port: port1 };
+        peers[j]![i] = { slot: i, serial: serials[i]!, port: port2 };
+      }
     }
+    return serials.map((serial, slot) =>
+      this.#spawn(slot, lane, serial, {
+        peers: peers[slot]!,
+        elders: elders[slot] ?? [],
+        inherited: inherited[slot],
+      })
+    );
   }
 
-  /** Starts the worker of a slot, with its ends of the channels to the others. */
-  #spawn(slot: number, peers: (MessagePort | undefined)[]): Promise<void> {
+  /** Starts the worker of a slot, wired as told. */
+  #spawn(slot: number, lane: number, serial: number, wiring: Wiring): Starting {
     const name = workerName(slot);
     const worker = this.#options.spawn(name, this.#options.spawnOptions ?? {});
-    const link = new Link(slot, worker);
-    this.#links[slot] = link;
+    const link = new Link(slot, lane, serial, worker);
     const started = Promise.withResolvers<void>();
     const timeout = this.#options.readyTimeout ?? 15_000;
     const timer = setTimeout(
@@ -315,7 +547,7 @@ export class WorkerPool {
         ),
       timeout,
     );
-    const promise = started.promise.finally(() => clearTimeout(timer));
+    const ready = started.promise.finally(() => clearTimeout(timer));
     const { resolve, reject } = started;
     worker.onmessage = (event: MessageEvent) => {
       const message = event.data;
@@ -329,9 +561,12 @@ export class WorkerPool {
       if (link.ready) this.#lose(link, reason);
       else reject(new WorkerStartError(`Cannot start ${name}: ${reason}`));
     };
-    const transfer = peers.filter((port): port is MessagePort => port !== undefined);
-    worker.postMessage({ ...this.#options.init(slot), peers }, transfer);
-    return promise;
+    const ports = [...wiring.peers, ...wiring.elders].filter((p) => p !== undefined);
+    worker.postMessage(
+      { ...this.#options.init(slot, lane), serial, ...wiring },
+      ports.map((p) => p.port),
+    );
+    return { link, ready };
   }
 
   #receive(
@@ -350,6 +585,7 @@ export class WorkerPool {
         break;
       case "drained":
       case "tls-applied":
+      case "handed-over":
         this.#waiting.get(link)?.get(message.type)?.(message);
         break;
       case "failed":
@@ -375,47 +611,74 @@ export class WorkerPool {
     }
   }
 
-  #lose(link: Link, reason: string): void {
-    if (!link.alive) return;
+  /** Stops a worker; whoever waits for its answers stops waiting. */
+  #end(link: Link): void {
     link.alive = false;
     link.ready = false;
     link.worker.terminate();
-    this.#log.error("{worker} died: {reason}; closing its connections and replacing it", {
-      worker: workerName(link.slot),
-      reason,
-    });
-    this.#options.onLost(link);
     for (const settle of [...this.#waiting.get(link)?.values() ?? []]) settle(undefined);
     this.#waiting.delete(link);
+  }
+
+  #lose(link: Link, reason: string): void {
+    if (!link.alive) return;
+    const retired = this.#retiring.delete(link);
+    const current = this.#links[link.slot] === link;
+    this.#end(link);
+    this.#log.error(
+      retired
+        ? "{worker} (retired by a reload) died: {reason}; closing its connections"
+        : "{worker} died: {reason}; closing its connections and replacing it",
+      { worker: workerName(link.slot), reason },
+    );
+    this.#options.onLost(link);
+    if (retired) this.#tellEldersGone(link);
+    if (!current) return; // retired, or a reload's new worker not yet in service
     this.#tellPeersLost(link.slot);
-    if (this.#replacing) this.#replace(link.slot);
+    if (this.#replacing) this.#replace(link.slot, link.lane);
   }
 
   /** The other workers fail what is in flight to `slot` at once, instead of waiting. */
   #tellPeersLost(slot: number): void {
-    for (const other of this.links) {
-      if (other.slot !== slot) other.post({ type: "peer-lost", slot });
+    for (const other of this.all) {
+      if (other.slot !== slot || this.#retiring.has(other as Link)) {
+        other.post({ type: "peer-lost", slot });
+      }
     }
   }
 
-  async #replace(slot: number): Promise<void> {
+  /** A retired worker has ended: the others drop their elder links to it. */
+  #tellEldersGone(gone: Link): void {
+    for (const other of this.all) other.post({ type: "elder-gone", serial: gone.serial });
+  }
+
+  async #replace(slot: number, lane: number): Promise<void> {
     while (!this.#closed && this.#replacing) {
-      // Fresh channels between the replacement and every running worker.
-      const peers = new Array<MessagePort | undefined>(this.#links.length).fill(undefined);
-      for (const other of this.links) {
-        if (other.slot === slot) continue;
+      // Fresh channels between the replacement and every running worker: the current ones are
+      // its peers; retired ones are its elders, and it is their peer at this slot.
+      const serial = this.#nextSerial++;
+      const wiring: Wiring = {
+        peers: new Array<PeerPort | undefined>(this.#links.length).fill(undefined),
+        elders: [],
+        inherited: undefined,
+      };
+      for (const other of this.all as Link[]) {
+        if (other.slot === slot && !this.#retiring.has(other)) continue;
         const { port1, port2 } = new MessageChannel();
-        peers[other.slot] = port1;
-        other.post({ type: "peer", slot, port: port2 }, [port2]);
+        const mine = { slot: other.slot, serial: other.serial, port: port1 };
+        if (this.#retiring.has(other)) wiring.elders.push(mine);
+        else wiring.peers[other.slot] = mine;
+        other.post({ type: "peer", slot, serial, port: port2 }, [port2]);
       }
+      const { link, ready } = this.#spawn(slot, lane, serial, wiring);
+      this.#links[slot] = link;
       try {
-        await this.#spawn(slot, peers);
+        await ready;
         this.#restarts++;
         this.#log.info("{worker} replaced", { worker: workerName(slot) });
         return;
       } catch (error) {
-        this.#links[slot]!.alive = false;
-        this.#links[slot]!.worker.terminate();
+        this.#end(link);
         this.#tellPeersLost(slot);
         this.#log.error("Replacing {worker} failed: {reason}; retrying", {
           worker: workerName(slot),

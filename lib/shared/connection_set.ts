@@ -41,7 +41,8 @@ export interface DrainResult {
 export class ConnectionSet<C extends SetMember> {
   #connections = new Map<number, C>();
   #reclaimer = new MemoryReclaimer(() => this.#connections.size);
-  #onEmpty: (() => void) | undefined;
+  /** Called after every delete: each waiter checks whether the set is empty. */
+  #waiters = new Set<() => void>();
   #sweepTimer: ReturnType<typeof setInterval> | undefined;
 
   /** How many are open. */
@@ -85,14 +86,15 @@ export class ConnectionSet<C extends SetMember> {
   }
 
   /**
-   * Removes a closed connection; wakes {@linkcode ConnectionSet.waitForEmpty} on the last.
+   * Removes a closed connection; wakes a {@linkcode ConnectionSet.waitUntilNone} whose last it
+   * was.
    *
    * @param id Connection id.
    */
   delete(id: number): void {
     this.#connections.delete(id);
     this.#reclaimer.update();
-    if (this.#connections.size === 0) this.#onEmpty?.();
+    for (const check of [...this.#waiters]) check();
   }
 
   /**
@@ -122,23 +124,28 @@ export class ConnectionSet<C extends SetMember> {
    * At the deadline the rest are closed, and those with input or output pending are reset, so
    * that their clients cannot take a short answer for a complete one.
    *
-   * Stops the timeout sweeps: the drain watches activity itself, and its deadline bounds all.
+   * A drain of some of the connections (those of workers a reload retired) leaves the others
+   * alone. A drain of all stops the timeout sweeps: it watches activity itself, and its
+   * deadline bounds all.
    *
    * @param ms Most milliseconds to wait.
-   * @returns How the connections open at the start ended.
+   * @param which The connections to drain; all if omitted.
+   * @returns How the connections open at the start ended (and any that joined meanwhile).
    */
-  async drain(ms: number): Promise<DrainResult> {
-    this.stopSweeps();
-    const open = this.#connections.size;
+  async drain(ms: number, which?: (connection: C) => boolean): Promise<DrainResult> {
+    if (which === undefined) this.stopSweeps();
+    const members = () => [...this.#connections.values()].filter((c) => which?.(c) ?? true);
     const start = performance.now();
     const deadline = start + ms;
     const lastActive = new Map<C, number>();
+    const seen = new Set<C>(members());
     let idle = 0;
     let cut = 0;
-    while (this.#connections.size > 0 && performance.now() < deadline) {
-      await this.waitForEmpty(Math.min(DRAIN_POLL_MS, deadline - performance.now()));
+    while (members().length > 0 && performance.now() < deadline) {
+      await this.waitUntilNone(Math.min(DRAIN_POLL_MS, deadline - performance.now()), which);
       const now = performance.now();
-      for (const connection of [...this.#connections.values()]) {
+      for (const connection of members()) {
+        seen.add(connection); // one accepted just as the drain began is drained too
         if (connection.active) {
           connection.active = false;
           lastActive.set(connection, now);
@@ -150,27 +157,41 @@ export class ConnectionSet<C extends SetMember> {
         }
       }
     }
-    for (const connection of [...this.#connections.values()]) {
+    for (const connection of members()) {
+      seen.add(connection);
       connection.disconnect("shutdown");
       if (connection.cut) cut++;
       else idle++;
     }
-    return { finished: open - idle - cut, idle, cut };
+    return { finished: seen.size - idle - cut, idle, cut };
   }
 
   /**
-   * Waits until no connection is open, or `ms` have passed.
+   * Waits until no connection (of those `which` picks) is open, or `ms` have passed. With
+   * `which`, it only looks at the start and at the deadline: checking a subset on every close
+   * would cost a pass over all connections each time.
    *
    * @param ms Most milliseconds to wait.
-   * @returns When empty, or at the deadline.
+   * @param which The connections to wait for; all if omitted.
+   * @returns When none is left, or at the deadline.
    */
-  waitForEmpty(ms: number): Promise<void> {
-    if (this.#connections.size === 0 || ms <= 0) return Promise.resolve();
+  waitUntilNone(ms: number, which?: (connection: C) => boolean): Promise<void> {
+    const none = () => {
+      if (which === undefined) return this.#connections.size === 0;
+      for (const connection of this.#connections.values()) if (which(connection)) return false;
+      return true;
+    };
+    if (ms <= 0 || none()) return Promise.resolve();
     return new Promise((resolve) => {
       const timer = setTimeout(done, ms);
-      this.#onEmpty = done;
+      const check = () => {
+        if (this.#connections.size === 0) done();
+      };
+      if (which === undefined) this.#waiters.add(check);
+      const waiters = this.#waiters;
       function done() {
         clearTimeout(timer);
+        waiters.delete(check);
         resolve();
       }
     });

@@ -8,6 +8,10 @@
  * (so that `--max-connections` is one limit for the whole server, whichever thread accepts) and
  * the next connection id (ids are unique server-wide, as the logs need).
  *
+ * Each slot has two rows, one per lane: during a rolling reload the worker being retired and the
+ * one replacing it serve at the same time, each writing its own lane, and generations alternate
+ * lanes (reloads never overlap, so two suffice). Readers sum a slot's lanes.
+ *
  * Used on both threads. Each row has exactly one writer, so plain stores suffice there; 8-byte
  * aligned float stores are not torn on the 64-bit targets Deno ships for.
  *
@@ -48,6 +52,8 @@ export const Counter = {
 export type CounterField = typeof Counter[keyof typeof Counter];
 
 const FIRST_CLOSED = 12;
+/** Rows per worker slot: see the module's documentation. */
+export const LANES = 2;
 const ROW = FIRST_CLOSED + CLOSE_REASONS.length;
 /** Int32 header: open connections, next connection id. */
 const HEADER_BYTES = 16;
@@ -149,7 +155,7 @@ export class ServerCounters {
     this.workers = workers;
     this.#shared = new Int32Array(buffer, 0, HEADER_BYTES / 4);
     this.#rows = Array.from(
-      { length: workers + 1 },
+      { length: LANES * workers + 1 },
       (_, i) => new SlotCounters(new Float64Array(buffer, HEADER_BYTES + i * ROW * 8, ROW)),
     );
   }
@@ -161,27 +167,43 @@ export class ServerCounters {
    * @returns The counters; share `buffer` with the workers.
    */
   static create(workers: number): ServerCounters {
-    const buffer = new SharedArrayBuffer(HEADER_BYTES + (workers + 1) * ROW * 8);
+    const buffer = new SharedArrayBuffer(HEADER_BYTES + (LANES * workers + 1) * ROW * 8);
     const counters = new ServerCounters(buffer, workers);
     Atomics.store(counters.#shared, NEXT_ID, 1);
     return counters;
   }
 
   /**
-   * A slot's row.
+   * The row a slot's worker writes.
    *
-   * @param slot From 0 to `workers - 1`; `workers` is the main thread's own row.
+   * @param slot From 0 to `workers - 1`.
+   * @param lane The worker's lane, from 0 to `LANES - 1` (see the module's documentation).
    * @returns The row.
    */
-  slot(slot: number): SlotCounters {
-    const row = this.#rows[slot];
-    if (row === undefined) throw new RangeError(`No counter row for slot ${slot}`);
+  slot(slot: number, lane = 0): SlotCounters {
+    const row = slot >= 0 && slot < this.workers
+      ? this.#rows[lane * this.workers + slot]
+      : undefined;
+    if (row === undefined) throw new RangeError(`No counter row for slot ${slot}, lane ${lane}`);
     return row;
+  }
+
+  /**
+   * A counter of one slot, summed over its lanes.
+   *
+   * @param field Which counter.
+   * @param slot From 0 to `workers - 1`.
+   * @returns The total.
+   */
+  perSlot(field: CounterField, slot: number): number {
+    let total = 0;
+    for (let lane = 0; lane < LANES; lane++) total += this.slot(slot, lane).get(field);
+    return total;
   }
 
   /** The row of the main thread's own accept loop (failures and rejections before a slot). */
   get main(): SlotCounters {
-    return this.#rows[this.workers]!;
+    return this.#rows[LANES * this.workers]!;
   }
 
   /**
@@ -245,10 +267,11 @@ export class ServerCounters {
    * releases them from the server-wide count.
    *
    * @param slot The dead worker's slot.
+   * @param lane Its lane.
    * @returns How many connections it had open.
    */
-  workerLost(slot: number): number {
-    const row = this.slot(slot);
+  workerLost(slot: number, lane: number): number {
+    const row = this.slot(slot, lane);
     const open = row.get(Counter.active);
     row.set(Counter.buffered, 0);
     for (let i = 0; i < open; i++) row.closed("worker-lost");

@@ -2,8 +2,10 @@
  * The few libc calls the server makes through `Deno.dlopen`, where Deno 2.9.6 has no API for
  * them: `send()` without blocking (a socket write that returns at once with what the kernel
  * took), `setsockopt(SO_LINGER)` (how a server sends a reset), `malloc_trim(0)` (giving freed
- * heap back to the OS), and `memchr()` (finding a byte 20 times faster than JavaScript can in
- * a large chunk). Each needs `--allow-ffi` (the server's launch flags grant it) and glibc on
+ * heap back to the OS), `memchr()` (finding a byte 20 times faster than JavaScript can in
+ * a large chunk), and what steering a `SO_REUSEPORT` group takes (finding this process's
+ * listening sockets, their accept queues, the group's BPF program; reading `/proc/net/tcp`,
+ * which Deno lets a program read only with `--allow-all`). Each needs `--allow-ffi` (the server's launch flags grant it) and glibc on
  * Linux; anywhere else every function here reports that it cannot, and callers fall back to
  * Deno's own (slower, or less exact) way.
  *
@@ -15,9 +17,18 @@
  * @module
  */
 
-/** `SOL_SOCKET` and `SO_LINGER` on Linux. */
+/** `SOL_SOCKET` and its options used here, on Linux. */
 const SOL_SOCKET = 1;
 const SO_LINGER = 13;
+const SO_ACCEPTCONN = 30;
+const SO_ATTACH_REUSEPORT_CBPF = 51;
+const SO_DETACH_REUSEPORT_BPF = 68;
+/** `IPPROTO_TCP` and `TCP_INFO`. */
+const IPPROTO_TCP = 6;
+const TCP_INFO = 11;
+/** `RLIMIT_NOFILE`, and `O_RDONLY | O_CLOEXEC` for `open`. */
+const RLIMIT_NOFILE = 7;
+const O_RDONLY_CLOEXEC = 0o2000000;
 /** `MSG_DONTWAIT | MSG_NOSIGNAL`: never block, never raise SIGPIPE (a dead peer is an error). */
 const SEND_FLAGS = 0x40 | 0x4000;
 /** `struct linger { int l_onoff = 1; int l_linger = 0; }` */
@@ -34,6 +45,18 @@ interface Libc {
     value: Uint8Array<ArrayBuffer>,
     length: number,
   ) => number;
+  getsockopt: (
+    fd: number,
+    level: number,
+    name: number,
+    value: Uint8Array<ArrayBuffer>,
+    length: Uint8Array<ArrayBuffer>,
+  ) => number;
+  getsockname: (fd: number, address: Uint8Array<ArrayBuffer>, length: Uint8Array) => number;
+  getrlimit: (resource: number, limit: Uint8Array<ArrayBuffer>) => number;
+  open: (path: Uint8Array<ArrayBuffer>, flags: number) => number;
+  read: (fd: number, buffer: Uint8Array<ArrayBuffer>, length: number) => number;
+  close: (fd: number) => number;
   malloc_trim: (pad: number) => number;
   // u32 results: the low 32 bits of a pointer, enough for offsets within one buffer (below).
   memchr: (bytes: Uint8Array, byte: number, length: number) => number;
@@ -52,6 +75,12 @@ function loadLibc(): Libc | null {
     const library = Deno.dlopen("libc.so.6", {
       send: { parameters: ["i32", "buffer", "i32", "i32"], result: "i32" },
       setsockopt: { parameters: ["i32", "i32", "i32", "buffer", "u32"], result: "i32" },
+      getsockopt: { parameters: ["i32", "i32", "i32", "buffer", "buffer"], result: "i32" },
+      getsockname: { parameters: ["i32", "buffer", "buffer"], result: "i32" },
+      getrlimit: { parameters: ["i32", "buffer"], result: "i32" },
+      open: { parameters: ["buffer", "i32"], result: "i32" },
+      read: { parameters: ["i32", "buffer", "usize"], result: "i32" },
+      close: { parameters: ["i32"], result: "i32" },
       malloc_trim: { parameters: ["usize"], result: "i32" },
       memchr: { parameters: ["buffer", "i32", "usize"], result: "u32" },
       memmove: { parameters: ["buffer", "buffer", "usize"], result: "u32" },
@@ -165,4 +194,141 @@ export function findByte(bytes: Uint8Array, byte: number): number {
   const { memchr, memmove } = libc!;
   const at = (memchr(bytes, byte, bytes.length) - memmove(bytes, bytes, 0)) >>> 0;
   return at < bytes.length && bytes[at] === byte ? at : -1;
+}
+
+/**
+ * Whether the `SO_REUSEPORT` functions below work in this thread.
+ *
+ * @returns True on Linux with glibc and `--allow-ffi`.
+ */
+export function canSteer(): boolean {
+  return loadLibc() !== null;
+}
+
+/** An `int` (or `socklen_t`) as the bytes libc reads and writes. */
+function intBytes(value: number): Uint8Array<ArrayBuffer> {
+  return new Uint8Array(new Int32Array([value]).buffer);
+}
+
+/**
+ * This process's listening TCP sockets bound to `port` (any address), found by trying each
+ * descriptor in turn: Deno does not say which descriptor a listener has.
+ *
+ * @param port The port.
+ * @param want Stop after finding this many.
+ * @returns Their descriptors, lowest first; empty where {@linkcode canSteer} is false.
+ */
+export function listenersOf(port: number, want = Infinity): number[] {
+  const c = loadLibc();
+  if (c === null) return [];
+  const limit = new Uint8Array(16);
+  const most = c.getrlimit(RLIMIT_NOFILE, limit) === 0
+    ? Number(new BigUint64Array(limit.buffer)[0])
+    : 1024;
+  const found: number[] = [];
+  const value = new Uint8Array(4);
+  const address = new Uint8Array(128);
+  for (let fd = 0; fd < Math.min(most, 1 << 20) && found.length < want; fd++) {
+    if (c.getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, value, intBytes(4)) !== 0) continue;
+    if (value[0] !== 1) continue;
+    if (c.getsockname(fd, address, intBytes(128)) !== 0) continue;
+    const family = address[0]! | (address[1]! << 8);
+    // sockaddr_in and sockaddr_in6 both keep the port, big-endian, at bytes 2 and 3.
+    if ((family === 2 || family === 10) && ((address[2]! << 8) | address[3]!) === port) {
+      found.push(fd);
+    }
+  }
+  return found;
+}
+
+/**
+ * Connections waiting in a listening socket's accept queue (`TCP_INFO`'s `tcpi_unacked`, which
+ * for a listener is its backlog).
+ *
+ * @param fd A listening socket's descriptor.
+ * @returns The count, or undefined if the descriptor is no longer a listening socket.
+ */
+export function acceptQueueLength(fd: number): number | undefined {
+  const c = loadLibc();
+  if (c === null) return undefined;
+  const value = new Uint8Array(4);
+  if (c.getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, value, intBytes(4)) !== 0) return undefined;
+  if (value[0] !== 1) return undefined;
+  const info = new Uint8Array(232);
+  if (c.getsockopt(fd, IPPROTO_TCP, TCP_INFO, info, intBytes(info.length)) !== 0) return undefined;
+  return new DataView(info.buffer).getUint32(24, true);
+}
+
+/**
+ * Gives a `SO_REUSEPORT` group a classic BPF program that sends every new connection to one of
+ * the sockets at indices `first` to `first + count - 1` of the group, at random. The kernel
+ * keeps a group's sockets in the order they joined (a closed one's place taken by the last),
+ * and falls back to its hash when the program names an index past the end.
+ *
+ * @param fd Any socket of the group.
+ * @param first The first index.
+ * @param count How many sockets from there.
+ * @returns Whether the program was attached.
+ */
+export function steerGroup(fd: number, first: number, count: number): boolean {
+  const c = loadLibc();
+  if (c === null) return false;
+  // A = random; A %= count; A += first; return A (SKF_AD_OFF + SKF_AD_RANDOM = -0x1000 + 56).
+  const program: [code: number, k: number][] = [
+    [0x20, -0x1000 + 56],
+    [0x94, count],
+    [0x04, first],
+    [0x16, 0],
+  ];
+  const filter = new Uint8Array(program.length * 8);
+  const view = new DataView(filter.buffer);
+  program.forEach(([code, k], i) => {
+    view.setUint16(i * 8, code, true);
+    view.setUint32(i * 8 + 4, k >>> 0, true);
+  });
+  // struct sock_fprog { unsigned short len; struct sock_filter *filter; }
+  const fprog = new Uint8Array(16);
+  const header = new DataView(fprog.buffer);
+  header.setUint16(0, program.length, true);
+  header.setBigUint64(8, BigInt(Deno.UnsafePointer.value(Deno.UnsafePointer.of(filter))), true);
+  return c.setsockopt(fd, SOL_SOCKET, SO_ATTACH_REUSEPORT_CBPF, fprog, fprog.length) === 0;
+}
+
+/**
+ * Takes a `SO_REUSEPORT` group's BPF program away: the kernel's hash spreads connections again.
+ *
+ * @param fd Any socket of the group.
+ * @returns Whether a program was detached.
+ */
+export function unsteerGroup(fd: number): boolean {
+  const c = loadLibc();
+  if (c === null) return false;
+  const unused = intBytes(0);
+  return c.setsockopt(fd, SOL_SOCKET, SO_DETACH_REUSEPORT_BPF, unused, unused.length) === 0;
+}
+
+/**
+ * Reads a small file that Deno's permissions would not let the server read (`/proc/net/tcp`
+ * needs `--allow-all`), through libc.
+ *
+ * @param path Its path.
+ * @returns Its text (Latin-1), or undefined if it cannot be read.
+ */
+export function readSystemFile(path: string): string | undefined {
+  const c = loadLibc();
+  if (c === null) return undefined;
+  const fd = c.open(new TextEncoder().encode(path + "\0"), O_RDONLY_CLOEXEC);
+  if (fd < 0) return undefined;
+  try {
+    const chunks: string[] = [];
+    const buffer = new Uint8Array(256 * 1024);
+    for (;;) {
+      const n = c.read(fd, buffer, buffer.length);
+      if (n < 0) return undefined;
+      if (n === 0) return chunks.join("");
+      chunks.push(new TextDecoder("latin1").decode(buffer.subarray(0, n)));
+    }
+  } finally {
+    c.close(fd);
+  }
 }

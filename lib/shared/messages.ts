@@ -55,6 +55,17 @@ export interface KernelDispatchInit {
   tlsHandshakeTimeoutMs: number;
 }
 
+/**
+ * This worker's end of a channel to another worker, and who that worker is: its slot, and its
+ * serial (unique for the life of the server: a slot's workers differ in it).
+ */
+export interface PeerPort {
+  slot: number;
+  serial: number;
+  /** Transferred. */
+  port: MessagePort;
+}
+
 /** Sent by the main thread to a worker. */
 export type ToWorker =
   /** First message: who the worker is and how to serve. Answered with `ready` or `failed`. */
@@ -62,6 +73,13 @@ export type ToWorker =
     type: "init";
     /** The worker's slot in the pool, from 0 (see `worker_slot.ts`). */
     slot: number;
+    /** The worker's serial, unique for the life of the server. */
+    serial: number;
+    /**
+     * The worker's lane (see `counters.ts`): generations of workers alternate lanes, so that a
+     * worker being retired and its successor write different counter rows.
+     */
+    lane: number;
     /** How many workers the server runs. */
     workers: number;
     logLevel: LogLevelName;
@@ -76,15 +94,25 @@ export type ToWorker =
     debugBuffers: boolean;
     /**
      * This worker's end of a channel to each other worker, by slot (none at its own slot, or
-     * for a worker being replaced: a `peer` message brings that one later). Transferred.
+     * for a worker being replaced: a `peer` message brings that one later).
      */
-    peers: (MessagePort | undefined)[];
+    peers: (PeerPort | undefined)[];
+    /**
+     * Channels to workers retired by a rolling reload and still finishing their connections:
+     * they receive this worker's broadcasts, and it theirs, until `elder-gone`.
+     */
+    elders: PeerPort[];
+    /**
+     * What the handler's `handover` returned on the worker this one replaces in a rolling
+     * reload (`HandlerContext.inherited`); undefined otherwise.
+     */
+    inherited: unknown;
     dispatch: Dispatch;
   }
   /** A batch of frames (see `channel.ts`); the buffers are transferred. */
   | FramesMessage
-  /** The worker at `slot` was replaced: this worker's end of a channel to it (transferred). */
-  | { type: "peer"; slot: number; port: MessagePort }
+  /** The worker at the port's slot was replaced: this worker's end of a channel to it. */
+  | ({ type: "peer" } & PeerPort)
   /** The worker at `slot` died: what is in flight to it is lost, until a `peer` message. */
   | { type: "peer-lost"; slot: number }
   /** The answer to a `share` request: the buffer, or why not (one line). */
@@ -103,7 +131,20 @@ export type ToWorker =
    * Stop accepting (`kernel` dispatch), let open connections finish for up to `timeout`
    * seconds, close the rest, run the handler's `teardown`, then answer `drained`.
    */
-  | { type: "drain"; timeout: number };
+  | { type: "drain"; timeout: number }
+  /**
+   * A rolling reload is about to replace this worker: run the handler's `handover` and answer
+   * `handed-over` with its value. The worker goes on serving as before.
+   */
+  | { type: "handover" }
+  /**
+   * A rolling reload has replaced this worker: its links by slot now lead to the successors
+   * (one per slot, its own included), and the links it had become elder links. A `drain`
+   * follows.
+   */
+  | { type: "retire"; successors: PeerPort[] }
+  /** The retired worker with this serial has ended: drop the elder link to it. */
+  | { type: "elder-gone"; serial: number };
 
 /** Sent by a worker to the main thread. */
 export type FromWorker =
@@ -121,7 +162,12 @@ export type FromWorker =
   /** The handler asks for the shared buffer `name` (`HandlerContext.sharedBuffer`). */
   | { type: "share"; name: string; byteLength: number }
   /** `kernel` dispatch: the worker uses the `tls` message's settings for new connections now. */
-  | { type: "tls-applied" };
+  | { type: "tls-applied" }
+  /**
+   * The answer to `handover`: the value the handler's `handover` returned (undefined without
+   * one), or why it failed (one line).
+   */
+  | { type: "handed-over"; value: unknown; error: string | undefined };
 
 /**
  * Checks that a value received from another thread is a {@linkcode FromWorker} message.
@@ -133,7 +179,7 @@ export function isFromWorker(value: unknown): value is FromWorker {
   if (typeof value !== "object" || value === null) return false;
   const type = (value as { type?: unknown }).type;
   return type === "ready" || type === "failed" || type === "frames" || type === "drained" ||
-    type === "share" || type === "tls-applied";
+    type === "share" || type === "tls-applied" || type === "handed-over";
 }
 
 /**
@@ -146,5 +192,6 @@ export function isToWorker(value: unknown): value is ToWorker {
   if (typeof value !== "object" || value === null) return false;
   const type = (value as { type?: unknown }).type;
   return type === "init" || type === "frames" || type === "peer" || type === "peer-lost" ||
-    type === "shared" || type === "tls" || type === "drain";
+    type === "shared" || type === "tls" || type === "drain" || type === "handover" ||
+    type === "retire" || type === "elder-gone";
 }

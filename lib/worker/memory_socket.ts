@@ -246,6 +246,7 @@ export function loneWorker(options: Record<string, unknown> = {}): HandlerContex
     options,
     log: silent,
     peers,
+    inherited: undefined,
     sharedBuffer: localSharedBuffers(),
   };
 }

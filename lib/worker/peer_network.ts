@@ -18,6 +18,13 @@
  *   new ones reject with `unavailable` until its replacement is wired (`connect`).
  * - Replies bypass the window: a request already holds the credit its reply returns.
  *
+ * Across a rolling reload: the retired workers finish their connections while their successors
+ * serve new ones, and the two generations stay one network for broadcasts (a chat room is not
+ * split). A retired worker's links by index lead to the successors (its own index included, so
+ * `send` and `request` reach the state's new owner), and the links it had become elder links,
+ * as the successors have to it: {@linkcode PeerNetwork.broadcast} reaches every worker of both
+ * generations until the main thread says a retired one is gone.
+ *
  * @module
  */
 
@@ -94,7 +101,10 @@ export function estimateSize(value: unknown, depth = 2): number {
 }
 
 class Link {
+  /** The peer's index (slot). */
   readonly peer: number;
+  /** The peer's serial, unique for the life of the server (0 until it is known). */
+  serial = 0;
   port: MessagePort | undefined;
   /** Entries to send at the end of this turn, with what they transfer. */
   outbox: Entry[] = [];
@@ -130,6 +140,12 @@ export class PeerNetwork implements Peers {
   /** Number of workers. */
   readonly count: number;
   #links: (Link | undefined)[];
+  /** Links to retired workers still serving, by serial: they take part in broadcasts only. */
+  #elders = new Map<number, Link>();
+  /** Replaced by a rolling reload: index links lead to the successors, this one's own too. */
+  #retired = false;
+  /** The handler has been torn down: messages are acknowledged and dropped, requests refused. */
+  #stopped = false;
   #log: HandlerLog;
   #messageListener: MessageListener | undefined;
   #requestListener: RequestListener | undefined;
@@ -158,12 +174,59 @@ export class PeerNetwork implements Peers {
    *
    * @param peer The worker's index.
    * @param port This worker's end of the pair's channel.
+   * @param serial The worker's serial.
    */
-  connect(peer: number, port: MessagePort): void {
+  connect(peer: number, port: MessagePort, serial = 0): void {
     const link = this.#links[peer];
     if (link === undefined) throw new RangeError(`No link to worker index ${peer}`);
     if (link.port !== undefined) this.disconnect(peer);
+    this.#wire(link, port, serial);
+  }
+
+  /**
+   * Wires a link to a worker retired by a rolling reload that still serves its connections: it
+   * takes part in broadcasts until {@linkcode PeerNetwork.dropElder}.
+   *
+   * @param peer The retired worker's index.
+   * @param serial Its serial.
+   * @param port This worker's end of the pair's channel.
+   */
+  connectElder(peer: number, serial: number, port: MessagePort): void {
+    const link = new Link(peer);
+    this.#elders.set(serial, link);
+    this.#wire(link, port, serial);
+  }
+
+  /**
+   * The retired worker with this serial has ended: what is unanswered on its link is lost.
+   *
+   * @param serial Its serial.
+   */
+  dropElder(serial: number): void {
+    const link = this.#elders.get(serial);
+    if (link === undefined) return;
+    this.#elders.delete(serial);
+    this.#fail(link);
+  }
+
+  /**
+   * This worker has been replaced by a rolling reload: its links become elder links, and the
+   * links by index lead to the successors, this worker's own index included.
+   *
+   * @param successors This worker's end of a channel to each successor.
+   */
+  retire(successors: { slot: number; serial: number; port: MessagePort }[]): void {
+    for (const link of this.#links) {
+      if (link?.port !== undefined) this.#elders.set(link.serial, link);
+    }
+    this.#retired = true;
+    this.#links = Array.from({ length: this.count }, (_, i) => new Link(i));
+    for (const { slot, serial, port } of successors) this.#wire(this.#links[slot]!, port, serial);
+  }
+
+  #wire(link: Link, port: MessagePort, serial: number): void {
     link.port = port;
+    link.serial = serial;
     // Setting `onmessage` starts a port. Until `start()`, the peer's messages wait in it
     // unacknowledged, which holds the peer back like any slow receiver.
     if (this.#started) this.#listen(link, port);
@@ -181,10 +244,16 @@ export class PeerNetwork implements Peers {
    */
   disconnect(peer: number): void {
     const link = this.#links[peer];
-    if (link?.port === undefined) return;
+    if (link !== undefined) this.#fail(link);
+  }
+
+  /** Closes a link's port and fails everything unanswered on it. */
+  #fail(link: Link): void {
+    if (link.port === undefined) return;
     link.port.onmessage = null;
     link.port.close();
     link.port = undefined;
+    const peer = link.peer;
     const name = `worker-${peer + 1}`;
     const lost = () => new PeerError("lost", peer, `${name} was lost with the message in flight`);
     for (const waiter of link.unacked) waiter.reject(lost());
@@ -210,15 +279,26 @@ export class PeerNetwork implements Peers {
   start(): void {
     if (this.#started) return;
     this.#started = true;
-    for (const link of this.#links) {
+    for (const link of [...this.#links, ...this.#elders.values()]) {
       if (link?.port !== undefined) this.#listen(link, link.port);
     }
     for (const deliver of this.#early.splice(0)) deliver();
   }
 
+  /**
+   * The worker has drained and its handler is torn down, but it runs until the main thread ends
+   * it: from now on messages that reach it are acknowledged and dropped, and requests answered
+   * with an error, so that no other worker waits on it (a chat line broadcast to a worker with
+   * no clients left must not hold its sender's connection).
+   */
+  stop(): void {
+    this.#stopped = true;
+  }
+
   /** Closes every link (the worker is stopping). */
   close(): void {
     for (let peer = 0; peer < this.count; peer++) this.disconnect(peer);
+    for (const serial of [...this.#elders.keys()]) this.dropElder(serial);
   }
 
   /** See {@linkcode Peers.onMessage}. */
@@ -238,16 +318,23 @@ export class PeerNetwork implements Peers {
 
   /** See {@linkcode Peers.send}. */
   send(to: number, message: unknown, options?: PeerSendOptions): Promise<void> {
-    if (to === this.self) {
-      return this.#local(() => this.#dispatchMessage(message, this.self));
-    }
+    if (to === this.self && !this.#retired) return this.#deliverLocally(message);
     return this.#enqueue(to, [MSG, message], message, options?.transfer) as Promise<void>;
+  }
+
+  #deliverLocally(message: unknown): Promise<void> {
+    return this.#local(() => this.#dispatchMessage(message, this.self));
   }
 
   /** See {@linkcode Peers.broadcast}. */
   async broadcast(message: unknown): Promise<void> {
     const sends: Promise<void>[] = [];
     for (let peer = 0; peer < this.count; peer++) sends.push(this.send(peer, message));
+    // A retired worker's own clients are still its own; and both generations hear each other.
+    if (this.#retired) sends.push(this.#deliverLocally(message));
+    for (const link of this.#elders.values()) {
+      sends.push(this.#enqueueOn(link, [MSG, message], message, []) as Promise<void>);
+    }
     const results = await Promise.allSettled(sends);
     const failed = results.find((r): r is PromiseRejectedResult => r.status === "rejected");
     if (failed !== undefined) throw failed.reason;
@@ -257,7 +344,7 @@ export class PeerNetwork implements Peers {
   request<T = unknown>(to: number, message: unknown, options?: PeerRequestOptions): Promise<T> {
     const signal = options?.signal;
     if (signal?.aborted) return Promise.reject(signal.reason);
-    const answer = to === this.self
+    const answer = to === this.self && !this.#retired
       ? this.#local(() => this.#answerLocally(message))
       : this.#enqueue(to, [REQ, this.#nextRequestId++, message], message, options?.transfer);
     if (signal === undefined) return answer as Promise<T>;
@@ -300,9 +387,18 @@ export class PeerNetwork implements Peers {
         : `is not a worker index (0 to ${this.count - 1})`;
       return Promise.reject(new PeerError("unavailable", to, `${to} ${why}`));
     }
+    return this.#enqueueOn(link, entry, message, transfer);
+  }
+
+  #enqueueOn(
+    link: Link,
+    entry: Entry,
+    message: unknown,
+    transfer: Transferable[],
+  ): Promise<unknown> {
     if (link.port === undefined) {
       return Promise.reject(
-        new PeerError("unavailable", to, `worker-${to + 1} is being replaced`),
+        new PeerError("unavailable", link.peer, `worker-${link.peer + 1} is being replaced`),
       );
     }
     const { promise, resolve, reject } = Promise.withResolvers<unknown>();
@@ -427,6 +523,7 @@ export class PeerNetwork implements Peers {
   }
 
   #dispatchMessage(message: unknown, from: number): void {
+    if (this.#stopped) return;
     const listener = this.#messageListener;
     if (listener === undefined) {
       this.#warnNoListener("message");
@@ -444,6 +541,10 @@ export class PeerNetwork implements Peers {
   }
 
   #answer(link: Link, id: number, message: unknown): void {
+    if (this.#stopped) {
+      this.#reply(link, [ERR, id, `worker-${this.self + 1} has stopped`]);
+      return;
+    }
     const listener = this.#requestListener;
     if (listener === undefined) {
       this.#reply(link, [ERR, id, this.#noListener(this.self).message]);

@@ -65,7 +65,20 @@ export function runWorker(scope: WorkerScope): void {
   let relay: RelayTransport | undefined;
   let sockets: KernelListener | undefined;
   let peers: PeerNetwork | undefined;
-  let teardown: HandlerModule["teardown"];
+  let loaded: HandlerModule | undefined;
+  let handlerTimeoutMs = 0;
+  let draining: Promise<DrainResult> | undefined;
+  const drain = async (timeout: number): Promise<DrainResult> => {
+    const result = await sockets?.drain(timeout) ?? { finished: 0, idle: 0, cut: 0 };
+    try {
+      await loaded?.teardown?.();
+    } catch (error) {
+      getLog().warning("Handler teardown failed: {reason}", { reason: describeLoadError(error) });
+    }
+    // Not closed: other workers may still send to this one until the main thread ends it.
+    peers?.stop();
+    return result;
+  };
   let unheeded: RateLimitedLog | undefined;
   const post = (message: FromWorker, transfer: Transferable[] = []) =>
     scope.postMessage(message, transfer);
@@ -122,20 +135,26 @@ export function runWorker(scope: WorkerScope): void {
         setDebugBuffers(message.debugBuffers);
         // Before anything is awaited: a `peer` message may follow this one at once.
         peers = new PeerNetwork(message.slot, message.workers, workerLog());
-        for (const [slot, port] of message.peers.entries()) {
-          if (port !== undefined) peers.connect(slot, port);
+        for (const peer of message.peers) peer && peers.connect(peer.slot, peer.port, peer.serial);
+        for (const elder of message.elders) {
+          peers.connectElder(elder.slot, elder.serial, elder.port);
         }
+        handlerTimeoutMs = message.handlerTimeoutMs;
         try {
           const module = await loadHandler(message.handler, message.handlerTimeoutMs);
           const context = await setUp(module, message, peers, shared);
           peers.start();
-          teardown = module.teardown;
+          loaded = module;
           const handler: SocketHandler = isSocketHandler(module.handler)
             ? module.handler
             : streamsView(module.handler);
           const { dispatch } = message;
           if (dispatch.mode === "kernel") {
-            sockets = new KernelListener(handler, context, { ...dispatch, slot: message.slot });
+            sockets = new KernelListener(handler, context, {
+              ...dispatch,
+              slot: message.slot,
+              lane: message.lane,
+            });
             sockets.start();
           } else {
             relay = new RelayTransport(handler, context, post);
@@ -151,7 +170,7 @@ export function runWorker(scope: WorkerScope): void {
         relay?.receive(message.buffer, message.length, message.attached);
         break;
       case "peer":
-        peers?.connect(message.slot, message.port);
+        peers?.connect(message.slot, message.port, message.serial);
         break;
       case "peer-lost":
         peers?.disconnect(message.slot);
@@ -164,19 +183,36 @@ export function runWorker(scope: WorkerScope): void {
         post({ type: "tls-applied" });
         break;
       case "drain": {
-        const result: DrainResult = await sockets?.drain(message.timeout) ??
-          { finished: 0, idle: 0, cut: 0 };
-        try {
-          await teardown?.();
-        } catch (error) {
-          getLog().warning("Handler teardown failed: {reason}", {
-            reason: describeLoadError(error),
-          });
-        }
-        peers?.close();
-        post({ type: "drained", ...result });
+        // Asked twice (a shutdown during a reload's drain): one drain, one teardown, and the
+        // connections reported once.
+        const first = draining === undefined;
+        draining ??= drain(message.timeout);
+        const result = await draining;
+        post({ type: "drained", ...(first ? result : { finished: 0, idle: 0, cut: 0 }) });
         break;
       }
+      case "handover": {
+        const answer = await handOver(loaded, handlerTimeoutMs);
+        try {
+          post(answer);
+        } catch (error) {
+          // Not cloneable: the reload is refused; this worker serves on.
+          post({
+            type: "handed-over",
+            value: undefined,
+            error: `handover() returned what cannot be copied to a worker: ${
+              (error as Error).message
+            }`,
+          });
+        }
+        break;
+      }
+      case "retire":
+        peers?.retire(message.successors);
+        break;
+      case "elder-gone":
+        peers?.dropElder(message.serial);
+        break;
       default: {
         const _never: never = message;
         throw new TypeError(`Unknown message: ${JSON.stringify(_never)}`);
@@ -209,6 +245,7 @@ async function setUp(
     options: parseHandlerOptions(name, module.options, init.handlerOptions),
     log: workerLog(),
     peers,
+    inherited: init.inherited,
     sharedBuffer: (name, byteLength) => shared.get(name, byteLength),
   };
   if (module.setup === undefined) return context;
@@ -221,4 +258,27 @@ async function setUp(
     `setup() did not finish within ${init.handlerTimeoutMs / 1000} s`,
   );
   return context;
+}
+
+/**
+ * Runs the handler's `handover` (a rolling reload is about to replace this worker) within the
+ * load deadline, and says what it gave: the value, or why not.
+ */
+async function handOver(
+  module: HandlerModule | undefined,
+  timeoutMs: number,
+): Promise<Extract<FromWorker, { type: "handed-over" }>> {
+  const handover = module?.handover;
+  if (handover === undefined) return { type: "handed-over", value: undefined, error: undefined };
+  try {
+    const value = await withDeadline(
+      Promise.resolve().then(handover),
+      timeoutMs,
+      "Cannot hand over the handler's state",
+      `handover() did not finish within ${timeoutMs / 1000} s`,
+    );
+    return { type: "handed-over", value, error: undefined };
+  } catch (error) {
+    return { type: "handed-over", value: undefined, error: (error as Error).message };
+  }
 }

@@ -15,22 +15,31 @@
  */
 
 import { AddressLimit } from "../../../shared/address_limit.ts";
-import { ServerCounters } from "../../../shared/counters.ts";
+import { Counter, LANES, ServerCounters } from "../../../shared/counters.ts";
 import { getLog } from "../../../shared/log.ts";
 import type { TlsSettings } from "../../../shared/tls_socket.ts";
 import { listenTcp } from "../../../main_thread/listen.ts";
+import {
+  portShared,
+  ReuseportGroup,
+  unsteerWhenAlone,
+  waitForEmptyQueues,
+} from "../../../main_thread/reuseport_steering.ts";
 import type {
   DrainReport,
+  ReloadOutcome,
   Server,
   ServerConfig,
   ServerSnapshot,
 } from "../../../main_thread/server.ts";
 import { readyTimeout, workerInit } from "../../../main_thread/worker_init.ts";
 import {
+  ReloadError,
   type WorkerFactory,
   type WorkerLink,
   WorkerPool,
 } from "../../../main_thread/worker_pool.ts";
+import { listenersOf } from "../../../shared/libc.ts";
 
 /**
  * Young-generation cap per worker, in MiB (Node's measure: all of it, about three semi-spaces).
@@ -63,6 +72,9 @@ export class KernelDispatch implements Server {
   /** The TLS settings in force: a replaced worker starts with the latest. */
   #tls: TlsSettings | undefined;
   #perAddress: AddressLimit | undefined;
+  /** The port the workers listen on, once started. */
+  #port = 0;
+  #stopWatching: (() => void) | undefined;
   #log = getLog();
 
   /**
@@ -74,8 +86,9 @@ export class KernelDispatch implements Server {
     this.#spawn = spawn;
     this.#counters = ServerCounters.create(config.workers);
     this.#tls = config.tls;
+    // One table per counter row (a slot's lanes), each written by one worker.
     this.#perAddress = config.maxConnectionsPerIp > 0
-      ? AddressLimit.create(config.maxConnectionsPerIp, config.workers)
+      ? AddressLimit.create(config.maxConnectionsPerIp, LANES * config.workers)
       : undefined;
   }
 
@@ -85,7 +98,11 @@ export class KernelDispatch implements Server {
    * @returns A snapshot.
    */
   snapshot(): ServerSnapshot {
-    return { counters: this.#counters, workerRestarts: this.#pool?.restarts ?? 0 };
+    return {
+      counters: this.#counters,
+      workerRestarts: this.#pool?.restarts ?? 0,
+      reloads: this.#pool?.reloads ?? { ok: 0, failed: 0 },
+    };
   }
 
   /**
@@ -98,6 +115,8 @@ export class KernelDispatch implements Server {
    */
   async start(): Promise<Deno.NetAddr> {
     const config = this.#config;
+    // Another echoserver already listening on the port (a hand-over): counted before joining.
+    const group = config.port === 0 ? undefined : ReuseportGroup.capture(config.port, 0);
     // The main thread binds first: it learns the real port when 0 was asked for, fails at once
     // on a port that another program holds, and IPv6 falls back to IPv4 in one place.
     const reservation = listenTcp({
@@ -111,8 +130,8 @@ export class KernelDispatch implements Server {
       size: config.workers,
       readyTimeout: readyTimeout(config),
       spawn: this.#spawn,
-      init: (slot) =>
-        workerInit(config, slot, {
+      init: (slot, lane) =>
+        workerInit(config, slot, lane, {
           mode: "kernel",
           hostname,
           port,
@@ -139,7 +158,81 @@ export class KernelDispatch implements Server {
       // connections on a socket that nobody accepts from.
       reservation.close();
     }
+    this.#port = port;
+    if (group !== undefined && group.before > 0) this.#takeOver(group);
     return reservation.addr;
+  }
+
+  /**
+   * Another process listens on the port: new connections come to this one from now on, so
+   * that the other can stop without losing any (see `reuseport_steering.ts`).
+   */
+  #takeOver(group: ReuseportGroup): void {
+    const steered = group.steerToNewcomers(this.#config.workers);
+    this.#log.info(
+      "{count} listener(s) of another process share port {port}: {what}",
+      {
+        count: group.before,
+        port: this.#port,
+        what: steered
+          ? "new connections come to this one now (hand-over)"
+          : "the kernel spreads new connections over both",
+      },
+    );
+    if (steered) this.#stopWatching = unsteerWhenAlone(this.#port, this.#config.workers);
+  }
+
+  /**
+   * A rolling reload: fresh workers (the handler loaded anew) listen next to the old ones, new
+   * connections go to them from the moment they are ready, and the old ones stop accepting once
+   * their accept queues are empty, then finish their connections as at shutdown.
+   *
+   * @returns How many connections the old workers still serve, and when they are done.
+   * @throws {ReloadError} If the reload could not happen; the old workers go on serving.
+   */
+  async reload(): Promise<ReloadOutcome> {
+    const pool = this.#pool;
+    if (pool === undefined || this.#stopping) throw new ReloadError("the server is stopping");
+    const group = ReuseportGroup.capture(this.#port, this.#config.workers);
+    const retired = await pool.reload();
+    const finishing = retired.reduce(
+      (sum, link) => sum + this.#counters.slot(link.slot, link.lane).get(Counter.active),
+      0,
+    );
+    return { finishing, retired: this.#retire(pool, retired, group) };
+  }
+
+  /** Lets reloaded-away workers finish, then ends them. */
+  async #retire(
+    pool: WorkerPool,
+    retired: WorkerLink[],
+    group: ReuseportGroup | undefined,
+  ): Promise<DrainReport> {
+    // New connections go to the new workers; the old ones accept what they already have.
+    const steered = group?.steerToNewcomers(this.#config.workers) ?? false;
+    if (steered) {
+      const left = await group!.waitForEmptyQueues();
+      this.#log.debug("Reload: new connections go to the fresh workers; {left} left queued", {
+        left,
+      });
+      group!.pinToFirstNewcomer();
+    } else {
+      this.#log.warning(
+        "Reload: cannot steer new connections away from the old workers' listeners " +
+          "(needs --allow-ffi and glibc on Linux); connections waiting in their queues as they " +
+          "close are reset unless net.ipv4.tcp_migrate_req=1",
+      );
+    }
+    const draining = pool.drainLinks(retired, this.#config.shutdownTimeout);
+    if (steered) await group!.release(); // once the old listeners have closed
+    const { result, silent } = await draining;
+    for (const link of retired) {
+      const row = this.#counters.slot(link.slot, link.lane);
+      if (silent > 0) result.cut += row.get(Counter.active);
+      this.#lost(link); // what a silent one still held; its gauges are nobody's now
+    }
+    pool.dismiss(retired);
+    return result;
   }
 
   /**
@@ -165,8 +258,13 @@ export class KernelDispatch implements Server {
   async shutdown(timeout: number): Promise<DrainReport> {
     if (this.#stopping || this.#pool === undefined) return { finished: 0, idle: 0, cut: 0 };
     this.#stopping = true;
+    this.#stopWatching?.();
     const pool = this.#pool;
     pool.stopReplacing();
+    // A successor shares the port (a hand-over): close the listeners only once their queues
+    // are empty, so that nothing waiting in them is reset.
+    const ours = listenersOf(this.#port, pool.all.length);
+    if (portShared(this.#port, ours)) await waitForEmptyQueues(ours);
     const open = this.#counters.open;
     if (open > 0) {
       this.#log.info("Shutting down: draining {count} connection(s), up to {timeout} s", {
@@ -185,7 +283,7 @@ export class KernelDispatch implements Server {
   #lost(link: WorkerLink): void {
     // The dead worker's sockets closed with it (connections still waiting in its accept queue
     // were reset by the kernel): count them as lost and free their places in the limit.
-    this.#counters.workerLost(link.slot);
-    this.#perAddress?.clearSlot(link.slot);
+    this.#counters.workerLost(link.slot, link.lane);
+    this.#perAddress?.clearSlot(link.lane * this.#config.workers + link.slot);
   }
 }

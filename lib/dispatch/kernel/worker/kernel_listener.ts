@@ -28,10 +28,12 @@ import { handshake } from "../../../shared/tls_handshake.ts";
 import { type ServerSocket, type TlsSettings, TlsTerminator } from "../../../shared/tls_socket.ts";
 import { OwnedSocket } from "./owned_socket.ts";
 
-/** Settings of a worker in `kernel` dispatch: the init message's, plus the worker's slot. */
+/** Settings of a worker in `kernel` dispatch: the init message's, plus the worker's place. */
 export type KernelListenerOptions = KernelDispatchInit & {
   /** This worker's slot, from 0. */
   slot: number;
+  /** This worker's counter lane (see `counters.ts`). */
+  lane: number;
 };
 
 /** Listens, accepts and serves connections inside one worker. */
@@ -41,6 +43,8 @@ export class KernelListener {
   #options: KernelListenerOptions;
   #counters: ServerCounters;
   #row: SlotCounters;
+  /** This worker's counter row, which is also its table in the per-address limit. */
+  #rowIndex: number;
   #listener: Deno.TcpListener | undefined;
   #connections = new ConnectionSet<OwnedSocket>();
   #stopping = false;
@@ -61,7 +65,8 @@ export class KernelListener {
     this.#context = context;
     this.#options = options;
     this.#counters = new ServerCounters(options.counters, options.workers);
-    this.#row = this.#counters.slot(options.slot);
+    this.#row = this.#counters.slot(options.slot, options.lane);
+    this.#rowIndex = options.lane * options.workers + options.slot;
     const row = this.#row;
     this.#budget = new BufferBudget(options.maxBuffered, (used) => row.set(Counter.buffered, used));
     this.#perAddress = options.perAddress === undefined
@@ -123,7 +128,9 @@ export class KernelListener {
   }
 
   #admit(conn: Deno.TcpConn): void {
-    if (this.#stopping || !this.#counters.tryOpen(this.#options.maxConnections)) {
+    // One accepted as the drain began is served like the rest: closing it would answer its
+    // client with an empty reply (a hand-over to another process must not lose it).
+    if (!this.#counters.tryOpen(this.#options.maxConnections)) {
       this.#row.add(Counter.rejected);
       this.#log.debug("Connection from {addr} rejected: {count} open, limit {limit}", {
         addr: remoteText(conn),
@@ -147,7 +154,7 @@ export class KernelListener {
   #admitAddress(conn: Deno.TcpConn, client: Deno.NetAddr): boolean {
     if (
       this.#perAddress === undefined ||
-      this.#perAddress.tryOpen(this.#options.slot, client.hostname)
+      this.#perAddress.tryOpen(this.#rowIndex, client.hostname)
     ) return true;
     this.#counters.release();
     this.#row.add(Counter.perAddressRejected);
@@ -196,7 +203,7 @@ export class KernelListener {
     });
     if (secure === undefined || this.#stopping) {
       if (secure !== undefined) closeQuietly(secure);
-      this.#perAddress?.release(this.#options.slot, client.hostname);
+      this.#perAddress?.release(this.#rowIndex, client.hostname);
       this.#counters.release();
       return;
     }
@@ -238,7 +245,7 @@ export class KernelListener {
 
   #closed(connection: OwnedSocket, reason: CloseReason): void {
     this.#connections.delete(connection.id);
-    this.#perAddress?.release(this.#options.slot, connection.remoteAddr.hostname);
+    this.#perAddress?.release(this.#rowIndex, connection.remoteAddr.hostname);
     this.#counters.release();
     this.#row.closed(reason);
     this.#log.debug("Connection {id} closed: {reason} ({bytesIn} B in, {bytesOut} B out)", {

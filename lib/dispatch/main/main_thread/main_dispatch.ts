@@ -24,18 +24,27 @@ import { handshake } from "../../../shared/tls_handshake.ts";
 import { type ServerSocket, type TlsSettings, TlsTerminator } from "../../../shared/tls_socket.ts";
 import { workerName } from "../../../shared/worker_slot.ts";
 import { listenTcp } from "../../../main_thread/listen.ts";
+import {
+  portShared,
+  ReuseportGroup,
+  unsteerWhenAlone,
+  waitForEmptyQueues,
+} from "../../../main_thread/reuseport_steering.ts";
 import type {
   DrainReport,
+  ReloadOutcome,
   Server,
   ServerConfig,
   ServerSnapshot,
 } from "../../../main_thread/server.ts";
 import { readyTimeout, workerInit } from "../../../main_thread/worker_init.ts";
 import {
+  ReloadError,
   type WorkerFactory,
   type WorkerLink,
   WorkerPool,
 } from "../../../main_thread/worker_pool.ts";
+import { listenersOf } from "../../../shared/libc.ts";
 import type { FramesMessage } from "../../../shared/messages.ts";
 import { Frame, FrameWriter, readFrames, reasonOf } from "../frames.ts";
 import { RelayConnection, type WorkerChannel } from "./relay_connection.ts";
@@ -69,6 +78,7 @@ export class MainDispatch implements Server {
   #rejections = new RateLimitedLog(this.#log);
   /** The frame channel to each running worker. */
   #channels = new Map<WorkerLink, WorkerChannel>();
+  #stopWatching: (() => void) | undefined;
 
   /**
    * @param config Validated settings.
@@ -89,7 +99,7 @@ export class MainDispatch implements Server {
       size: config.workers,
       readyTimeout: readyTimeout(config),
       spawn,
-      init: (slot) => workerInit(config, slot, { mode: "main" }),
+      init: (slot, lane) => workerInit(config, slot, lane, { mode: "main" }),
       onFrames: (link, message) => this.#receive(link, message),
       onLost: (link) => {
         this.#closeAll("worker-lost", link);
@@ -104,7 +114,11 @@ export class MainDispatch implements Server {
    * @returns A snapshot.
    */
   snapshot(): ServerSnapshot {
-    return { counters: this.#counters, workerRestarts: this.#pool.restarts };
+    return {
+      counters: this.#counters,
+      workerRestarts: this.#pool.restarts,
+      reloads: this.#pool.reloads,
+    };
   }
 
   /**
@@ -115,9 +129,16 @@ export class MainDispatch implements Server {
    * @throws {WorkerStartError} If a worker cannot start.
    */
   async start(): Promise<Deno.NetAddr> {
+    const config = this.#config;
+    // Another echoserver already listening on the port (a hand-over): counted before joining.
+    const group = config.port === 0 || !config.reusePort
+      ? undefined
+      : ReuseportGroup.capture(config.port, 0);
     const listener = listenTcp({
-      host: this.#config.host,
-      port: this.#config.port,
+      host: config.host,
+      port: config.port,
+      // So that a new release can listen on the port while this one drains (see README).
+      reusePort: config.reusePort,
       log: this.#log,
     });
     try {
@@ -135,7 +156,53 @@ export class MainDispatch implements Server {
       log: this.#log,
     });
     this.#connections.startSweeps(this.#config.idleTimeout, this.#config.writeTimeout);
+    if (group !== undefined && group.before > 0) this.#takeOver(group, listener.addr.port);
     return listener.addr;
+  }
+
+  /**
+   * Another process listens on the port: new connections come to this one from now on, so
+   * that the other can stop without losing any (see `reuseport_steering.ts`).
+   */
+  #takeOver(group: ReuseportGroup, port: number): void {
+    const steered = group.steerToNewcomers(1);
+    this.#log.info("{count} listener(s) of another process share port {port}: {what}", {
+      count: group.before,
+      port,
+      what: steered
+        ? "new connections come to this one now (hand-over)"
+        : "the kernel spreads new connections over both",
+    });
+    if (steered) this.#stopWatching = unsteerWhenAlone(port, 1);
+  }
+
+  /**
+   * A rolling reload: fresh workers (the handler loaded anew) take every connection accepted
+   * from the moment they are all ready; the connections of the old ones are drained as at
+   * shutdown, then the old workers end. The listener never closes.
+   *
+   * @returns How many connections the old workers still serve, and when they are done.
+   * @throws {ReloadError} If the reload could not happen; the old workers go on serving.
+   */
+  async reload(): Promise<ReloadOutcome> {
+    if (this.#stopping) throw new ReloadError("the server is stopping");
+    const retired = new Set(await this.#pool.reload());
+    const old = (connection: RelayConnection) => retired.has(connection.link);
+    const finishing = [...this.#connections.values()].filter(old).length;
+    return { finishing, retired: this.#retire([...retired], old) };
+  }
+
+  /** Lets reloaded-away workers' connections finish, then ends the workers. */
+  async #retire(
+    retired: WorkerLink[],
+    old: (connection: RelayConnection) => boolean,
+  ): Promise<DrainReport> {
+    const report = await this.#connections.drain(this.#config.shutdownTimeout * 1000, old);
+    // They hold no connection now; draining them runs the handler's teardown.
+    await this.#pool.drainLinks(retired, 0);
+    this.#pool.dismiss(retired);
+    for (const link of retired) this.#channels.delete(link);
+    return report;
   }
 
   /**
@@ -159,7 +226,14 @@ export class MainDispatch implements Server {
   async shutdown(timeout: number): Promise<DrainReport> {
     if (this.#stopping) return { finished: 0, idle: 0, cut: 0 };
     this.#stopping = true;
-    if (this.#listener !== undefined) closeQuietly(this.#listener);
+    this.#stopWatching?.();
+    if (this.#listener !== undefined) {
+      // A successor shares the port (a hand-over): close only once the queue is empty, so that
+      // nothing waiting in it is reset.
+      const ours = listenersOf(this.#listener.addr.port, 1);
+      if (portShared(this.#listener.addr.port, ours)) await waitForEmptyQueues(ours);
+      closeQuietly(this.#listener);
+    }
     await this.#acceptLoopDone;
     if (this.#connections.size > 0) {
       this.#log.info("Shutting down: draining {count} connection(s), up to {timeout} s", {
@@ -212,7 +286,7 @@ export class MainDispatch implements Server {
     this.#starting++;
     try {
       const { header, rest } = await readProxyHeader(conn);
-      if (!link.alive || this.#stopping) {
+      if (this.#stopping) {
         closeQuietly(conn);
         return;
       }
@@ -252,7 +326,7 @@ export class MainDispatch implements Server {
       log: this.#rejections,
     });
     this.#starting--;
-    if (secure === undefined || !link.alive || this.#stopping) {
+    if (secure === undefined || this.#stopping) {
       if (secure !== undefined) closeQuietly(secure);
       this.#perAddress?.release(0, client.hostname);
       return;
@@ -262,13 +336,22 @@ export class MainDispatch implements Server {
 
   #serve(
     conn: ServerSocket,
-    link: WorkerLink,
+    chosen: WorkerLink,
     options: {
       remoteAddr?: Deno.NetAddr | undefined;
       initial?: Uint8Array | undefined;
       fd: number | undefined;
     },
   ): void {
+    // The worker chosen at accept may have died, or been retired by a reload, during a PROXY
+    // header or a TLS handshake: then the connection goes to one that takes connections now.
+    const link = this.#pool.takesConnections(chosen) ? chosen : this.#pool.next();
+    if (link === undefined) {
+      this.#counters.main.add(Counter.rejected);
+      this.#perAddress?.release(0, displayAddr(options.remoteAddr ?? conn.remoteAddr).hostname);
+      closeQuietly(conn);
+      return;
+    }
     const id = this.#nextId;
     // Ids are 32-bit in the channel's frames; skip 0 and any still in use after a wrap.
     do this.#nextId = (this.#nextId + 1) >>> 0 || 1; while (this.#connections.has(this.#nextId));

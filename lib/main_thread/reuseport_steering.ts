@@ -1,0 +1,204 @@
+/**
+ * Handing a port's new connections from one set of listening sockets to another without losing
+ * any: the listeners of a `SO_REUSEPORT` group that are about to close (a reload's retired
+ * workers, the process being replaced) are first given no new connections, then closed once
+ * their accept queues are empty.
+ *
+ * Why: Linux resets the connections waiting in a listener's accept queue when it closes, unless
+ * `net.ipv4.tcp_migrate_req` is 1 (Linux 5.14+, per network namespace; it moves them to another
+ * listener of the group). Here the group gets a classic BPF program (`libc.ts`) that sends every
+ * new connection to the newcomers' sockets, which the kernel keeps after the others in the
+ * group's order; the old listeners keep accepting what they already have, and close with an
+ * empty queue. It needs `--allow-ffi` and glibc on Linux; without them the old listeners close
+ * at once, and only the sysctl saves what waits in their queues.
+ *
+ * The closing itself needs care: the kernel fills the place of a closed socket with the group's
+ * last one, so the newcomers' places change as the old listeners close one by one, and an index
+ * past the end makes the kernel fall back to its hash, which may pick an old listener that has
+ * not closed yet. Measured here: about one connection reset per two reloads under a client loop,
+ * with the old listeners closing in the same millisecond. So while they close, every new
+ * connection goes to the first newcomer, whose place only changes at the last close (when no
+ * old listener is left); then the program is taken away.
+ *
+ * Limits: the group's size is read from `/proc/net/tcp{,6}` (every listening socket on the
+ * port, whatever its address), and the newcomers' place in the group is inferred from it; a
+ * listener that joins or leaves between the count and the program (a worker that dies just then)
+ * makes the program steer some connections to the wrong socket, which is no worse than without
+ * it. A connection whose handshake began before the program and is not finished when its
+ * listener closes (a client more than `MAX_QUEUE_WAIT_MS` away) is still lost.
+ *
+ * Runs on the main thread only (socket descriptors are the process's, whichever thread uses them).
+ *
+ * @module
+ */
+
+import {
+  acceptQueueLength,
+  canSteer,
+  listenersOf,
+  readSystemFile,
+  steerGroup,
+  unsteerGroup,
+} from "../shared/libc.ts";
+
+/** After steering, wait at least this long for handshakes begun before it to complete. */
+const MIN_QUEUE_WAIT_MS = 100;
+/** Most time to wait for old accept queues to empty before closing them anyway. */
+const MAX_QUEUE_WAIT_MS = 2000;
+const POLL_MS = 10;
+/** How often a process that took over a port checks whether the old one has gone. */
+const WATCH_MS = 1000;
+
+/**
+ * Listening TCP sockets on `port` in this network namespace, of any process and any address:
+ * the `LISTEN` rows of `/proc/net/tcp` and `/proc/net/tcp6`.
+ *
+ * @param port The port.
+ * @returns The count, or undefined where it cannot be read.
+ */
+export function listenersOnPort(port: number): number | undefined {
+  let count = 0;
+  const local = `:${port.toString(16).toUpperCase().padStart(4, "0")} `;
+  for (const file of ["/proc/net/tcp", "/proc/net/tcp6"]) {
+    const text = readSystemFile(file);
+    if (text === undefined) return undefined;
+    for (const line of text.split("\n")) {
+      // "  sl  local_address rem_address   st ...": state 0A is LISTEN.
+      const fields = line.trim().split(/\s+/);
+      if (fields[3] === "0A" && `${fields[1]} `.endsWith(local)) count++;
+    }
+  }
+  return count;
+}
+
+/** The port's group as it was before new listeners joined it. */
+export class ReuseportGroup {
+  /** The port. */
+  readonly port: number;
+  /** Listening sockets on the port before the newcomers joined: their first index. */
+  readonly before: number;
+  /** This process's listening sockets on the port before the newcomers joined. */
+  readonly ours: number[];
+
+  private constructor(port: number, before: number, ours: number[]) {
+    this.port = port;
+    this.before = before;
+    this.ours = ours;
+  }
+
+  /**
+   * Takes stock of the port's group before new listeners join it.
+   *
+   * @param port The port.
+   * @param ours How many of this process's listeners to look for (the ones that will close).
+   * @returns The stock, or undefined where steering is unavailable.
+   */
+  static capture(port: number, ours: number): ReuseportGroup | undefined {
+    if (!canSteer()) return undefined;
+    const before = listenersOnPort(port);
+    if (before === undefined) return undefined;
+    return new ReuseportGroup(port, before, ours > 0 ? listenersOf(port, ours) : []);
+  }
+
+  /**
+   * Sends every new connection to the `count` listeners that joined since {@linkcode capture},
+   * if the group is as expected (nothing else joined or left meanwhile).
+   *
+   * @param count How many joined.
+   * @returns Whether the group is steered.
+   */
+  steerToNewcomers(count: number): boolean {
+    if (listenersOnPort(this.port) !== this.before + count) return false;
+    const any = this.ours[0] ?? listenersOf(this.port, 1)[0];
+    return any !== undefined && steerGroup(any, this.before, count);
+  }
+
+  /**
+   * Waits until this process's listeners found by {@linkcode capture} have no connection in
+   * their accept queues (and at least a short while, for handshakes already under way), or
+   * `MAX_QUEUE_WAIT_MS`.
+   *
+   * @returns Connections still queued when it stopped waiting.
+   */
+  async waitForEmptyQueues(): Promise<number> {
+    return await waitForEmptyQueues(this.ours, MIN_QUEUE_WAIT_MS);
+  }
+
+  /**
+   * Sends every new connection to the first newcomer: its place in the group stays the same
+   * while the old listeners close one by one (see the module's documentation). Call it just
+   * before they close, after {@linkcode steerToNewcomers}.
+   *
+   * @returns Whether the program was attached.
+   */
+  pinToFirstNewcomer(): boolean {
+    const any = this.ours[0];
+    return any !== undefined && steerGroup(any, this.before, 1);
+  }
+
+  /**
+   * Waits until this process's listeners found by {@linkcode capture} have closed (or
+   * `MAX_QUEUE_WAIT_MS`), then takes the program away: the kernel's hash spreads connections
+   * over the newcomers again.
+   */
+  async release(): Promise<void> {
+    const start = performance.now();
+    while (
+      this.ours.some((fd) => acceptQueueLength(fd) !== undefined) &&
+      performance.now() - start < MAX_QUEUE_WAIT_MS
+    ) {
+      await new Promise((resolve) => setTimeout(resolve, POLL_MS));
+    }
+    const any = listenersOf(this.port, 1)[0];
+    if (any !== undefined) unsteerGroup(any);
+  }
+}
+
+/**
+ * Waits until the given listeners have no connection waiting in their accept queues, or
+ * `MAX_QUEUE_WAIT_MS` pass.
+ *
+ * @param fds Listening sockets' descriptors.
+ * @param atLeast Milliseconds to wait in any case.
+ * @returns Connections still queued when it stopped waiting.
+ */
+export async function waitForEmptyQueues(fds: number[], atLeast = 0): Promise<number> {
+  const start = performance.now();
+  for (;;) {
+    const queued = fds.reduce((sum, fd) => sum + (acceptQueueLength(fd) ?? 0), 0);
+    const waited = performance.now() - start;
+    if ((queued === 0 && waited >= atLeast) || waited >= MAX_QUEUE_WAIT_MS) return queued;
+    await new Promise((resolve) => setTimeout(resolve, POLL_MS));
+  }
+}
+
+/**
+ * Whether another process shares the port: more listening sockets on it than this process has.
+ *
+ * @param port The port.
+ * @param ours This process's listeners' descriptors.
+ * @returns True if so; false if not or unknown.
+ */
+export function portShared(port: number, ours: number[]): boolean {
+  const all = listenersOnPort(port);
+  return all !== undefined && all > ours.length;
+}
+
+/**
+ * Once the group's other listeners are gone (the old process has stopped), takes the program
+ * away so that the kernel's hash spreads connections evenly again.
+ *
+ * @param port The port.
+ * @param ours How many listeners this process has on it.
+ * @returns Stops watching.
+ */
+export function unsteerWhenAlone(port: number, ours: number): () => void {
+  const timer = setInterval(() => {
+    if (listenersOnPort(port) !== ours) return;
+    const any = listenersOf(port, 1)[0];
+    if (any !== undefined) unsteerGroup(any);
+    clearInterval(timer);
+  }, WATCH_MS);
+  Deno.unrefTimer(timer);
+  return () => clearInterval(timer);
+}
