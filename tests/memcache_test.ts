@@ -191,16 +191,11 @@ const context = handlerContext(
   ),
 );
 await memcache.setup(context);
-/** The cache the handler set up: the same shared buffer, seen from here. */
-const cache = await (() => {
-  const settings: StoreSettings = {
-    memory: context.options["memory-limit"] as number,
-    itemSizeMax: context.options["max-item-size"] as number,
-  };
-  return context.sharedBuffer("memcache", storeSize(settings)).then((buffer) =>
-    new SharedStore(buffer, settings)
-  );
-})();
+/** The cache the handler set up (what it hands over in a reload), seen from here. */
+const cache = new SharedStore(memcache.handover().cache, {
+  memory: context.options["memory-limit"] as number,
+  itemSizeMax: context.options["max-item-size"] as number,
+});
 
 /** Splits bytes into chunks of pseudo-random sizes from 1 to `max` bytes. */
 function chunks(all: Uint8Array, seed: number, max: number): Uint8Array[] {

@@ -38,8 +38,21 @@ const JUNK_LINE = 2048;
 const MAX_GET_LINE = 8 * 1024 * 1024;
 /** Most bytes of unfinished lines one worker holds for all its connections. */
 const MAX_HELD_LINES = 64 * 1024 * 1024;
-/** The name of the cache's shared buffer. */
-const SHARED_NAME = "memcache";
+/**
+ * The version of the cache's layout in memory (`shared_store.ts`): a rolling reload to code
+ * whose layout differs must not read the old cache as its own. Raise it with any change there.
+ */
+const LAYOUT = 1;
+/** The name of the cache's shared buffer: the layout's, so that a new layout starts empty. */
+const SHARED_NAME = `memcache.v${LAYOUT}`;
+
+/** What a worker hands its successor in a rolling reload (`handover`). */
+interface Inheritance {
+  /** The cache's memory (shared, not copied). */
+  cache: SharedArrayBuffer;
+  /** Its layout. */
+  layout: number;
+}
 
 /** Settings for `--handler-option`, named as memcached's long options are. */
 export const options: Record<string, HandlerOption> = {
@@ -64,7 +77,9 @@ let heldLines = 0;
 let lease: ReturnType<typeof setInterval> | undefined;
 
 /**
- * Joins the cache every worker shares: the first worker's call makes it.
+ * Joins the cache every worker shares: the one its predecessor handed over in a rolling reload
+ * (if it is in this code's layout), else the server's shared buffer, which the first worker's
+ * call makes.
  *
  * @param context The worker's context.
  * @throws {RangeError} If `max-item-size` is more than half of `memory-limit`.
@@ -78,12 +93,25 @@ export async function setup(context: HandlerContext): Promise<void> {
     // memcached's rule too: a page must hold at least two of the largest items.
     throw new RangeError("max-item-size cannot be more than half of memory-limit");
   }
-  const buffer = await context.sharedBuffer(SHARED_NAME, storeSize(settings));
+  const size = storeSize(settings);
+  const inherited = context.inherited as Partial<Inheritance> | undefined;
+  const buffer = inherited?.layout === LAYOUT && inherited.cache?.byteLength === size
+    ? inherited.cache
+    : await context.sharedBuffer(SHARED_NAME, size);
   store = new SharedStore(buffer, settings);
   // The worker's sign of life, so that `stats` counts the connections of live workers only.
   const timer = setInterval(() => store.renew(), 1000);
   lease = timer;
   Deno.unrefTimer(timer);
+}
+
+/**
+ * Hands the cache to this worker's successor in a rolling reload: every key survives it.
+ *
+ * @returns The cache's memory and layout.
+ */
+export function handover(): Inheritance {
+  return { cache: store.buffer, layout: LAYOUT };
 }
 
 /** Leaves the cache (it stays, for the other workers and a replacement). */
