@@ -47,7 +47,7 @@ const MIN_QUEUE_WAIT_MS = 100;
 const MAX_QUEUE_WAIT_MS = 2000;
 const POLL_MS = 10;
 /** How often a process that took over a port checks whether the old one has gone. */
-const WATCH_MS = 1000;
+const WATCH_MS = 250;
 
 /**
  * Listening TCP sockets on `port` in this network namespace, of any process and any address:
@@ -57,18 +57,26 @@ const WATCH_MS = 1000;
  * @returns The count, or undefined where it cannot be read.
  */
 export function listenersOnPort(port: number): number | undefined {
-  let count = 0;
+  const found = _listeners(port);
+  return found === undefined ? undefined : found.ipv4 + found.ipv6;
+}
+
+function _listeners(port: number): { ipv4: number; ipv6: number } | undefined {
   const local = `:${port.toString(16).toUpperCase().padStart(4, "0")} `;
-  for (const file of ["/proc/net/tcp", "/proc/net/tcp6"]) {
+  const count = (file: string) => {
     const text = readSystemFile(file);
     if (text === undefined) return undefined;
+    let n = 0;
     for (const line of text.split("\n")) {
       // "  sl  local_address rem_address   st ...": state 0A is LISTEN.
       const fields = line.trim().split(/\s+/);
-      if (fields[3] === "0A" && `${fields[1]} `.endsWith(local)) count++;
+      if (fields[3] === "0A" && `${fields[1]} `.endsWith(local)) n++;
     }
-  }
-  return count;
+    return n;
+  };
+  const ipv4 = count("/proc/net/tcp");
+  const ipv6 = count("/proc/net/tcp6");
+  return ipv4 === undefined || ipv6 === undefined ? undefined : { ipv4, ipv6 };
 }
 
 /** The port's group as it was before new listeners joined it. */
@@ -79,11 +87,14 @@ export class ReuseportGroup {
   readonly before: number;
   /** This process's listening sockets on the port before the newcomers joined. */
   readonly ours: number[];
+  /** The address the listeners there use: `::` if any is IPv6 (dual-stack), else `0.0.0.0`. */
+  readonly address: string;
 
-  private constructor(port: number, before: number, ours: number[]) {
+  private constructor(port: number, before: number, ours: number[], address: string) {
     this.port = port;
     this.before = before;
     this.ours = ours;
+    this.address = address;
   }
 
   /**
@@ -95,9 +106,14 @@ export class ReuseportGroup {
    */
   static capture(port: number, ours: number): ReuseportGroup | undefined {
     if (!canSteer()) return undefined;
-    const before = listenersOnPort(port);
-    if (before === undefined) return undefined;
-    return new ReuseportGroup(port, before, ours > 0 ? listenersOf(port, ours) : []);
+    const found = _listeners(port);
+    if (found === undefined) return undefined;
+    return new ReuseportGroup(
+      port,
+      found.ipv4 + found.ipv6,
+      ours > 0 ? listenersOf(port, ours) : [],
+      found.ipv6 > 0 ? "::" : "0.0.0.0",
+    );
   }
 
   /**
@@ -132,7 +148,7 @@ export class ReuseportGroup {
    * @returns Whether the program was attached.
    */
   pinToFirstNewcomer(): boolean {
-    const any = this.ours[0];
+    const any = this.ours[0] ?? listenersOf(this.port, 1)[0];
     return any !== undefined && steerGroup(any, this.before, 1);
   }
 
@@ -173,15 +189,24 @@ export async function waitForEmptyQueues(fds: number[], atLeast = 0): Promise<nu
 }
 
 /**
- * Whether another process shares the port: more listening sockets on it than this process has.
+ * Before this process closes its listeners while a successor shares the port (a hand-over):
+ * sends every new connection to the successor's first listener, whose place stays the same
+ * while these close one by one (see the module's documentation), and waits until these have
+ * nothing queued. It assumes this process's listeners come first in the group, as they do
+ * when it started first or its own predecessor has gone: one hand-over at a time.
  *
  * @param port The port.
  * @param ours This process's listeners' descriptors.
- * @returns True if so; false if not or unknown.
+ * @returns Whether a successor shares the port (false if not, or if it cannot be told).
  */
-export function portShared(port: number, ours: number[]): boolean {
+export async function handOffBeforeClosing(port: number, ours: number[]): Promise<boolean> {
   const all = listenersOnPort(port);
-  return all !== undefined && all > ours.length;
+  if (all === undefined || all <= ours.length || ours.length === 0) return false;
+  // If the successor has fewer listeners than this process, the kernel's hash may still pick
+  // one of these as they close; the successor's own steering and tcp_migrate_req cover it.
+  steerGroup(ours[0]!, ours.length, 1);
+  await waitForEmptyQueues(ours, MIN_QUEUE_WAIT_MS);
+  return true;
 }
 
 /**

@@ -41,7 +41,10 @@ export type InitSettings = Omit<InitMessage, "serial" | "peers" | "elders" | "in
 const DRAIN_REPORT_SLACK_MS = 2000;
 
 /** The answers the pool waits for, each to a request of its own. */
-type Answer = Extract<FromWorker, { type: "drained" | "tls-applied" | "handed-over" }>;
+export type Answer = Extract<
+  FromWorker,
+  { type: "drained" | "tls-applied" | "handed-over" | "listening" }
+>;
 
 /**
  * What the pool needs of a worker: a Web `Worker` has it, and so does the adapter that
@@ -95,9 +98,15 @@ export interface WorkerPoolOptions {
   spawn: WorkerFactory;
   /**
    * The `init` message for a slot's worker in a lane (its peers, elders and inheritance are
-   * filled in by the pool).
+   * filled in by the pool); `replacement` for a worker that replaces one that died.
    */
-  init: (slot: number, lane: number) => InitSettings;
+  init: (slot: number, lane: number, replacement: boolean) => InitSettings;
+  /**
+   * Called once every worker of a generation (at start, and at each reload; not a replacement)
+   * is ready, before the generation takes connections: `kernel` dispatch tells them to listen
+   * here. A throw fails the start or the reload (the generation is stopped).
+   */
+  commit?: (links: WorkerLink[]) => Promise<void>;
   /** Called with each batch of frames a worker sends (`main` dispatch). */
   onFrames?: (link: WorkerLink, message: FramesMessage) => void;
   /** Called when a worker dies (a retired one included), before a replacement starts. */
@@ -246,6 +255,12 @@ export class WorkerPool {
       this.close();
       throw (failure as PromiseRejectedResult).reason;
     }
+    try {
+      await this.#options.commit?.(this.links);
+    } catch (error) {
+      this.close();
+      throw error;
+    }
   }
 
   /**
@@ -333,19 +348,27 @@ export class WorkerPool {
         }
       }
       const started = this.#startGeneration(lane, inherited, elders, serials);
+      const fresh = started.map((s) => s.link);
       const results = await Promise.allSettled(started.map((s) => s.ready));
-      const failure = results.find((r): r is PromiseRejectedResult => r.status === "rejected");
-      const dead = started.find(({ link }) => !link.alive);
+      let failure = results.find((r): r is PromiseRejectedResult => r.status === "rejected")
+        ?.reason as Error | undefined;
+      if (failure === undefined) {
+        try {
+          await this.#options.commit?.(fresh);
+        } catch (error) {
+          failure = error as Error;
+        }
+      }
+      const dead = fresh.find((link) => !link.alive);
       if (failure !== undefined || dead !== undefined) {
-        for (const { link } of started) this.#end(link);
+        for (const link of fresh) this.#end(link);
         for (const ports of successors) for (const { port } of ports) port.close();
-        const reason = failure?.reason as Error | undefined;
         throw new ReloadError(
-          reason?.message ?? `${workerName(dead!.link.slot)} died as it started`,
-          reason instanceof WorkerStartError ? reason.detail : "",
+          failure?.message ?? `${workerName(dead!.slot)} died as it started`,
+          failure instanceof WorkerStartError ? failure.detail : "",
         );
       }
-      for (const { link } of started) this.#links[link.slot] = link;
+      for (const link of fresh) this.#links[link.slot] = link;
       for (const link of current) {
         this.#retiring.add(link);
         const ports = successors[link.slot]!;
@@ -437,16 +460,30 @@ export class WorkerPool {
   }
 
   /**
-   * Sends `request` to every running worker and waits until each has answered with `type` (or
-   * died), or `timeoutMs` pass.
+   * Sends `request` to workers and waits until each has answered with `type` (or died), or
+   * `timeoutMs` pass.
    *
    * @param request The message.
    * @param type The answer it asks for.
    * @param timeoutMs Most milliseconds to wait.
-   * @returns How many workers did not answer in time.
+   * @param links The workers; every running one if omitted.
+   * @returns The answers that came, and how many workers did not answer in time.
    */
-  askAll(request: ToWorker, type: Answer["type"], timeoutMs: number): Promise<number> {
-    return this.#askEach(this.all as Link[], request, type, timeoutMs, () => {});
+  async askAll<T extends Answer["type"]>(
+    request: ToWorker,
+    type: T,
+    timeoutMs: number,
+    links: WorkerLink[] = this.all,
+  ): Promise<{ answers: Extract<Answer, { type: T }>[]; silent: number }> {
+    const answers: Extract<Answer, { type: T }>[] = [];
+    const silent = await this.#askEach(
+      links as Link[],
+      request,
+      type,
+      timeoutMs,
+      (answer) => answers.push(answer),
+    );
+    return { answers, silent };
   }
 
   /** Stops every worker at once. Idempotent. */
@@ -532,7 +569,13 @@ export class WorkerPool {
   }
 
   /** Starts the worker of a slot, wired as told. */
-  #spawn(slot: number, lane: number, serial: number, wiring: Wiring): Starting {
+  #spawn(
+    slot: number,
+    lane: number,
+    serial: number,
+    wiring: Wiring,
+    replacement = false,
+  ): Starting {
     const name = workerName(slot);
     const worker = this.#options.spawn(name, this.#options.spawnOptions ?? {});
     const link = new Link(slot, lane, serial, worker);
@@ -563,7 +606,7 @@ export class WorkerPool {
     };
     const ports = [...wiring.peers, ...wiring.elders].filter((p) => p !== undefined);
     worker.postMessage(
-      { ...this.#options.init(slot, lane), serial, ...wiring },
+      { ...this.#options.init(slot, lane, replacement), serial, ...wiring },
       ports.map((p) => p.port),
     );
     return { link, ready };
@@ -586,6 +629,7 @@ export class WorkerPool {
       case "drained":
       case "tls-applied":
       case "handed-over":
+      case "listening":
         this.#waiting.get(link)?.get(message.type)?.(message);
         break;
       case "failed":
@@ -670,7 +714,7 @@ export class WorkerPool {
         else wiring.peers[other.slot] = mine;
         other.post({ type: "peer", slot, serial, port: port2 }, [port2]);
       }
-      const { link, ready } = this.#spawn(slot, lane, serial, wiring);
+      const { link, ready } = this.#spawn(slot, lane, serial, wiring, true);
       this.#links[slot] = link;
       try {
         await ready;

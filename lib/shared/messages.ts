@@ -53,6 +53,11 @@ export interface KernelDispatchInit {
   tls: TlsSettings | undefined;
   /** Milliseconds a client may take to complete its TLS handshake. */
   tlsHandshakeTimeoutMs: number;
+  /**
+   * Listen only when told (`listen`): the worker is one of a generation that joins the port's
+   * group together. False for a replacement of a worker that died: it listens once set up.
+   */
+  listenWhenTold: boolean;
 }
 
 /**
@@ -144,7 +149,13 @@ export type ToWorker =
    */
   | { type: "retire"; successors: PeerPort[] }
   /** The retired worker with this serial has ended: drop the elder link to it. */
-  | { type: "elder-gone"; serial: number };
+  | { type: "elder-gone"; serial: number }
+  /**
+   * `kernel` dispatch: start listening (and accepting) now. A worker reports `ready` with its
+   * handler set up but not listening yet, so that no listener joins the port's group before
+   * every worker of its generation can serve. Answered with `listening`.
+   */
+  | { type: "listen" };
 
 /** Sent by a worker to the main thread. */
 export type FromWorker =
@@ -167,7 +178,9 @@ export type FromWorker =
    * The answer to `handover`: the value the handler's `handover` returned (undefined without
    * one), or why it failed (one line).
    */
-  | { type: "handed-over"; value: unknown; error: string | undefined };
+  | { type: "handed-over"; value: unknown; error: string | undefined }
+  /** The answer to `listen`: listening now, or why not (one line). */
+  | { type: "listening"; error: string | undefined };
 
 /**
  * Checks that a value received from another thread is a {@linkcode FromWorker} message.
@@ -179,7 +192,8 @@ export function isFromWorker(value: unknown): value is FromWorker {
   if (typeof value !== "object" || value === null) return false;
   const type = (value as { type?: unknown }).type;
   return type === "ready" || type === "failed" || type === "frames" || type === "drained" ||
-    type === "share" || type === "tls-applied" || type === "handed-over";
+    type === "share" || type === "tls-applied" || type === "handed-over" ||
+    type === "listening";
 }
 
 /**
@@ -193,5 +207,5 @@ export function isToWorker(value: unknown): value is ToWorker {
   const type = (value as { type?: unknown }).type;
   return type === "init" || type === "frames" || type === "peer" || type === "peer-lost" ||
     type === "shared" || type === "tls" || type === "drain" || type === "handover" ||
-    type === "retire" || type === "elder-gone";
+    type === "retire" || type === "elder-gone" || type === "listen";
 }

@@ -155,7 +155,8 @@ export function runWorker(scope: WorkerScope): void {
               slot: message.slot,
               lane: message.lane,
             });
-            sockets.start();
+            // A generation's workers listen when told (`listen`), once all of them are ready.
+            if (!dispatch.listenWhenTold) sockets.start();
           } else {
             relay = new RelayTransport(handler, context, post);
           }
@@ -209,6 +210,14 @@ export function runWorker(scope: WorkerScope): void {
       }
       case "retire":
         peers?.retire(message.successors);
+        break;
+      case "listen":
+        try {
+          sockets?.start();
+          post({ type: "listening", error: undefined });
+        } catch (error) {
+          post({ type: "listening", error: (error as Error).message });
+        }
         break;
       case "elder-gone":
         peers?.dropElder(message.serial);

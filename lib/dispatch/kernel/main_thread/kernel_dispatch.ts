@@ -18,12 +18,11 @@ import { AddressLimit } from "../../../shared/address_limit.ts";
 import { Counter, LANES, ServerCounters } from "../../../shared/counters.ts";
 import { getLog } from "../../../shared/log.ts";
 import type { TlsSettings } from "../../../shared/tls_socket.ts";
-import { listenTcp } from "../../../main_thread/listen.ts";
+import { ListenError, listenTcp } from "../../../main_thread/listen.ts";
 import {
-  portShared,
+  handOffBeforeClosing,
   ReuseportGroup,
   unsteerWhenAlone,
-  waitForEmptyQueues,
 } from "../../../main_thread/reuseport_steering.ts";
 import type {
   DrainReport,
@@ -38,6 +37,7 @@ import {
   type WorkerFactory,
   type WorkerLink,
   WorkerPool,
+  WorkerStartError,
 } from "../../../main_thread/worker_pool.ts";
 import { listenersOf } from "../../../shared/libc.ts";
 
@@ -52,6 +52,8 @@ const YOUNG_GENERATION_MB = 24;
 
 /** Most milliseconds to wait for the workers to take new TLS settings (one stuck in a handler never does). */
 const TLS_APPLY_TIMEOUT_MS = 5000;
+/** Most milliseconds to wait for a generation's workers to listen once told to. */
+const LISTEN_TIMEOUT_MS = 5000;
 
 /**
  * The server in `kernel` dispatch.
@@ -106,8 +108,8 @@ export class KernelDispatch implements Server {
   }
 
   /**
-   * Reserves the address, starts the workers (each listens on it), waits until all are ready,
-   * then releases the reservation.
+   * Reserves the address, starts the workers, waits until all are ready, has them listen, then
+   * releases the reservation.
    *
    * @returns The address listened on (with the real port when `port` was 0).
    * @throws {ListenError} If the address cannot be listened on.
@@ -116,25 +118,30 @@ export class KernelDispatch implements Server {
   async start(): Promise<Deno.NetAddr> {
     const config = this.#config;
     // Another echoserver already listening on the port (a hand-over): counted before joining.
-    const group = config.port === 0 ? undefined : ReuseportGroup.capture(config.port, 0);
+    const incumbents = config.port === 0 ? undefined : ReuseportGroup.capture(config.port, 0);
+    const handOver = incumbents !== undefined && incumbents.before > 0;
     // The main thread binds first: it learns the real port when 0 was asked for, fails at once
-    // on a port that another program holds, and IPv6 falls back to IPv4 in one place.
-    const reservation = listenTcp({
+    // on a port that another program holds, and IPv6 falls back to IPv4 in one place. Not in a
+    // hand-over: the kernel would queue connections on it that nobody accepts.
+    const reservation = handOver ? undefined : listenTcp({
       host: config.host,
       port: config.port,
       reusePort: true,
       log: this.#log,
     });
-    const { hostname, port } = reservation.addr;
+    const addr: Deno.NetAddr = reservation?.addr ??
+      { transport: "tcp", hostname: config.host ?? incumbents!.address, port: config.port };
+    // The reservation counts as the listener that goes when the workers come.
+    const reserved = reservation === undefined ? undefined : ReuseportGroup.capture(addr.port, 1);
     const pool = new WorkerPool({
       size: config.workers,
       readyTimeout: readyTimeout(config),
       spawn: this.#spawn,
-      init: (slot, lane) =>
+      init: (slot, lane, replacement) =>
         workerInit(config, slot, lane, {
           mode: "kernel",
-          hostname,
-          port,
+          hostname: addr.hostname,
+          port: addr.port,
           counters: this.#counters.buffer,
           workers: config.workers,
           maxConnections: config.maxConnections,
@@ -146,21 +153,52 @@ export class KernelDispatch implements Server {
           proxyProtocol: config.proxyProtocol,
           tls: this.#tls,
           tlsHandshakeTimeoutMs: config.tlsHandshakeTimeout * 1000,
+          listenWhenTold: !replacement,
         }),
+      commit: (links) => this.#listen(links),
       spawnOptions: { youngGenerationMb: YOUNG_GENERATION_MB },
       onLost: (link) => this.#lost(link),
     });
     this.#pool = pool;
     try {
       await pool.start();
-    } finally {
-      // The workers listen now. The reservation must go: the kernel would otherwise queue
-      // connections on a socket that nobody accepts from.
-      reservation.close();
+    } catch (error) {
+      reservation?.close();
+      throw error;
     }
-    this.#port = port;
-    if (group !== undefined && group.before > 0) this.#takeOver(group);
-    return reservation.addr;
+    this.#port = addr.port;
+    if (reservation !== undefined) await this.#release(reservation, reserved);
+    if (handOver) this.#takeOver(incumbents!);
+    return addr;
+  }
+
+  /** Tells a generation's workers to listen, and waits until they do. */
+  async #listen(links: WorkerLink[]): Promise<void> {
+    const { answers, silent } = await this.#pool!.askAll(
+      { type: "listen" },
+      "listening",
+      LISTEN_TIMEOUT_MS,
+      links,
+    );
+    const failed = answers.find((answer) => answer.error !== undefined);
+    if (failed !== undefined) throw new ListenError(failed.error!);
+    if (silent > 0) {
+      throw new WorkerStartError(
+        `${silent} worker(s) did not start listening within ${LISTEN_TIMEOUT_MS / 1000} s`,
+      );
+    }
+  }
+
+  /**
+   * The workers listen: the reservation must go (the kernel would otherwise queue connections
+   * on a socket that nobody accepts from), and new connections are first steered away from it.
+   * What was queued on it before the workers listened is lost (a client that connected in the
+   * first instants of the start).
+   */
+  async #release(reservation: Deno.TcpListener, group: ReuseportGroup | undefined): Promise<void> {
+    const steered = group?.steerToNewcomers(this.#config.workers) && group.pinToFirstNewcomer();
+    reservation.close();
+    if (steered) await group!.release();
   }
 
   /**
@@ -261,10 +299,9 @@ export class KernelDispatch implements Server {
     this.#stopWatching?.();
     const pool = this.#pool;
     pool.stopReplacing();
-    // A successor shares the port (a hand-over): close the listeners only once their queues
-    // are empty, so that nothing waiting in them is reset.
-    const ours = listenersOf(this.#port, pool.all.length);
-    if (portShared(this.#port, ours)) await waitForEmptyQueues(ours);
+    // A successor shares the port (a hand-over): close the listeners only once new
+    // connections go to it and their queues are empty, so that nothing waiting is reset.
+    await handOffBeforeClosing(this.#port, listenersOf(this.#port, pool.all.length));
     const open = this.#counters.open;
     if (open > 0) {
       this.#log.info("Shutting down: draining {count} connection(s), up to {timeout} s", {

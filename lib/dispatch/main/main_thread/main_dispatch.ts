@@ -25,10 +25,9 @@ import { type ServerSocket, type TlsSettings, TlsTerminator } from "../../../sha
 import { workerName } from "../../../shared/worker_slot.ts";
 import { listenTcp } from "../../../main_thread/listen.ts";
 import {
-  portShared,
+  handOffBeforeClosing,
   ReuseportGroup,
   unsteerWhenAlone,
-  waitForEmptyQueues,
 } from "../../../main_thread/reuseport_steering.ts";
 import type {
   DrainReport,
@@ -228,10 +227,10 @@ export class MainDispatch implements Server {
     this.#stopping = true;
     this.#stopWatching?.();
     if (this.#listener !== undefined) {
-      // A successor shares the port (a hand-over): close only once the queue is empty, so that
-      // nothing waiting in it is reset.
-      const ours = listenersOf(this.#listener.addr.port, 1);
-      if (portShared(this.#listener.addr.port, ours)) await waitForEmptyQueues(ours);
+      // A successor shares the port (a hand-over): close only once new connections go to it
+      // and the queue is empty, so that nothing waiting in it is reset.
+      const port = this.#listener.addr.port;
+      await handOffBeforeClosing(port, listenersOf(port, 1));
       closeQuietly(this.#listener);
     }
     await this.#acceptLoopDone;
