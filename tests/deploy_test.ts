@@ -73,6 +73,20 @@ Deno.test("release.yml builds every target on a version tag, smoke-tests, and up
 });
 
 const systemdAnalyze = which("systemd-analyze");
+
+/** Runs `systemd-analyze verify` on a unit, its binary pointed at one that exists here. */
+async function verifyUnit(unit: string, name: string, binary: string): Promise<void> {
+  // verify also checks that ExecStart exists; the binary is not installed here.
+  const dir = await Deno.makeTempDir();
+  const copy = `${dir}/${name}`;
+  Deno.writeTextFileSync(copy, unit.replaceAll(binary, "/bin/true"));
+  const output = await new Deno.Command(systemdAnalyze!, { args: ["verify", copy] }).output();
+  const messages = decoder.decode(output.stderr);
+  await Deno.remove(dir, { recursive: true });
+  assert.ok(output.success, messages);
+  assert.equal(messages.trim(), "", messages);
+}
+
 Deno.test({
   name: systemdAnalyze
     ? "systemd-analyze verify accepts deploy/echoserver.service"
@@ -87,6 +101,8 @@ Deno.test({
         "ProtectSystem=strict",
         "Restart=on-failure",
         "KillSignal=SIGTERM",
+        // systemctl reload: the rolling reload.
+        "ExecReload=/bin/kill -USR2 $MAINPID",
       ]
     ) {
       assert.ok(unit.includes(`\n${setting}\n`), `missing ${setting}`);
@@ -94,16 +110,34 @@ Deno.test({
     const limit = Number(/\nLimitNOFILE=(\d+)\n/.exec(unit)?.[1]);
     const connections = Number(/--max-connections (\d+)/.exec(unit)?.[1]);
     assert.ok(limit > connections, `LimitNOFILE ${limit} does not fit ${connections} connections`);
-    // verify also checks that ExecStart exists; the binary is not installed here, so point the
-    // copy at one that is.
-    const dir = await Deno.makeTempDir();
-    const copy = `${dir}/echoserver.service`;
-    Deno.writeTextFileSync(copy, unit.replaceAll("/usr/local/bin/echoserver", "/bin/true"));
-    const output = await new Deno.Command(systemdAnalyze!, { args: ["verify", copy] }).output();
-    const messages = decoder.decode(output.stderr);
-    await Deno.remove(dir, { recursive: true });
-    assert.ok(output.success, messages);
-    assert.equal(messages.trim(), "", messages);
+    await verifyUnit(unit, "echoserver.service", "/usr/local/bin/echoserver");
+  },
+});
+
+Deno.test({
+  name: "echoserver@.service runs releases side by side for a hand-over, and upgrade.sh parses" +
+    (systemdAnalyze ? "" : " (SKIPPED: no systemd-analyze)"),
+  ignore: systemdAnalyze === undefined,
+  async fn() {
+    const unit = read("deploy/echoserver@.service");
+    // Two instances share the port only if they run as one user: a dynamic user by name.
+    for (const setting of ["DynamicUser=yes", "User=echoserver", "KillSignal=SIGTERM"]) {
+      assert.ok(unit.includes(`\n${setting}\n`), `missing ${setting}`);
+    }
+    assert.ok(unit.includes("\nExecReload=/bin/kill -USR2 $MAINPID\n"));
+    // A fixed metrics port would make the second instance fail to start.
+    assert.doesNotMatch(unit, /^ExecStart=.*--metrics-port/m);
+    await verifyUnit(unit, "echoserver@0.1.0.service", "/usr/local/lib/echoserver/%i/echoserver");
+    const syntax = await new Deno.Command("bash", {
+      args: ["-n", new URL("deploy/upgrade.sh", ROOT).pathname],
+    }).output();
+    assert.ok(syntax.success, decoder.decode(syntax.stderr));
+    const script = read("deploy/upgrade.sh");
+    // Start the new one, wait until it listens, and only then stop the old one.
+    const start = script.indexOf('systemctl start "echoserver@$new"');
+    const ready = script.indexOf("listening on");
+    const stop = script.indexOf('systemctl stop "echoserver@$old"');
+    assert.ok(start >= 0 && start < ready && ready < stop, "upgrade.sh does not wait");
   },
 });
 
