@@ -17,6 +17,7 @@ import {
   startServer,
   text,
   utf8,
+  waitForTotal,
   writeAll,
 } from "./helpers.ts";
 
@@ -266,23 +267,39 @@ bothModes("reload: chat is one room across the old workers and the new", async (
     return { conn, lines, reading };
   };
   const before = await open(); // served by a worker the reload retires
-  await delay(100);
-  await reload(server, 1);
-  const after = await open(); // served by a fresh one
-  await delay(100);
-  await writeAll(before.conn, utf8("from the old generation\n"));
-  await until(() => after.lines.some((l) => l.endsWith("from the old generation")), "old to new");
-  await writeAll(after.conn, utf8("from the new generation\n"));
-  await until(() => before.lines.some((l) => l.endsWith("from the new generation")), "new to old");
-  // The old generation ends as soon as its last client leaves, though the other old worker,
-  // with no clients, finished long before (it must not hold a broadcast up).
-  await writeAll(before.conn, utf8("one more from the old\nquit\n"));
-  await until(() => after.lines.some((l) => l.endsWith("one more from the old")), "last line");
-  await before.reading;
-  assert.match(
-    await server.waitForLog(/Old workers ended[^\n]*/),
-    /Old workers ended: 1 connection\(s\) finished, 0 idle closed, 0 cut/,
-  );
-  after.conn.close();
-  await after.reading;
+  await waitForTotal(server.metricsPort!, "echoserver_connections_active", 1);
+  // A client silent for a second counts as finished in a drain and is closed (see Stopping):
+  // this one talks now and then, like a chat client on a busy machine must.
+  const ticks = setInterval(() => writeAll(before.conn, utf8("tick\n")).catch(() => {}), 100);
+  try {
+    await reload(server, 1);
+    const after = await open(); // served by a fresh one
+    await waitForTotal(server.metricsPort!, "echoserver_connections_active", 2);
+    await until(() => after.lines.some((l) => l.endsWith("tick")), "old to new");
+    await writeAll(after.conn, utf8("from the new generation\n"));
+    await until(
+      () => before.lines.some((l) => l.endsWith("from the new generation")),
+      "new to old",
+    );
+    clearInterval(ticks);
+    // The old generation ends as soon as its last client leaves, though the other old worker,
+    // with no clients, finished long before (it must not hold a broadcast up).
+    await writeAll(before.conn, utf8("one more from the old\nquit\n"));
+    await until(() => after.lines.some((l) => l.endsWith("one more from the old")), "last line");
+    await before.reading;
+    before.conn.close(); // as a client does once the server has ended the connection
+    assert.match(
+      await server.waitForLog(/Old workers ended[^\n]*/),
+      /Old workers ended: 1 connection\(s\) finished, 0 idle closed, 0 cut/,
+    );
+    after.conn.close();
+    await after.reading;
+  } finally {
+    clearInterval(ticks);
+    try {
+      before.conn.close();
+    } catch {
+      // Closed already.
+    }
+  }
 });

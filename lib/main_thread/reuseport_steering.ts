@@ -46,8 +46,10 @@ const MIN_QUEUE_WAIT_MS = 100;
 /** Most time to wait for old accept queues to empty before closing them anyway. */
 const MAX_QUEUE_WAIT_MS = 2000;
 const POLL_MS = 10;
-/** How often a process that took over a port checks whether the old one has gone. */
+/** How soon a process that took over a port first checks whether the old one has gone. */
 const WATCH_MS = 250;
+/** How seldom it checks at most. */
+const MAX_WATCH_MS = 4000;
 
 /**
  * Listening TCP sockets on `port` in this network namespace, of any process and any address:
@@ -211,19 +213,27 @@ export async function handOffBeforeClosing(port: number, ours: number[]): Promis
 
 /**
  * Once the group's other listeners are gone (the old process has stopped), takes the program
- * away so that the kernel's hash spreads connections evenly again.
+ * away so that the kernel's hash spreads connections evenly again. Checks soon, then less and
+ * less often: an old process left running is looked at every few seconds, not four times one.
  *
  * @param port The port.
  * @param ours How many listeners this process has on it.
  * @returns Stops watching.
  */
 export function unsteerWhenAlone(port: number, ours: number): () => void {
-  const timer = setInterval(() => {
-    if (listenersOnPort(port) !== ours) return;
-    const any = listenersOf(port, 1)[0];
-    if (any !== undefined) unsteerGroup(any);
-    clearInterval(timer);
-  }, WATCH_MS);
+  let wait = WATCH_MS;
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const check = () => {
+    if (listenersOnPort(port) === ours) {
+      const any = listenersOf(port, 1)[0];
+      if (any !== undefined) unsteerGroup(any);
+      return;
+    }
+    wait = Math.min(wait * 2, MAX_WATCH_MS);
+    timer = setTimeout(check, wait);
+    Deno.unrefTimer(timer);
+  };
+  timer = setTimeout(check, wait);
   Deno.unrefTimer(timer);
-  return () => clearInterval(timer);
+  return () => clearTimeout(timer);
 }

@@ -237,14 +237,19 @@ export class KernelDispatch implements Server {
       (sum, link) => sum + this.#counters.slot(link.slot, link.lane).get(Counter.active),
       0,
     );
-    return { finishing, retired: this.#retire(pool, retired, group) };
+    return { finishing, retired: this.#retire(pool, retired, group, finishing) };
   }
 
-  /** Lets reloaded-away workers finish, then ends them. */
+  /**
+   * Lets reloaded-away workers finish, then ends them. `finishing` is how many connections
+   * they had when the new ones took over: those that end before the drain begins (while the
+   * listeners are steered away from) have finished too.
+   */
   async #retire(
     pool: WorkerPool,
     retired: WorkerLink[],
     group: ReuseportGroup | undefined,
+    finishing: number,
   ): Promise<DrainReport> {
     // New connections go to the new workers; the old ones accept what they already have.
     const steered = group?.steerToNewcomers(this.#config.workers) ?? false;
@@ -270,6 +275,7 @@ export class KernelDispatch implements Server {
       this.#lost(link); // what a silent one still held; its gauges are nobody's now
     }
     pool.dismiss(retired);
+    result.finished = Math.max(result.finished, finishing - result.idle - result.cut);
     return result;
   }
 
