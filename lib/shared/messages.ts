@@ -23,6 +23,11 @@ export interface FramesMessage {
   attached: ArrayBuffer[];
   /** The sender has processed the receiver's last batch (the receiver may send the next). */
   done: boolean;
+  /**
+   * Bulk buffers the sender has finished with, for the receiver to reuse; transferred. Absent
+   * when there are none (most batches): every property is cloned with every message.
+   */
+  spare?: ArrayBuffer[];
 }
 
 /**

@@ -168,7 +168,7 @@ export function runWorker(scope: WorkerScope): void {
         break;
       }
       case "frames":
-        relay?.receive(message.buffer, message.length, message.attached);
+        relay?.receive(message.buffer, message.length, message.attached, message.spare);
         break;
       case "peer":
         peers?.connect(message.slot, message.port, message.serial);

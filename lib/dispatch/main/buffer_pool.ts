@@ -9,6 +9,11 @@
  * loopback (it is zero-filled, and often page-faulted in), and every allocation counts toward
  * V8's external-memory budget, whose overrun forces full garbage collections.
  *
+ * A buffer the pool has no room for is freed at once (`ArrayBuffer.prototype.transfer(0)`
+ * releases its memory), not left to the garbage collector: V8 lets about 64 MB of such
+ * garbage gather per isolate before it collects, and 200 clients uploading 1 MB each through
+ * `main` dispatch left 62 MB of it in each worker (RSS +148 MB, against +31 in `kernel`).
+ *
  * @module
  */
 
@@ -46,21 +51,35 @@ export class BufferPool {
     return this.#free.length;
   }
 
+  /** Whether the pool holds as many free buffers as it keeps. */
+  get full(): boolean {
+    return this.#free.length >= this.#max;
+  }
+
   /** A free buffer, or a new one if none is free. Its contents are unspecified. */
   take(): ArrayBuffer {
     return this.#free.pop() ?? new ArrayBuffer(this.size);
   }
 
   /**
-   * Returns a buffer for reuse. The caller must hold no view of it that is still in use.
-   * Buffers of another size, detached ones, and any past the limit are ignored.
+   * Returns a buffer for reuse, or frees its memory now if the pool has no room for it (or it is
+   * of another size). The caller must hold no view of it that is still in use.
    *
    * @param buffer The buffer.
    */
   give(buffer: ArrayBuffer): void {
-    if (buffer.byteLength !== this.size || buffer.detached || this.#free.length >= this.#max) {
-      return;
-    }
-    this.#free.push(buffer);
+    if (buffer.detached) return;
+    if (buffer.byteLength === this.size && this.#free.length < this.#max) this.#free.push(buffer);
+    else discard(buffer);
   }
+}
+
+/**
+ * Frees a buffer's memory now rather than at the next garbage collection. Nothing may view it
+ * any more: its views read as empty from then on.
+ *
+ * @param buffer The buffer; detached when this returns.
+ */
+export function discard(buffer: ArrayBuffer): void {
+  if (!buffer.detached) buffer.transfer(0);
 }

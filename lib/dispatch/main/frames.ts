@@ -17,6 +17,7 @@
 
 import { setImmediate } from "node:timers";
 import { CLOSE_REASONS, type CloseReason } from "../../shared/close_reason.ts";
+import { discard } from "./buffer_pool.ts";
 
 /** Frame kinds. Which side sends which is noted on each. */
 export const Frame = {
@@ -99,6 +100,8 @@ export const EAGER_ACK_THRESHOLD = 4 * 1024;
 const BATCH_CAPACITY = 64 * 1024;
 /** Batch buffers kept for reuse, at most. */
 const MAX_FREE_BATCHES = 8;
+/** Spare bulk buffers one batch carries back to the other side, at most. */
+const MAX_SPARE = 16;
 
 /**
  * Payloads at least this big travel as attached buffers (`DATA_REF`), moved to the other thread
@@ -114,14 +117,16 @@ export const BULK_BUFFER_SIZE = 64 * 1024;
 
 /**
  * Receives a finished batch: `length` bytes of frames at the start of `buffer`, plus the
- * buffers that its `DATA_REF` frames refer to, in order. All of them are the receiver's from
- * then on (transfer them).
+ * buffers that its `DATA_REF` frames refer to, in order, and spare bulk buffers given back
+ * (see {@linkcode FrameWriter.giveBack}). All of them are the receiver's from then on (transfer
+ * them).
  */
 export type BatchSender = (
   buffer: ArrayBuffer,
   length: number,
   attached: ArrayBuffer[],
   done: boolean,
+  spare: ArrayBuffer[],
 ) => void;
 
 /** Options for {@linkcode FrameWriter}. */
@@ -160,6 +165,8 @@ export class FrameWriter {
   #free: ArrayBuffer[] = [];
   #length = 0;
   #attached: ArrayBuffer[] = [];
+  /** Bulk buffers going back to the other side with the next batch. */
+  #spare: ArrayBuffer[] = [];
   #scheduled = false;
   #oneInFlight: boolean;
   #inFlight = false;
@@ -204,6 +211,22 @@ export class FrameWriter {
   attach(id: number, buffer: ArrayBuffer, length: number): void {
     this.#header(Frame.DATA_REF, id, length, 0);
     this.#attached.push(buffer);
+  }
+
+  /**
+   * Gives a bulk buffer back to the other side with the next batch (it sends no batch of its
+   * own): bulk payloads that arrive and leave no output, such as a large upload that a handler
+   * stores, would otherwise be dropped here while the other side allocates a new buffer for
+   * every read, and the garbage of 200 MB of uploads took RSS 200 MB up before it was
+   * collected.
+   *
+   * @param buffer A bulk buffer this side has finished with.
+   * @returns Whether it will go (false past `MAX_SPARE` waiting: drop it).
+   */
+  giveBack(buffer: ArrayBuffer): boolean {
+    if (this.#spare.length >= MAX_SPARE || buffer.detached) return false;
+    this.#spare.push(buffer);
+    return true;
   }
 
   /**
@@ -255,28 +278,27 @@ export class FrameWriter {
     const batch = this.#bytes.buffer as ArrayBuffer;
     const attached = this.#attached;
     const done = this.#owesDone;
+    const spare = this.#spare;
     this.#length = 0;
     this.#attached = [];
+    if (spare.length > 0) this.#spare = [];
     this.#owesDone = false;
     this.#stage(this.#free.pop() ?? new ArrayBuffer(BATCH_CAPACITY));
     this.#inFlight = this.#oneInFlight && length > 0;
-    this.#send(batch, length, attached, done);
+    this.#send(batch, length, attached, done, spare);
   }
 
   /**
    * Takes a batch buffer the other side sent, once nothing views it any more, to stage a later
-   * batch in. Buffers of another size, detached ones, and any past the limit are left to the
-   * garbage collector.
+   * batch in. Buffers of another size, and any past the limit, are freed.
    *
    * @param buffer A batch received from the other thread.
    */
   recycle(buffer: ArrayBuffer): void {
-    if (
-      buffer.byteLength === BATCH_CAPACITY && !buffer.detached &&
-      this.#free.length < MAX_FREE_BATCHES
-    ) {
+    if (buffer.detached) return;
+    if (buffer.byteLength === BATCH_CAPACITY && this.#free.length < MAX_FREE_BATCHES) {
       this.#free.push(buffer);
-    }
+    } else discard(buffer); // now, not at a garbage collection (see buffer_pool.ts)
   }
 
   #header(kind: FrameKind, id: number, value: number, payloadLength: number): void {

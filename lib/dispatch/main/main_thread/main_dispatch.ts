@@ -46,7 +46,7 @@ import {
 import { listenersOf } from "../../../shared/libc.ts";
 import type { FramesMessage } from "../../../shared/messages.ts";
 import { Frame, FrameWriter, readFrames, reasonOf } from "../frames.ts";
-import { RelayConnection, type WorkerChannel } from "./relay_connection.ts";
+import { RelayConnection, reuseBulkBuffer, type WorkerChannel } from "./relay_connection.ts";
 
 /**
  * The server in `main` dispatch.
@@ -388,8 +388,13 @@ export class MainDispatch implements Server {
   #channel(link: WorkerLink): WorkerChannel {
     let channel = this.#channels.get(link);
     if (channel === undefined) {
-      const writer = new FrameWriter((buffer, length, attached, done) => {
-        link.post({ type: "frames", buffer, length, attached, done }, [buffer, ...attached]);
+      const writer = new FrameWriter((buffer, length, attached, done, spare) => {
+        link.post(
+          spare.length === 0
+            ? { type: "frames", buffer, length, attached, done }
+            : { type: "frames", buffer, length, attached, done, spare },
+          [buffer, ...attached, ...spare],
+        );
       }, { oneInFlight: true });
       channel = { link, writer };
       this.#channels.set(link, channel);
@@ -398,6 +403,7 @@ export class MainDispatch implements Server {
   }
 
   #receive(link: WorkerLink, message: FramesMessage): void {
+    for (const free of message.spare ?? []) reuseBulkBuffer(free);
     readFrames(
       message.buffer,
       message.length,

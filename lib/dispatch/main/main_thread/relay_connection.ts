@@ -80,6 +80,16 @@ export interface RelayConnectionOptions {
  * socket reads go into them. Shared by every connection of the main thread.
  */
 const bulkBuffers = new BufferPool(BULK_BUFFER_SIZE, 64);
+
+/**
+ * Takes a bulk buffer a worker gave back (it had no output to carry it), for the next
+ * full-size socket read.
+ *
+ * @param buffer The buffer.
+ */
+export function reuseBulkBuffer(buffer: ArrayBuffer): void {
+  bulkBuffers.give(buffer);
+}
 /** After the handler ends, how long to drain (and drop) what the client still sends. */
 const LINGER_MS = 1000;
 
@@ -207,7 +217,9 @@ export class RelayConnection implements SetMember, OutputEvents {
   receive(bytes: Uint8Array, owned = false): void {
     if (this.#closed || this.#ending) return;
     this.#output.write(bytes);
-    if (owned) bulkBuffers.give(bytes.buffer as ArrayBuffer);
+    // Kept for reading here, else back to the worker, whose output travels in them.
+    const free = bytes.buffer as ArrayBuffer;
+    if (owned && (!bulkBuffers.full || !this.#writer.giveBack(free))) bulkBuffers.give(free);
   }
 
   /**

@@ -35,8 +35,13 @@ export class RelayTransport {
   constructor(handler: SocketHandler, context: HandlerContext, post: PostToMain) {
     this.#handler = handler;
     this.#context = context;
-    this.#writer = new FrameWriter((buffer, length, attached, done) => {
-      post({ type: "frames", buffer, length, attached, done }, [buffer, ...attached]);
+    this.#writer = new FrameWriter((buffer, length, attached, done, spare) => {
+      post(
+        spare.length === 0
+          ? { type: "frames", buffer, length, attached, done }
+          : { type: "frames", buffer, length, attached, done, spare },
+        [buffer, ...attached, ...spare],
+      );
     });
   }
 
@@ -51,8 +56,15 @@ export class RelayTransport {
    * @param buffer The batch.
    * @param length Bytes of frames in it.
    * @param attached Its transferred payload buffers.
+   * @param spare Bulk buffers the main thread gave back.
    */
-  receive(buffer: ArrayBuffer, length: number, attached: ArrayBuffer[]): void {
+  receive(
+    buffer: ArrayBuffer,
+    length: number,
+    attached: ArrayBuffer[],
+    spare: ArrayBuffer[] = [],
+  ): void {
+    for (const free of spare) bulkBuffers.give(free);
     // The main thread holds its next batch until this one is done: say so in this turn's batch.
     this.#writer.markDone();
     /** Whether a handler still holds a view of the batch (an async `data` call). */
@@ -70,7 +82,11 @@ export class RelayTransport {
           const kept = connection.receiveData(payload!, owned);
           // A payload of its own goes to the pool for bulk output; one in the batch keeps it.
           if (owned) {
-            if (!kept) bulkBuffers.give(payload!.buffer as ArrayBuffer);
+            // Kept for output here, else back to the main thread, which reads into them.
+            const free = payload!.buffer as ArrayBuffer;
+            if (!kept && (!bulkBuffers.full || !this.#writer.giveBack(free))) {
+              bulkBuffers.give(free);
+            }
           } else held ||= kept;
           break;
         }

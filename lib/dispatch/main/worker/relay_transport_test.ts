@@ -81,3 +81,52 @@ Deno.test("RelayTransport reuses a batch nobody views for its own next batch", a
   }
   assert.ok(posted.some((b) => received.includes(b)), "no received batch buffer was reused");
 });
+
+Deno.test("RelayTransport gives bulk buffers back or frees them, never leaves them to the GC", async () => {
+  // 200 uploads of 64 KiB into a handler that writes nothing: their buffers cannot ride back
+  // with output. Left to the garbage collector, such buffers piled up at about 64 MB per
+  // worker before V8 collected (RSS +148 MB in main dispatch against +31 in kernel).
+  const spares: ArrayBuffer[] = [];
+  const post = (message: FromWorker) => {
+    if (message.type === "frames") spares.push(...(message.spare ?? []));
+  };
+  const transport = new RelayTransport({ data() {} }, context(), post);
+  const opened = batch(1, "");
+  transport.receive(opened.buffer, opened.length, []);
+  const uploads: ArrayBuffer[] = [];
+  for (let round = 0; round < 10; round++) {
+    let sent: { buffer: ArrayBuffer; length: number; attached: ArrayBuffer[] } | undefined;
+    const writer = new FrameWriter((buffer, length, attached) =>
+      sent = { buffer, length, attached }
+    );
+    for (let i = 0; i < 20; i++) {
+      const upload = new ArrayBuffer(64 * 1024);
+      uploads.push(upload);
+      writer.attach(1, upload, upload.byteLength);
+    }
+    writer.flush();
+    transport.receive(sent!.buffer, sent!.length, sent!.attached);
+    await turn();
+  }
+  await turn();
+  const pooled = uploads.filter((b) => !b.detached && !spares.includes(b));
+  const freed = uploads.filter((b) => b.detached);
+  assert.ok(spares.length > 0, "none went back to the main thread");
+  assert.ok(pooled.length <= 64, `${pooled.length} buffers neither given back nor freed`);
+  assert.equal(pooled.length + spares.length + freed.length, uploads.length);
+});
+
+Deno.test("FrameWriter.giveBack() sends spare buffers with the next batch, at most 16", () => {
+  const batches: ArrayBuffer[][] = [];
+  const writer = new FrameWriter((_buffer, _length, _attached, _done, spare) =>
+    batches.push(spare)
+  );
+  const buffers = Array.from({ length: 20 }, () => new ArrayBuffer(1024));
+  const taken = buffers.map((b) => writer.giveBack(b));
+  assert.deepEqual(taken.filter(Boolean).length, 16);
+  writer.flush(); // nothing to send yet: the spares wait for a batch
+  assert.equal(batches.length, 0);
+  writer.control(Frame.ACK, 1, 10);
+  writer.flush();
+  assert.deepEqual(batches, [buffers.slice(0, 16)]);
+});
