@@ -20,8 +20,8 @@
  * connection goes to the first newcomer, whose place only changes at the last close (when no
  * old listener is left); then the program is taken away.
  *
- * Limits: the group's size is read from `/proc/net/tcp{,6}` (every listening socket on the
- * port, whatever its address), and the newcomers' place in the group is inferred from it; a
+ * Limits: the group's size is the count of listening sockets on the port, whatever their
+ * address (the kernel's `sock_diag`, as `ss -l` asks it), and the newcomers' place in the group is inferred from it; a
  * listener that joins or leaves between the count and the program (a worker that dies just then)
  * makes the program steer some connections to the wrong socket, which is no worse than without
  * it. A connection whose handshake began before the program and is not finished when its
@@ -36,7 +36,7 @@ import {
   acceptQueueLength,
   canSteer,
   listenersOf,
-  readSystemFile,
+  portListeners,
   steerGroup,
   unsteerGroup,
 } from "../shared/libc.ts";
@@ -52,33 +52,15 @@ const WATCH_MS = 250;
 const MAX_WATCH_MS = 4000;
 
 /**
- * Listening TCP sockets on `port` in this network namespace, of any process and any address:
- * the `LISTEN` rows of `/proc/net/tcp` and `/proc/net/tcp6`.
+ * Listening TCP sockets on `port` in this network namespace, of any process and any address
+ * (`sock_diag`, see `libc.ts`).
  *
  * @param port The port.
  * @returns The count, or undefined where it cannot be read.
  */
 export function listenersOnPort(port: number): number | undefined {
-  const found = _listeners(port);
+  const found = portListeners(port);
   return found === undefined ? undefined : found.ipv4 + found.ipv6;
-}
-
-function _listeners(port: number): { ipv4: number; ipv6: number } | undefined {
-  const local = `:${port.toString(16).toUpperCase().padStart(4, "0")} `;
-  const count = (file: string) => {
-    const text = readSystemFile(file);
-    if (text === undefined) return undefined;
-    let n = 0;
-    for (const line of text.split("\n")) {
-      // "  sl  local_address rem_address   st ...": state 0A is LISTEN.
-      const fields = line.trim().split(/\s+/);
-      if (fields[3] === "0A" && `${fields[1]} `.endsWith(local)) n++;
-    }
-    return n;
-  };
-  const ipv4 = count("/proc/net/tcp");
-  const ipv6 = count("/proc/net/tcp6");
-  return ipv4 === undefined || ipv6 === undefined ? undefined : { ipv4, ipv6 };
 }
 
 /** The port's group as it was before new listeners joined it. */
@@ -108,7 +90,7 @@ export class ReuseportGroup {
    */
   static capture(port: number, ours: number): ReuseportGroup | undefined {
     if (!canSteer()) return undefined;
-    const found = _listeners(port);
+    const found = portListeners(port);
     if (found === undefined) return undefined;
     return new ReuseportGroup(
       port,

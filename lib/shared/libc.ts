@@ -4,8 +4,9 @@
  * took), `setsockopt(SO_LINGER)` (how a server sends a reset), `malloc_trim(0)` (giving freed
  * heap back to the OS), `memchr()` (finding a byte 20 times faster than JavaScript can in
  * a large chunk), and what steering a `SO_REUSEPORT` group takes (finding this process's
- * listening sockets, their accept queues, the group's BPF program; reading `/proc/net/tcp`,
- * which Deno lets a program read only with `--allow-all`). Each needs `--allow-ffi` (the server's launch flags grant it) and glibc on
+ * listening sockets, their accept queues, the group's BPF program; counting a port's listening
+ * sockets in the network namespace through the kernel's `sock_diag` netlink interface, as `ss -l`
+ * does, where reading `/proc/net/tcp` would need `--allow-all` and would list every socket). Each needs `--allow-ffi` (the server's launch flags grant it) and glibc on
  * Linux; anywhere else every function here reports that it cannot, and callers fall back to
  * Deno's own (slower, or less exact) way.
  *
@@ -26,9 +27,18 @@ const SO_DETACH_REUSEPORT_BPF = 68;
 /** `IPPROTO_TCP` and `TCP_INFO`. */
 const IPPROTO_TCP = 6;
 const TCP_INFO = 11;
-/** `RLIMIT_NOFILE`, and `O_RDONLY | O_CLOEXEC` for `open`. */
+/** `RLIMIT_NOFILE`. */
 const RLIMIT_NOFILE = 7;
-const O_RDONLY_CLOEXEC = 0o2000000;
+/** `AF_NETLINK`, `SOCK_DGRAM | SOCK_CLOEXEC`, `NETLINK_SOCK_DIAG`, and the messages used. */
+const AF_NETLINK = 16;
+const NETLINK_DGRAM_CLOEXEC = 2 | 0o2000000;
+const NETLINK_SOCK_DIAG = 4;
+const SOCK_DIAG_BY_FAMILY = 20;
+const NLM_F_REQUEST_DUMP = 0x1 | 0x300;
+const NLMSG_ERROR = 2;
+const NLMSG_DONE = 3;
+/** `TCP_LISTEN`, as a state bit of `inet_diag_req_v2.idiag_states`. */
+const TCP_LISTEN_BIT = 1 << 10;
 /** `MSG_DONTWAIT | MSG_NOSIGNAL`: never block, never raise SIGPIPE (a dead peer is an error). */
 const SEND_FLAGS = 0x40 | 0x4000;
 /** `struct linger { int l_onoff = 1; int l_linger = 0; }` */
@@ -54,8 +64,16 @@ interface Libc {
   ) => number;
   getsockname: (fd: number, address: Uint8Array<ArrayBuffer>, length: Uint8Array) => number;
   getrlimit: (resource: number, limit: Uint8Array<ArrayBuffer>) => number;
-  open: (path: Uint8Array<ArrayBuffer>, flags: number) => number;
-  read: (fd: number, buffer: Uint8Array<ArrayBuffer>, length: number) => number;
+  socket: (domain: number, type: number, protocol: number) => number;
+  sendto: (
+    fd: number,
+    bytes: Uint8Array<ArrayBuffer>,
+    length: number,
+    flags: number,
+    address: Uint8Array<ArrayBuffer>,
+    addressLength: number,
+  ) => number;
+  recv: (fd: number, buffer: Uint8Array<ArrayBuffer>, length: number, flags: number) => number;
   close: (fd: number) => number;
   malloc_trim: (pad: number) => number;
   // u32 results: the low 32 bits of a pointer, enough for offsets within one buffer (below).
@@ -78,8 +96,12 @@ function loadLibc(): Libc | null {
       getsockopt: { parameters: ["i32", "i32", "i32", "buffer", "buffer"], result: "i32" },
       getsockname: { parameters: ["i32", "buffer", "buffer"], result: "i32" },
       getrlimit: { parameters: ["i32", "buffer"], result: "i32" },
-      open: { parameters: ["buffer", "i32"], result: "i32" },
-      read: { parameters: ["i32", "buffer", "usize"], result: "i32" },
+      socket: { parameters: ["i32", "i32", "i32"], result: "i32" },
+      sendto: {
+        parameters: ["i32", "buffer", "usize", "i32", "buffer", "u32"],
+        result: "i32",
+      },
+      recv: { parameters: ["i32", "buffer", "usize", "i32"], result: "i32" },
       close: { parameters: ["i32"], result: "i32" },
       malloc_trim: { parameters: ["usize"], result: "i32" },
       memchr: { parameters: ["buffer", "i32", "usize"], result: "u32" },
@@ -205,9 +227,18 @@ export function canSteer(): boolean {
   return loadLibc() !== null;
 }
 
-/** An `int` (or `socklen_t`) as the bytes libc reads and writes. */
-function intBytes(value: number): Uint8Array<ArrayBuffer> {
-  return new Uint8Array(new Int32Array([value]).buffer);
+/** Scratch memory for the calls below (one thread runs them at a time). */
+const scratch = {
+  value: new Uint8Array(4),
+  length: new Uint8Array(4),
+  address: new Uint8Array(128),
+  info: new Uint8Array(232),
+};
+
+/** `scratch.length` holding `n`, as the `socklen_t *` getsockopt and getsockname take. */
+function lengthOf(n: number): Uint8Array<ArrayBuffer> {
+  new DataView(scratch.length.buffer).setUint32(0, n, true);
+  return scratch.length;
 }
 
 /**
@@ -226,12 +257,11 @@ export function listenersOf(port: number, want = Infinity): number[] {
     ? Number(new BigUint64Array(limit.buffer)[0])
     : 1024;
   const found: number[] = [];
-  const value = new Uint8Array(4);
-  const address = new Uint8Array(128);
+  const { value, address } = scratch;
   for (let fd = 0; fd < Math.min(most, 1 << 20) && found.length < want; fd++) {
-    if (c.getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, value, intBytes(4)) !== 0) continue;
+    if (c.getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, value, lengthOf(4)) !== 0) continue;
     if (value[0] !== 1) continue;
-    if (c.getsockname(fd, address, intBytes(128)) !== 0) continue;
+    if (c.getsockname(fd, address, lengthOf(address.length)) !== 0) continue;
     const family = address[0]! | (address[1]! << 8);
     // sockaddr_in and sockaddr_in6 both keep the port, big-endian, at bytes 2 and 3.
     if ((family === 2 || family === 10) && ((address[2]! << 8) | address[3]!) === port) {
@@ -251,11 +281,12 @@ export function listenersOf(port: number, want = Infinity): number[] {
 export function acceptQueueLength(fd: number): number | undefined {
   const c = loadLibc();
   if (c === null) return undefined;
-  const value = new Uint8Array(4);
-  if (c.getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, value, intBytes(4)) !== 0) return undefined;
+  const { value, info } = scratch;
+  if (c.getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, value, lengthOf(4)) !== 0) return undefined;
   if (value[0] !== 1) return undefined;
-  const info = new Uint8Array(232);
-  if (c.getsockopt(fd, IPPROTO_TCP, TCP_INFO, info, intBytes(info.length)) !== 0) return undefined;
+  if (c.getsockopt(fd, IPPROTO_TCP, TCP_INFO, info, lengthOf(info.length)) !== 0) {
+    return undefined;
+  }
   return new DataView(info.buffer).getUint32(24, true);
 }
 
@@ -303,32 +334,69 @@ export function steerGroup(fd: number, first: number, count: number): boolean {
 export function unsteerGroup(fd: number): boolean {
   const c = loadLibc();
   if (c === null) return false;
-  const unused = intBytes(0);
+  const unused = new Uint8Array(4);
   return c.setsockopt(fd, SOL_SOCKET, SO_DETACH_REUSEPORT_BPF, unused, unused.length) === 0;
 }
 
+/** Listening TCP sockets on one port, by address family. */
+export interface PortListeners {
+  ipv4: number;
+  ipv6: number;
+}
+
 /**
- * Reads a small file that Deno's permissions would not let the server read (`/proc/net/tcp`
- * needs `--allow-all`), through libc.
+ * The listening TCP sockets on `port` in this network namespace, of any process and any
+ * address, as the kernel's `sock_diag` netlink interface reports them (what `ss -ltn` shows): it
+ * lists listening sockets only, however many connections the machine has.
  *
- * @param path Its path.
- * @returns Its text (Latin-1), or undefined if it cannot be read.
+ * @param port The port.
+ * @returns The count by family, or undefined where it cannot be asked.
  */
-export function readSystemFile(path: string): string | undefined {
+export function portListeners(port: number): PortListeners | undefined {
   const c = loadLibc();
   if (c === null) return undefined;
-  const fd = c.open(new TextEncoder().encode(path + "\0"), O_RDONLY_CLOEXEC);
+  const fd = c.socket(AF_NETLINK, NETLINK_DGRAM_CLOEXEC, NETLINK_SOCK_DIAG);
   if (fd < 0) return undefined;
   try {
-    const chunks: string[] = [];
-    const buffer = new Uint8Array(256 * 1024);
-    for (;;) {
-      const n = c.read(fd, buffer, buffer.length);
-      if (n < 0) return undefined;
-      if (n === 0) return chunks.join("");
-      chunks.push(new TextDecoder("latin1").decode(buffer.subarray(0, n)));
-    }
+    const ipv4 = _dumpListeners(c, fd, 2, port);
+    const ipv6 = ipv4 === undefined ? undefined : _dumpListeners(c, fd, 10, port);
+    return ipv4 === undefined || ipv6 === undefined ? undefined : { ipv4, ipv6 };
   } finally {
     c.close(fd);
+  }
+}
+
+/** One `SOCK_DIAG_BY_FAMILY` dump of listening TCP sockets, counted for `port`. */
+function _dumpListeners(c: Libc, fd: number, family: number, port: number): number | undefined {
+  // struct nlmsghdr (16 bytes), then struct inet_diag_req_v2 (56 bytes).
+  const request = new Uint8Array(72);
+  const out = new DataView(request.buffer);
+  out.setUint32(0, request.length, true);
+  out.setUint16(4, SOCK_DIAG_BY_FAMILY, true);
+  out.setUint16(6, NLM_F_REQUEST_DUMP, true);
+  request[16] = family;
+  request[17] = IPPROTO_TCP;
+  out.setUint32(20, TCP_LISTEN_BIT, true);
+  const kernel = new Uint8Array(12); // struct sockaddr_nl: the kernel (pid 0)
+  new DataView(kernel.buffer).setUint16(0, AF_NETLINK, true);
+  if (c.sendto(fd, request, request.length, 0, kernel, kernel.length) !== request.length) {
+    return undefined;
+  }
+  const buffer = new Uint8Array(64 * 1024);
+  const view = new DataView(buffer.buffer);
+  let count = 0;
+  for (;;) {
+    const n = c.recv(fd, buffer, buffer.length, 0);
+    if (n <= 0) return undefined;
+    for (let at = 0; at + 16 <= n;) {
+      const length = view.getUint32(at, true);
+      const type = view.getUint16(at + 4, true);
+      if (type === NLMSG_DONE) return count;
+      if (type === NLMSG_ERROR || length < 16) return undefined;
+      // struct inet_diag_msg after the header: family, state, timer, retrans, then the
+      // socket id, whose first field is the local port, big-endian.
+      if (buffer[at + 17] === 10 && view.getUint16(at + 20, false) === port) count++;
+      at += (length + 3) & ~3;
+    }
   }
 }
