@@ -151,15 +151,19 @@ bothModes(
           })().catch(() => {}),
         );
       }
-      // Wait until the server has taken in all it will (the kernel's buffers are full).
+      // Wait until the server has taken in all it will (the kernel's buffers are full): bytes
+      // have arrived and their count has stood still for a second. (On a busy machine the
+      // clients may not have sent anything for a second yet: that is not "stood still".)
       let last = -1;
       let peak = 0;
+      const deadline = Date.now() + 30_000;
       for (let stable = 0; stable < 4;) {
+        assert.ok(Date.now() < deadline, "the server's intake never settled");
         await delay(250);
         const samples = await scrape(server.metricsPort!);
         const received = samples.get("echoserver_received_bytes_total") ?? 0;
         peak = Math.max(peak, samples.get("echoserver_buffered_bytes") ?? 0);
-        stable = received === last ? stable + 1 : 0;
+        stable = received === last && received > 0 ? stable + 1 : 0;
         last = received;
       }
       // The budget is 1 MiB; past it each heavy connection may still finish the chunk in hand
