@@ -18,6 +18,7 @@ import type { Server, ServerConfig } from "./lib/main_thread/server.ts";
 import { KernelDispatch } from "./lib/dispatch/kernel/main_thread/kernel_dispatch.ts";
 import { MainDispatch } from "./lib/dispatch/main/main_thread/main_dispatch.ts";
 import { startNodeWorker } from "./lib/main_thread/node_worker.ts";
+import { checkPidFile, writePidFile } from "./lib/main_thread/pid_file.ts";
 import { type LoadedTls, loadTls, TlsFileError } from "./lib/main_thread/tls_files.ts";
 import {
   ReloadError,
@@ -117,16 +118,13 @@ async function main(): Promise<void> {
     );
     Deno.exit(EXIT_CANNOT_RUN);
   }
-  if (
-    config.pidFile !== undefined &&
-    Deno.permissions.querySync({ name: "write", path: config.pidFile }).state !== "granted"
-  ) {
-    log.error(
-      "Cannot write the pid file {path}: no permission to write it; run Deno with " +
-        "--allow-write={path}",
-      { path: config.pidFile },
-    );
-    Deno.exit(EXIT_CANNOT_RUN);
+  if (config.pidFile !== undefined) {
+    try {
+      checkPidFile(config.pidFile);
+    } catch (error) {
+      log.error((error as Error).message);
+      Deno.exit(EXIT_CANNOT_RUN);
+    }
   }
   let tls: LoadedTls | undefined;
   if (parsed.tls !== undefined) {
@@ -183,8 +181,6 @@ async function main(): Promise<void> {
       address: formatAddr(metrics.addr.hostname, metrics.addr.port),
     });
   }
-
-  if (config.pidFile !== undefined) writePidFile(config.pidFile);
 
   let signalledAt: number | undefined;
   const onSignal = (signal: Deno.Signal) => {
@@ -315,6 +311,15 @@ async function main(): Promise<void> {
     });
   }
 
+  if (config.pidFile !== undefined) {
+    try {
+      writePidFile(config.pidFile);
+    } catch (error) {
+      log.error((error as Error).message);
+      Deno.exit(EXIT_CANNOT_RUN);
+    }
+  }
+
   log.info(
     "echoserver {version} listening on {address} with {workers} workers ({handler}, {dispatch} dispatch{tls})",
     {
@@ -326,32 +331,6 @@ async function main(): Promise<void> {
       tls: tls === undefined ? "" : ", TLS",
     },
   );
-}
-
-/**
- * Writes this process's id to `path`, and removes the file at exit unless another process (a
- * successor started on the same port) has written its own id there since.
- */
-function writePidFile(path: string): void {
-  const pid = String(Deno.pid);
-  try {
-    Deno.writeTextFileSync(path, pid + "\n");
-  } catch (error) {
-    getLog().error("Cannot write the pid file {path}: {reason}", {
-      path,
-      reason: errorReason(error),
-    });
-    Deno.exit(EXIT_CANNOT_RUN);
-  }
-  // Asked, not tried: a read without permission would prompt in a terminal as the server exits.
-  const readable = Deno.permissions.querySync({ name: "read", path }).state === "granted";
-  globalThis.addEventListener("unload", () => {
-    try {
-      if (!readable || Deno.readTextFileSync(path).trim() === pid) Deno.removeSync(path);
-    } catch {
-      // Gone already, or not ours to remove.
-    }
-  });
 }
 
 if (import.meta.main) await main();

@@ -11,7 +11,7 @@
  * @module
  */
 
-import { pattern, writeAll } from "./helpers.ts";
+import { pattern, readBytes, writeAll } from "./helpers.ts";
 
 /** How each connection ended. */
 export interface ChurnReport {
@@ -68,39 +68,8 @@ async function readExactly(conn: Deno.Conn, n: number, what: string): Promise<Ui
 }
 
 /** Like `readBytes`, but a reset is thrown rather than taken for the end. */
-async function readBytesOrReset(conn: Deno.Conn, n: number): Promise<Uint8Array> {
-  const chunks: Uint8Array[] = [];
-  let total = 0;
-  // Never more than asked for: what follows belongs to the next read.
-  const buffer = new Uint8Array(Math.min(n, 64 * 1024));
-  const deadline = Date.now() + READ_DEADLINE_MS;
-  while (total < n) {
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    const late = new Promise<"late">((resolve) => {
-      timer = setTimeout(() => resolve("late"), Math.max(0, deadline - Date.now()));
-    });
-    const read = conn.read(buffer);
-    let got: number | null | "late";
-    try {
-      got = await Promise.race([read, late]);
-    } finally {
-      clearTimeout(timer);
-    }
-    if (got === "late") {
-      read.catch(() => {});
-      throw new Error(`no answer within ${READ_DEADLINE_MS} ms (${total} of ${n} bytes)`);
-    }
-    if (got === null) break;
-    chunks.push(buffer.slice(0, got));
-    total += got;
-  }
-  const out = new Uint8Array(total);
-  let at = 0;
-  for (const chunk of chunks) {
-    out.set(chunk, at);
-    at += chunk.length;
-  }
-  return out;
+function readBytesOrReset(conn: Deno.Conn, n: number): Promise<Uint8Array> {
+  return readBytes(conn, n, READ_DEADLINE_MS, { resetIsEnd: false });
 }
 
 /** Reads a greeting line (`v3\n`). */

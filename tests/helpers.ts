@@ -47,13 +47,25 @@ export async function runServer(
 /** How long {@linkcode readBytes} waits for the bytes it was asked for, by default. */
 export const READ_DEADLINE_MS = 60_000;
 
+/** Options for {@linkcode readBytes}. */
+export interface ReadOptions {
+  /**
+   * A reset ends the read like an EOF (the bytes so far are returned); false: it is thrown, for
+   * clients that count resets apart.
+   * @default {true}
+   */
+  resetIsEnd?: boolean;
+}
+
 /**
  * Reads from `conn` until `length` bytes have arrived or the peer closes; fails after
- * `timeoutMs` instead of hanging the test when neither happens.
+ * `timeoutMs` instead of hanging the test when neither happens. It never reads past `length`:
+ * what follows is left for the next read.
  *
  * @param conn A connection.
  * @param length Bytes wanted; `Infinity` reads to EOF.
  * @param timeoutMs Deadline for the whole read.
+ * @param options What a reset means.
  * @returns The bytes read.
  * @throws {Error} At the deadline, saying how much had arrived.
  */
@@ -61,12 +73,13 @@ export async function readBytes(
   conn: Deno.Conn,
   length: number,
   timeoutMs = READ_DEADLINE_MS,
+  options: ReadOptions = {},
 ): Promise<Uint8Array> {
   const chunks: Uint8Array[] = [];
   let total = 0;
-  const buffer = new Uint8Array(64 * 1024);
   const deadline = Date.now() + timeoutMs;
   while (total < length) {
+    const buffer = new Uint8Array(Math.min(length - total, 64 * 1024));
     let n: number | null;
     const read = conn.read(buffer);
     let timer: ReturnType<typeof setTimeout> | undefined;
@@ -83,13 +96,13 @@ export async function readBytes(
       }
       n = first;
     } catch (error) {
-      if (error instanceof Deno.errors.ConnectionReset) break;
+      if (error instanceof Deno.errors.ConnectionReset && options.resetIsEnd !== false) break;
       throw error;
     } finally {
       clearTimeout(timer);
     }
     if (n === null) break;
-    chunks.push(buffer.slice(0, n));
+    chunks.push(buffer.subarray(0, n));
     total += n;
   }
   const result = new Uint8Array(total);

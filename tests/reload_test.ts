@@ -8,10 +8,12 @@
  */
 
 import assert from "node:assert/strict";
+import { serverCommand, startProcess } from "../launcher/server_process.ts";
 import { Churn, failures, Stream } from "./churn_client.ts";
 import {
   bothModes,
   delay,
+  runServer,
   scrape,
   type ServerProcess,
   startServer,
@@ -20,6 +22,8 @@ import {
   waitForTotal,
   writeAll,
 } from "./helpers.ts";
+
+const RELOAD_SCRIPT = new URL("../scripts/reload.ts", import.meta.url).pathname;
 
 /** A handler module that greets each connection with its version, then echoes. */
 function versioned(version: number, extra = ""): string {
@@ -302,4 +306,40 @@ bothModes("reload: chat is one room across the old workers and the new", async (
       // Closed already.
     }
   }
+});
+
+Deno.test("--pid-file: deno task reload signals the server it names; the file goes at exit", async () => {
+  await withModules(async (dir) => {
+    const pidFile = `${dir}/echoserver.pid`;
+    // Without permission to write it: one line, exit 1, before listening.
+    const refused = await runServer(["--pid-file", pidFile]);
+    assert.equal(refused.code, 1);
+    assert.match(refused.stderr, /Cannot write the pid file .*: no permission to write it/);
+    assert.doesNotMatch(refused.stderr, /^\s+at /m);
+    const command = serverCommand(["--pid-file", pidFile, "--workers", "1"]);
+    // The server's own permissions, and the one the pid file needs ("run" stays first).
+    const [run, ...rest] = command.args;
+    await using server = await startProcess(command.program, [
+      run!,
+      `--allow-write=${pidFile}`,
+      ...rest,
+    ]);
+    assert.equal(Deno.readTextFileSync(pidFile).trim(), String(server.process.pid));
+    const reload = await new Deno.Command(Deno.execPath(), {
+      args: ["run", "--allow-read", "--allow-run", RELOAD_SCRIPT, "--pid-file", pidFile],
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    assert.equal(reload.code, 0, new TextDecoder().decode(reload.stderr));
+    await server.waitForLog(/Reloaded: 1 fresh workers take new connections/);
+    assert.equal((await server.stop()).code, 0);
+    assert.throws(() => Deno.statSync(pidFile), Deno.errors.NotFound);
+    const gone = await new Deno.Command(Deno.execPath(), {
+      args: ["run", "--allow-read", "--allow-run", RELOAD_SCRIPT, "--pid-file", pidFile],
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    assert.equal(gone.code, 1);
+    assert.match(new TextDecoder().decode(gone.stderr), /reload: cannot read .*: no such file/);
+  });
 });
