@@ -185,7 +185,7 @@ bothModes(
 );
 
 bothModes(
-  "reload: each worker's handover value is its successor's context.inherited",
+  "reload: each worker's handover value is its successor's context.inherited (Web Streams)",
   (dispatch) =>
     withModules(async (dir) => {
       const module = `${dir}/counting.js`;
@@ -198,10 +198,14 @@ export function setup(context) {
   }
 }
 export function handover() { return { served }; }
-export default {
-  open(socket) { served++; socket.write(new TextEncoder().encode("v${version} " + inherited + "\\n")); },
-  data(socket, bytes) { socket.write(bytes); },
-};
+// The Web Streams shape, where the versioned module is byte-level: a reload serves both.
+export default async function ({ readable, writable }) {
+  served++;
+  const writer = writable.getWriter();
+  await writer.write(new TextEncoder().encode("v${version} " + inherited + "\\n"));
+  writer.releaseLock();
+  await readable.pipeTo(writable);
+}
 `;
       await Deno.writeTextFile(module, counting(1));
       await using server = await serve(dispatch, module, "--workers", "1");
