@@ -347,3 +347,43 @@ Deno.test("--pid-file: deno task reload signals the server it names; the file go
     assert.match(new TextDecoder().decode(gone.stderr), /reload: cannot read .*: no such file/);
   });
 });
+
+bothModes("reload: an old worker that dies during a reload fails it, and leaves no stray worker", (
+  dispatch,
+) =>
+  withModules(async (dir) => {
+    const module = `${dir}/versioned.js`;
+    // The running code can be told to crash its worker (an error thrown outside any call).
+    const crashable = versioned(1).replace(
+      "data(socket, bytes) {",
+      "data(socket, bytes) { if (bytes[0] === 0x21) setTimeout(() => { throw new Error('boom'); });",
+    );
+    await Deno.writeTextFile(module, crashable);
+    await using server = await serve(dispatch, module);
+    // The new code takes a while to set up: long enough for an old worker to die meanwhile.
+    await Deno.writeTextFile(
+      module,
+      versioned(
+        2,
+        "export async function setup() { await new Promise((r) => setTimeout(r, 1500)); }",
+      ),
+    );
+    server.process.kill("SIGUSR2");
+    await server.waitForLog(/Reloading the workers/);
+    const crash = await Deno.connect({ hostname: "127.0.0.1", port: server.port });
+    await writeAll(crash, utf8("!"));
+    crash.close();
+    const line = await server.waitForLog(/Reload failed[^\n]*|Reloaded[^\n]*/);
+    assert.match(line, /Reload failed; .*died during the reload/);
+    await server.waitForLog(/replaced/);
+    // Nothing of the new generation was left running: after a reload that succeeds, every new
+    // connection gets the newest code.
+    await Deno.writeTextFile(module, versioned(3));
+    server.process.kill("SIGUSR2");
+    await server.waitForLog(/Reloaded: 2 fresh workers/);
+    for (let i = 0; i < 20; i++) {
+      const probe = await Stream.open(server.port, i, { greeting: true });
+      assert.equal(probe.version, "v3", `connection ${i} was served by stale code`);
+      await probe.finish();
+    }
+  }));

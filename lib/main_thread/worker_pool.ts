@@ -360,11 +360,16 @@ export class WorkerPool {
         }
       }
       const dead = fresh.find((link) => !link.alive);
-      if (failure !== undefined || dead !== undefined) {
+      // An old worker that died meanwhile has a replacement the new generation knows nothing of.
+      const replaced = current.find((link, slot) => this.#links[slot] !== link || !link.alive);
+      if (failure !== undefined || dead !== undefined || replaced !== undefined) {
         for (const link of fresh) this.#end(link);
         for (const ports of successors) for (const { port } of ports) port.close();
         throw new ReloadError(
-          failure?.message ?? `${workerName(dead!.slot)} died as it started`,
+          failure?.message ??
+            (dead !== undefined
+              ? `${workerName(dead.slot)} died as it started`
+              : `${workerName(replaced!.slot)} died during the reload; try again shortly`),
           failure instanceof WorkerStartError ? failure.detail : "",
         );
       }
