@@ -118,14 +118,17 @@ async function main(): Promise<void> {
     );
     Deno.exit(EXIT_CANNOT_RUN);
   }
-  if (config.pidFile !== undefined) {
+  /** Runs a step whose failure (one line) means the server cannot run. */
+  const orExit = (step: () => void) => {
     try {
-      checkPidFile(config.pidFile);
+      step();
     } catch (error) {
       log.error((error as Error).message);
       Deno.exit(EXIT_CANNOT_RUN);
     }
-  }
+  };
+  const pidFile = config.pidFile;
+  if (pidFile !== undefined) orExit(() => checkPidFile(pidFile));
   let tls: LoadedTls | undefined;
   if (parsed.tls !== undefined) {
     try {
@@ -311,14 +314,7 @@ async function main(): Promise<void> {
     });
   }
 
-  if (config.pidFile !== undefined) {
-    try {
-      writePidFile(config.pidFile);
-    } catch (error) {
-      log.error((error as Error).message);
-      Deno.exit(EXIT_CANNOT_RUN);
-    }
-  }
+  if (pidFile !== undefined) orExit(() => writePidFile(pidFile));
 
   log.info(
     "echoserver {version} listening on {address} with {workers} workers ({handler}, {dispatch} dispatch{tls})",
