@@ -41,8 +41,7 @@ export interface DrainResult {
 export class ConnectionSet<C extends SetMember> {
   #connections = new Map<number, C>();
   #reclaimer = new MemoryReclaimer(() => this.#connections.size);
-  /** Called after every delete: each waiter checks whether the set is empty. */
-  #waiters = new Set<() => void>();
+  #onEmpty: (() => void) | undefined;
   #sweepTimer: ReturnType<typeof setInterval> | undefined;
 
   /** How many are open. */
@@ -94,7 +93,7 @@ export class ConnectionSet<C extends SetMember> {
   delete(id: number): void {
     this.#connections.delete(id);
     this.#reclaimer.update();
-    for (const check of [...this.#waiters]) check();
+    if (this.#connections.size === 0) this.#onEmpty?.();
   }
 
   /**
@@ -184,14 +183,9 @@ export class ConnectionSet<C extends SetMember> {
     if (ms <= 0 || none()) return Promise.resolve();
     return new Promise((resolve) => {
       const timer = setTimeout(done, ms);
-      const check = () => {
-        if (this.#connections.size === 0) done();
-      };
-      if (which === undefined) this.#waiters.add(check);
-      const waiters = this.#waiters;
+      if (which === undefined) this.#onEmpty = done;
       function done() {
         clearTimeout(timer);
-        waiters.delete(check);
         resolve();
       }
     });

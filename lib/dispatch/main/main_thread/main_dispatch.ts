@@ -45,7 +45,7 @@ import {
 } from "../../../main_thread/worker_pool.ts";
 import { listenersOf } from "../../../shared/libc.ts";
 import type { FramesMessage } from "../../../shared/messages.ts";
-import { Frame, FrameWriter, readFrames, reasonOf } from "../frames.ts";
+import { Frame, FrameWriter, postingBatches, readFrames, reasonOf } from "../frames.ts";
 import { RelayConnection, reuseBulkBuffer, type WorkerChannel } from "./relay_connection.ts";
 
 /**
@@ -388,14 +388,10 @@ export class MainDispatch implements Server {
   #channel(link: WorkerLink): WorkerChannel {
     let channel = this.#channels.get(link);
     if (channel === undefined) {
-      const writer = new FrameWriter((buffer, length, attached, done, spare) => {
-        link.post(
-          spare.length === 0
-            ? { type: "frames", buffer, length, attached, done }
-            : { type: "frames", buffer, length, attached, done, spare },
-          [buffer, ...attached, ...spare],
-        );
-      }, { oneInFlight: true });
+      const writer = new FrameWriter(
+        postingBatches((message, transfer) => link.post(message, transfer)),
+        { oneInFlight: true },
+      );
       channel = { link, writer };
       this.#channels.set(link, channel);
     }

@@ -218,8 +218,7 @@ export class RelayConnection implements SetMember, OutputEvents {
     if (this.#closed || this.#ending) return;
     this.#output.write(bytes);
     // Kept for reading here, else back to the worker, whose output travels in them.
-    const free = bytes.buffer as ArrayBuffer;
-    if (owned && (!bulkBuffers.full || !this.#writer.giveBack(free))) bulkBuffers.give(free);
+    if (owned) this.#writer.recycleBulk(bytes.buffer as ArrayBuffer, bulkBuffers);
   }
 
   /**

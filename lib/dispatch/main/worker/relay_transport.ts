@@ -11,7 +11,7 @@
 import type { HandlerContext, SocketHandler } from "../../../handlers/handler.ts";
 import type { FromWorker } from "../../../shared/messages.ts";
 import { MemoryReclaimer } from "../../../shared/reclaim.ts";
-import { Frame, FrameWriter, readFrames, reasonOf } from "../frames.ts";
+import { Frame, FrameWriter, postingBatches, readFrames, reasonOf } from "../frames.ts";
 import { bulkBuffers, RelayedSocket } from "./relayed_socket.ts";
 
 /** Sends a message to the main thread, transferring the listed buffers. */
@@ -35,14 +35,7 @@ export class RelayTransport {
   constructor(handler: SocketHandler, context: HandlerContext, post: PostToMain) {
     this.#handler = handler;
     this.#context = context;
-    this.#writer = new FrameWriter((buffer, length, attached, done, spare) => {
-      post(
-        spare.length === 0
-          ? { type: "frames", buffer, length, attached, done }
-          : { type: "frames", buffer, length, attached, done, spare },
-        [buffer, ...attached, ...spare],
-      );
-    });
+    this.#writer = new FrameWriter(postingBatches(post));
   }
 
   /** Connections being served now. */
@@ -83,10 +76,7 @@ export class RelayTransport {
           // A payload of its own goes to the pool for bulk output; one in the batch keeps it.
           if (owned) {
             // Kept for output here, else back to the main thread, which reads into them.
-            const free = payload!.buffer as ArrayBuffer;
-            if (!kept && (!bulkBuffers.full || !this.#writer.giveBack(free))) {
-              bulkBuffers.give(free);
-            }
+            if (!kept) this.#writer.recycleBulk(payload!.buffer as ArrayBuffer, bulkBuffers);
           } else held ||= kept;
           break;
         }
