@@ -45,6 +45,11 @@ export interface Config {
   maxBuffered: number;
   /** Seconds that SIGINT/SIGTERM lets open connections drain before they are closed. */
   shutdownTimeout: number;
+  /**
+   * During a drain, seconds of silence after which a connection with nothing pending counts as
+   * finished and is closed; 0 = none is, all wait for the end of `shutdownTimeout`.
+   */
+  drainIdle: number;
   /** Seconds a client may leave its pending echo wholly unread before it is disconnected; 0 = never. */
   writeTimeout: number;
   /** Port of the Prometheus `/metrics` endpoint; `undefined` = off. */
@@ -228,6 +233,13 @@ export const FLAGS: readonly Flag[] = [
     value: "<s>",
     shown: "10",
     help: "on SIGINT/SIGTERM, how long to let connections drain",
+  },
+  {
+    name: "drain-idle",
+    value: "<s>",
+    shown: "1",
+    help: "while draining, close a connection silent this long with nothing pending; 0 = keep " +
+      "it until --shutdown-timeout",
   },
   {
     name: "write-timeout",
@@ -485,6 +497,7 @@ export function parseCommandLine(args: readonly string[], options: ParseOptions)
       maxConnectionsPerIp: integer("max-connections-per-ip", 0, 1e7),
       maxBuffered: integer("max-buffered", 1, 1024 * 1024) * 1024 * 1024,
       shutdownTimeout: seconds("shutdown-timeout", 0),
+      drainIdle: seconds("drain-idle", 0),
       writeTimeout: seconds("write-timeout", 0),
       metricsPort: text("metrics-port") === undefined
         ? undefined

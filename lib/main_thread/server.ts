@@ -54,6 +54,7 @@ type ServerFlags = Pick<
   | "maxConnectionsPerIp"
   | "maxBuffered"
   | "shutdownTimeout"
+  | "drainIdle"
   | "logLevel"
   | "logFormat"
   | "handler"

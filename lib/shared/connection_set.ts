@@ -24,8 +24,6 @@ export interface SetMember extends TimedConnection {
 
 /** How often the drain looks for connections that have gone quiet. */
 const DRAIN_POLL_MS = 250;
-/** During a drain, a connection with nothing pending and silent this long has finished. */
-export const DRAIN_IDLE_MS = 1000;
 
 /** How the connections open when a drain began ended. */
 export interface DrainResult {
@@ -39,10 +37,17 @@ export interface DrainResult {
 
 /** Open connections by id. */
 export class ConnectionSet<C extends SetMember> {
+  /** During a drain, a connection with nothing pending and silent this long has finished. */
+  readonly drainIdleMs: number;
   #connections = new Map<number, C>();
   #reclaimer = new MemoryReclaimer(() => this.#connections.size);
   #onEmpty: (() => void) | undefined;
   #sweepTimer: ReturnType<typeof setInterval> | undefined;
+
+  /** @param drainIdleMs `--drain-idle` in milliseconds; 0: a drain closes none as idle. */
+  constructor(drainIdleMs: number) {
+    this.drainIdleMs = drainIdleMs;
+  }
 
   /** How many are open. */
   get size(): number {
@@ -118,7 +123,7 @@ export class ConnectionSet<C extends SetMember> {
   /**
    * The drain, as HAProxy's soft stop does it: the connections keep being served (read and
    * answered) until each finishes or `ms` pass. A connection with nothing pending that stays
-   * silent both ways for `DRAIN_IDLE_MS` has finished as far as the server can tell: it is
+   * silent both ways for `drainIdleMs` has finished as far as the server can tell: it is
    * closed then (a telnet session left open must not hold the stop for the whole timeout).
    * At the deadline the rest are closed, and those with input or output pending are reset, so
    * that their clients cannot take a short answer for a complete one.
@@ -149,7 +154,8 @@ export class ConnectionSet<C extends SetMember> {
           connection.active = false;
           lastActive.set(connection, now);
         } else if (
-          !connection.pending && now - (lastActive.get(connection) ?? start) >= DRAIN_IDLE_MS
+          this.drainIdleMs > 0 && !connection.pending && !connection.inputInTransit &&
+          now - (lastActive.get(connection) ?? start) >= this.drainIdleMs
         ) {
           connection.disconnect("shutdown");
           idle++;

@@ -53,6 +53,8 @@ export interface KernelDispatchInit {
   maxBuffered: number;
   idleTimeout: number;
   writeTimeout: number;
+  /** `--drain-idle`, in milliseconds. */
+  drainIdleMs: number;
   proxyProtocol: boolean;
   /** TLS settings in force (the latest reload's, for a replacement); none: plain TCP. */
   tls: TlsSettings | undefined;

@@ -27,6 +27,11 @@ export interface TimedConnection {
   lastWriteProgress: number;
   /** Whether output is waiting to be written to the socket. */
   readonly writing: boolean;
+  /**
+   * Whether input read from the socket waits for a handler on another thread to take it: the
+   * connection is not idle, however long ago it was read (that thread may be busy or starved).
+   */
+  readonly inputInTransit: boolean;
   /** Closes the connection now. */
   disconnect(reason: "idle" | "write-timeout"): void;
 }
@@ -60,7 +65,9 @@ export function sweepTimeouts(
     if (connection.active) {
       connection.active = false;
       connection.lastSeenActive = now;
-    } else if (idleTimeout > 0 && connection.lastSeenActive < idleCutoff) {
+    } else if (
+      idleTimeout > 0 && connection.lastSeenActive < idleCutoff && !connection.inputInTransit
+    ) {
       connection.disconnect("idle");
     }
   }

@@ -193,6 +193,10 @@ export class FrameWriter {
   #oneInFlight: boolean;
   #inFlight = false;
   #owesDone = false;
+  /** Batches with frames sent so far. */
+  #sent = 0;
+  /** How many of them the receiver has said it processed (`oneInFlight` writers). */
+  #processed = 0;
   #flushSoon = () => {
     this.#scheduled = false;
     if (!this.#inFlight) this.flush();
@@ -295,9 +299,26 @@ export class FrameWriter {
     this.#schedule();
   }
 
+  /** The number of the batch being staged: frames queued now travel in it. */
+  get staging(): number {
+    return this.#sent + 1;
+  }
+
+  /**
+   * Whether the receiver has processed batch `serial` and those before it (it says so with
+   * `done`; `oneInFlight` writers only). Batch 0 is the one before the first.
+   *
+   * @param serial A batch number from {@linkcode FrameWriter.staging}.
+   * @returns Whether it has.
+   */
+  processed(serial: number): boolean {
+    return serial <= this.#processed;
+  }
+
   /** The receiver has processed the last batch: send the held one, if any. */
   release(): void {
     this.#inFlight = false;
+    this.#processed = this.#sent;
     if (this.#length > 0) this.flush();
   }
 
@@ -318,6 +339,7 @@ export class FrameWriter {
     this.#owesDone = false;
     this.#stage(this.#free.pop() ?? new ArrayBuffer(BATCH_CAPACITY));
     this.#inFlight = this.#oneInFlight && length > 0;
+    if (length > 0) this.#sent++;
     this.#send(batch, length, attached, done, spare);
   }
 

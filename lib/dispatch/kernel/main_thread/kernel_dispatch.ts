@@ -150,6 +150,7 @@ export class KernelDispatch implements Server {
           maxBuffered: Math.ceil(config.maxBuffered / config.workers),
           idleTimeout: config.idleTimeout,
           writeTimeout: config.writeTimeout,
+          drainIdleMs: config.drainIdle * 1000,
           proxyProtocol: config.proxyProtocol,
           tls: this.#tls,
           tlsHandshakeTimeoutMs: config.tlsHandshakeTimeout * 1000,

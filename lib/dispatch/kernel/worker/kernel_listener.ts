@@ -46,7 +46,7 @@ export class KernelListener {
   /** This worker's counter row, which is also its table in the per-address limit. */
   #rowIndex: number;
   #listener: Deno.TcpListener | undefined;
-  #connections = new ConnectionSet<OwnedSocket>();
+  #connections: ConnectionSet<OwnedSocket>;
   #stopping = false;
   #acceptLoopDone: Promise<void> = Promise.resolve();
   #budget: BufferBudget;
@@ -64,6 +64,7 @@ export class KernelListener {
     this.#handler = handler;
     this.#context = context;
     this.#options = options;
+    this.#connections = new ConnectionSet(options.drainIdleMs);
     this.#counters = new ServerCounters(options.counters, options.workers);
     this.#row = this.#counters.slot(options.slot, options.lane);
     this.#rowIndex = options.lane * options.workers + options.slot;

@@ -81,6 +81,8 @@ export class OwnedSocket extends ServedSocket implements SetMember, OutputEvents
   lastWriteProgress: number = performance.now();
   /** Closed with input or output still pending (and so reset, where Deno lets us). */
   cut = false;
+  /** The handler runs on this thread: what is read is delivered at once. */
+  readonly inputInTransit = false;
 
   #conn: ServerSocket;
   #counters: SlotCounters;

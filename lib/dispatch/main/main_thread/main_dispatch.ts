@@ -64,7 +64,7 @@ export class MainDispatch implements Server {
   #pool: WorkerPool;
   #counters: ServerCounters;
   #listener: Deno.TcpListener | undefined;
-  #connections = new ConnectionSet<RelayConnection>();
+  #connections: ConnectionSet<RelayConnection>;
   #nextId = 1;
   #stopping = false;
   #acceptLoopDone: Promise<void> = Promise.resolve();
@@ -85,6 +85,7 @@ export class MainDispatch implements Server {
    */
   constructor(config: ServerConfig, spawn: WorkerFactory) {
     this.#config = config;
+    this.#connections = new ConnectionSet(config.drainIdle * 1000);
     this.#counters = ServerCounters.create(config.workers);
     const main = this.#counters.main;
     this.#budget = new BufferBudget(config.maxBuffered, (used) => main.set(Counter.buffered, used));

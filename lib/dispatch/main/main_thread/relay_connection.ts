@@ -129,6 +129,8 @@ export class RelayConnection implements SetMember, OutputEvents {
   #readSize = MIN_READ;
   /** Bytes sent to the worker and not yet acknowledged. */
   #inFlight = 0;
+  /** The batch that carries (or carried) the latest input to the worker. */
+  #inputBatch = 0;
   #resumeRead: (() => void) | undefined;
   /** Output written to the socket and not yet acknowledged to the worker. */
   #written = 0;
@@ -183,6 +185,7 @@ export class RelayConnection implements SetMember, OutputEvents {
     this.#writer.payload(Frame.OPEN, this.id, encoder.encode(JSON.stringify(this.remoteAddr)));
     if (this.#initial !== undefined && this.#initial.length > 0) {
       this.#writer.data(this.id, this.#initial);
+      this.#inputBatch = this.#writer.staging;
       this.#inFlight += this.#initial.length;
       this.#budget.take(this.#initial.length);
       this.bytesIn += this.#initial.length;
@@ -206,6 +209,15 @@ export class RelayConnection implements SetMember, OutputEvents {
    */
   get pending(): boolean {
     return this.#output.queued > 0 || this.#resumeRead !== undefined;
+  }
+
+  /**
+   * Whether the worker has yet to process the batch that carried the latest input (exact,
+   * unlike the acknowledgements, which come in steps). What a handler writes as it takes input
+   * comes back with the worker's word that it processed the batch.
+   */
+  get inputInTransit(): boolean {
+    return !this.#writer.processed(this.#inputBatch);
   }
 
   /**
@@ -311,6 +323,7 @@ export class RelayConnection implements SetMember, OutputEvents {
         this.#writer.data(this.id, buffer.subarray(0, n)); // copied into the batch
         if (this.#readSize !== buffer.length) this.#buffer = undefined;
       }
+      this.#inputBatch = this.#writer.staging;
     }
   }
 
