@@ -140,53 +140,18 @@ async function main(): Promise<void> {
     }
   }
   const server = createServer({ ...config, tls: tls?.settings }, spawnConnectionWorker);
-
-  let addr: Deno.NetAddr;
-  try {
-    addr = await server.start();
-  } catch (error) {
-    if (error instanceof ListenError) {
-      log.error(error.message);
-      Deno.exit(EXIT_CANNOT_RUN);
-    }
-    if (error instanceof WorkerStartError) {
-      log.error(error.message);
-      for (const line of error.detail.split("\n").filter((l) => l.trim() !== "")) {
-        log.debug("  {line}", { line });
-      }
-      Deno.exit(EXIT_USAGE);
-    }
-    throw error;
-  }
-
+  /** Set once the server serves: the signals below act on it from then on. */
+  let started = false;
   let metrics: MetricsHttpServer | undefined;
-  if (config.metricsPort !== undefined) {
-    try {
-      const build = {
-        version: denoJson.version,
-        dispatch: config.dispatch,
-        handler: parsed.handler,
-      };
-      metrics = serveMetricsHttp({
-        hostname: config.metricsHost,
-        port: config.metricsPort,
-        render: () => renderMetrics(server.snapshot(), build),
-        log,
-      });
-    } catch (error) {
-      log.error("Cannot serve metrics on {address}: {reason}", {
-        address: formatAddr(config.metricsHost, config.metricsPort),
-        reason: errorReason(error),
-      });
-      Deno.exit(EXIT_CANNOT_RUN);
-    }
-    log.info("Metrics on http://{address}/metrics", {
-      address: formatAddr(metrics.addr.hostname, metrics.addr.port),
-    });
-  }
 
+  // Every signal is handled before the port is bound: one that came while the workers start
+  // would otherwise end the process with no line said.
   let signalledAt: number | undefined;
   const onSignal = (signal: Deno.Signal) => {
+    if (!started) {
+      log.info("{signal} received during start-up: exiting", { signal });
+      Deno.exit(signal === "SIGINT" ? 130 : 143);
+    }
     if (signalledAt !== undefined) {
       // One Ctrl-C under `deno task` arrives twice within a millisecond (the terminal signals
       // the whole foreground group, and the task runner forwards it again): that is one request.
@@ -224,6 +189,10 @@ async function main(): Promise<void> {
     }
   };
   const reloadOnce = async () => {
+    if (!started) {
+      log.info("No reload: the server is still starting (it loads the handler as it starts)");
+      return;
+    }
     if (signalledAt !== undefined) {
       log.info("No reload: the server is stopping");
       return;
@@ -280,6 +249,10 @@ async function main(): Promise<void> {
     // A closed terminal or SSH session sends SIGHUP, whose default is to end the process at
     // once with no drain. A server keeps running; with TLS, SIGHUP is the certificate reload.
     Deno.addSignalListener("SIGHUP", async () => {
+      if (!started) {
+        log.info("SIGHUP received during start-up: nothing to reload yet, still starting");
+        return;
+      }
       if (parsed.tls === undefined) {
         log.info("SIGHUP received: nothing to reload (no TLS), still serving");
         return;
@@ -306,6 +279,64 @@ async function main(): Promise<void> {
   } catch {
     // No SIGHUP on Windows.
   }
+  // Their default is to end the process at once, with no drain: a stray one (a log rotation
+  // script's SIGUSR1, nginx's "reopen logs"; a terminal's Ctrl-\; an alarm) must not cut every
+  // connection. Logs go to stdout and stderr, so there is nothing to reopen.
+  for (const signal of ["SIGUSR1", "SIGQUIT", "SIGALRM"] as const) {
+    try {
+      Deno.addSignalListener(signal, () => {
+        log.info("{signal} received: ignored, still serving (SIGTERM or SIGINT stops)", {
+          signal,
+        });
+      });
+    } catch {
+      // Not on Windows.
+    }
+  }
+  let addr: Deno.NetAddr;
+  try {
+    addr = await server.start();
+  } catch (error) {
+    if (error instanceof ListenError) {
+      log.error(error.message);
+      Deno.exit(EXIT_CANNOT_RUN);
+    }
+    if (error instanceof WorkerStartError) {
+      log.error(error.message);
+      for (const line of error.detail.split("\n").filter((l) => l.trim() !== "")) {
+        log.debug("  {line}", { line });
+      }
+      Deno.exit(EXIT_USAGE);
+    }
+    throw error;
+  }
+  started = true;
+
+  if (config.metricsPort !== undefined) {
+    try {
+      const build = {
+        version: denoJson.version,
+        dispatch: config.dispatch,
+        handler: parsed.handler,
+      };
+      metrics = serveMetricsHttp({
+        hostname: config.metricsHost,
+        port: config.metricsPort,
+        render: () => renderMetrics(server.snapshot(), build),
+        log,
+      });
+    } catch (error) {
+      log.error("Cannot serve metrics on {address}: {reason}", {
+        address: formatAddr(config.metricsHost, config.metricsPort),
+        reason: errorReason(error),
+      });
+      Deno.exit(EXIT_CANNOT_RUN);
+    }
+    log.info("Metrics on http://{address}/metrics", {
+      address: formatAddr(metrics.addr.hostname, metrics.addr.port),
+    });
+  }
+
   if (tls !== undefined) {
     log.info("TLS certificate {subject}, valid until {validTo}{mutual}", {
       subject: tls.subject,

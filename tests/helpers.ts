@@ -21,27 +21,47 @@ export type { ServerProcess, StartOptions };
 
 const decoder = new TextDecoder();
 
+/** How long {@linkcode runServer} lets the server run before it kills it and fails. */
+const RUN_DEADLINE_MS = 60_000;
+
 /**
  * Runs `main.ts` with `args` to completion (for flags that make it exit).
  *
  * @param args Flags.
  * @returns Exit code and output.
+ * @throws {Error} If it is still running after a minute (it is killed then).
  */
 export async function runServer(
   args: string[],
 ): Promise<{ code: number; stdout: string; stderr: string }> {
   // A free port unless the test names one: the suite must pass while 5555 is taken.
   const { program, args: programArgs } = serverCommand(args);
-  const output = await new Deno.Command(program, {
+  const child = new Deno.Command(program, {
     args: programArgs,
     stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
     env: { NO_COLOR: "1" },
-  }).output();
-  return {
+  }).spawn();
+  let killed = false;
+  const timer = setTimeout(() => {
+    killed = true;
+    child.kill("SIGKILL");
+  }, RUN_DEADLINE_MS);
+  const output = await child.output();
+  clearTimeout(timer);
+  const result = {
     code: output.code,
     stdout: decoder.decode(output.stdout),
     stderr: decoder.decode(output.stderr),
   };
+  if (killed) {
+    throw new Error(
+      `the server was expected to exit but ran for ${RUN_DEADLINE_MS / 1000} s (killed):\n` +
+        result.stderr,
+    );
+  }
+  return result;
 }
 
 /** How long {@linkcode readBytes} waits for the bytes it was asked for, by default. */

@@ -4,6 +4,7 @@
  */
 
 import assert from "node:assert/strict";
+import { serverCommand } from "../launcher/server_process.ts";
 import {
   bothModes,
   connectToWorker,
@@ -677,6 +678,60 @@ test("SIGHUP (a closed terminal) does not end the server", async (dispatch) => {
   using conn = await connect(server.port);
   await writeAll(conn, utf8("still here\n"));
   assert.equal(text(await readBytes(conn, 11)), "still here\n");
+});
+
+test("SIGUSR1, SIGQUIT and SIGALRM are logged and survived: connections go on", async (dispatch) => {
+  await using server = await startServer(base(dispatch));
+  using conn = await connect(server.port);
+  await writeAll(conn, utf8("before\n"));
+  assert.equal(text(await readBytes(conn, 7)), "before\n");
+  for (const signal of ["SIGUSR1", "SIGQUIT", "SIGALRM"] as const) {
+    server.process.kill(signal);
+    await server.waitForLog(new RegExp(`${signal} received: ignored, still serving`));
+  }
+  await writeAll(conn, utf8("after\n"));
+  assert.equal(text(await readBytes(conn, 6)), "after\n");
+  using fresh = await connect(server.port);
+  await writeAll(fresh, utf8("new\n"));
+  assert.equal(text(await readBytes(fresh, 4)), "new\n");
+});
+
+test("a SIGHUP as soon as the port accepts is survived: the signals are handled before it is bound", async (dispatch) => {
+  // A free port, then the server started on it without waiting for its log line.
+  const probe = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = probe.addr.port;
+  probe.close();
+  const { program, args } = serverCommand([...base(dispatch), "--port", `${port}`]);
+  const child = new Deno.Command(program, {
+    args,
+    stdin: "null",
+    stdout: "null",
+    stderr: "piped",
+    env: { NO_COLOR: "1" },
+  }).spawn();
+  const log = new Response(child.stderr).text();
+  try {
+    let conn: Deno.TcpConn | undefined;
+    for (const deadline = Date.now() + 60_000; conn === undefined;) {
+      assert.ok(Date.now() < deadline, "the port never accepted");
+      try {
+        conn = await connect(port);
+      } catch {
+        await delay(5);
+      }
+    }
+    using first = conn;
+    child.kill("SIGHUP");
+    await writeAll(first, utf8("first\n"));
+    assert.equal(text(await readBytes(first, 6)), "first\n");
+  } finally {
+    child.kill("SIGTERM");
+  }
+  const status = await child.status;
+  const text_ = await log;
+  assert.equal(status.code, 0, text_);
+  // Said as "during start-up" when the workers already listen but start() has not returned.
+  assert.match(text_, /SIGHUP received[^\n]*still (serving|starting)/);
 });
 
 test("a flood of bad PROXY headers is counted in full but logged at most once a second", async (dispatch) => {

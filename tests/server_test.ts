@@ -266,6 +266,31 @@ bothModes("a port in use exits 1 with one line naming the address", async (dispa
   );
 });
 
+bothModes(
+  "a port another echoserver listens on is refused (exit 1, one line) unless --join",
+  async (dispatch) => {
+    // The running one listens with SO_REUSEPORT (both modes, on Linux), which would let a second
+    // process of the same user share the port and take half of its clients.
+    await using running = await startServer(["--dispatch", dispatch, "--workers", "1"]);
+    const { code, stderr } = await runServer([
+      "--port",
+      `${running.port}`,
+      "--dispatch",
+      dispatch,
+      "--workers",
+      "1",
+    ]);
+    assert.equal(code, 1, stderr);
+    const lines = stderr.trim().split("\n");
+    assert.equal(lines.length, 1, stderr);
+    assert.match(lines[0]!, /Cannot listen on .*:\d+: .*in use.*start with --join/);
+    using conn = await Deno.connect({ hostname: "127.0.0.1", port: running.port });
+    await writeAll(conn, utf8("still the only one\n"));
+    assert.equal(text(await readBytes(conn, 19)), "still the only one\n");
+  },
+  { ignore: Deno.build.os !== "linux" },
+);
+
 bothModes("a bad listen address exits 1 with one line", async (dispatch) => {
   const { code, stderr } = await runServer([
     "--host",

@@ -83,6 +83,11 @@ export interface Config {
   /** Where to write the process id (for `kill -USR2`), removed at exit; undefined: nowhere. */
   pidFile: string | undefined;
   /**
+   * Listen beside the server already on the port (`SO_REUSEPORT`) and take its new connections:
+   * a hand-over. Without it a port in use is refused.
+   */
+  join: boolean;
+  /**
    * Whether the listening sockets set `SO_REUSEPORT` (Linux, under `--unstable-net`): always in
    * `kernel` dispatch; in `main` dispatch so that a new release can listen on the port while
    * this one drains (see README, Upgrading).
@@ -202,6 +207,12 @@ export const FLAGS: readonly Flag[] = [
       "kernel: every worker listens on the port (SO_REUSEPORT), the kernel\n" +
       "        spreads connections, and each worker does its own socket I/O:\n" +
       "        scales with cores (Linux only)",
+  },
+  {
+    name: "join",
+    shown: "off",
+    help: "listen beside the echoserver already on the port and take its new connections (a " +
+      "hand-over to a new release: see Upgrading); without it a port in use is refused",
   },
   {
     name: "idle-timeout",
@@ -465,6 +476,12 @@ export function parseCommandLine(args: readonly string[], options: ParseOptions)
       { showHint: false },
     );
   }
+  if (on("join") && (os !== "linux" || options.unstableNet === false)) {
+    throw new UsageError(
+      "'--join' shares the port with SO_REUSEPORT, which needs Linux and Deno's --unstable-net",
+      { showHint: false },
+    );
+  }
   const handler = _nonEmpty(
     "--handler",
     text("handler"),
@@ -520,6 +537,7 @@ export function parseCommandLine(args: readonly string[], options: ParseOptions)
       pidFile: text("pid-file") === undefined
         ? undefined
         : _nonEmpty("--pid-file", text("pid-file"), "", "a file path"),
+      join: on("join"),
       reusePort: os === "linux" && options.unstableNet !== false,
     },
   };

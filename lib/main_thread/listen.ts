@@ -73,6 +73,35 @@ export function listenTcp(options: ListenOptions): Deno.TcpListener {
   );
 }
 
+/**
+ * Checks that the address is free, without holding it: binds it without `SO_REUSEPORT` (which
+ * fails on any listener there, a sharing one included) and closes at once. The server checks
+ * before its workers start, and binds for real once they are ready, so that it never accepts
+ * connections that nobody serves yet.
+ *
+ * @param options Address (`reusePort` is ignored).
+ * @returns The address as bound: the real port when 0 was asked for, and the host the IPv4
+ *   fallback chose, for the real bind to use.
+ * @throws {ListenError} If the address is in use or cannot be listened on.
+ */
+export function probeAddress(options: ListenOptions): Deno.NetAddr {
+  let listener: Deno.TcpListener;
+  try {
+    listener = listenTcp({ ...options, reusePort: false });
+  } catch (error) {
+    if (!(error instanceof ListenError) || !(error.cause instanceof Deno.errors.AddrInUse)) {
+      throw error;
+    }
+    throw new ListenError(
+      `${error.message} (to take over from an echoserver on this port, start with --join)`,
+      { cause: error.cause },
+    );
+  }
+  const addr = listener.addr;
+  listener.close();
+  return addr;
+}
+
 function _isAddressError(error: unknown): boolean {
   return error instanceof Deno.errors.AddrInUse || error instanceof Deno.errors.PermissionDenied ||
     error instanceof Deno.errors.NotCapable;

@@ -55,6 +55,7 @@ type ServerFlags = Pick<
   | "maxBuffered"
   | "shutdownTimeout"
   | "drainIdle"
+  | "join"
   | "logLevel"
   | "logFormat"
   | "handler"

@@ -18,7 +18,7 @@ import { AddressLimit } from "../../../shared/address_limit.ts";
 import { Counter, LANES, ServerCounters } from "../../../shared/counters.ts";
 import { getLog } from "../../../shared/log.ts";
 import type { TlsSettings } from "../../../shared/tls_socket.ts";
-import { ListenError, listenTcp } from "../../../main_thread/listen.ts";
+import { ListenError, probeAddress } from "../../../main_thread/listen.ts";
 import {
   handOffBeforeClosing,
   ReuseportGroup,
@@ -118,21 +118,20 @@ export class KernelDispatch implements Server {
   async start(): Promise<Deno.NetAddr> {
     const config = this.#config;
     // Another echoserver already listening on the port (a hand-over): counted before joining.
-    const incumbents = config.port === 0 ? undefined : ReuseportGroup.capture(config.port, 0);
+    const incumbents = config.port === 0 || !config.join
+      ? undefined
+      : ReuseportGroup.capture(config.port, 0);
+    // The main thread checks the address first, holding nothing: it learns the real port when 0
+    // was asked for, fails at once on a port in use (unless joining it), and IPv6 falls back to
+    // IPv4 in one place. The workers listen once all are ready.
+    const addr: Deno.NetAddr = config.join
+      ? {
+        transport: "tcp",
+        hostname: config.host ?? incumbents?.address ?? "::",
+        port: config.port,
+      }
+      : probeAddress({ host: config.host, port: config.port, log: this.#log });
     const handOver = incumbents !== undefined && incumbents.before > 0;
-    // The main thread binds first: it learns the real port when 0 was asked for, fails at once
-    // on a port that another program holds, and IPv6 falls back to IPv4 in one place. Not in a
-    // hand-over: the kernel would queue connections on it that nobody accepts.
-    const reservation = handOver ? undefined : listenTcp({
-      host: config.host,
-      port: config.port,
-      reusePort: true,
-      log: this.#log,
-    });
-    const addr: Deno.NetAddr = reservation?.addr ??
-      { transport: "tcp", hostname: config.host ?? incumbents!.address, port: config.port };
-    // The reservation counts as the listener that goes when the workers come.
-    const reserved = reservation === undefined ? undefined : ReuseportGroup.capture(addr.port, 1);
     const pool = new WorkerPool({
       size: config.workers,
       readyTimeout: readyTimeout(config),
@@ -161,14 +160,8 @@ export class KernelDispatch implements Server {
       onLost: (link) => this.#lost(link),
     });
     this.#pool = pool;
-    try {
-      await pool.start();
-    } catch (error) {
-      reservation?.close();
-      throw error;
-    }
+    await pool.start();
     this.#port = addr.port;
-    if (reservation !== undefined) await this.#release(reservation, reserved);
     if (handOver) this.#takeOver(incumbents!);
     return addr;
   }
@@ -188,18 +181,6 @@ export class KernelDispatch implements Server {
         `${silent} worker(s) did not start listening within ${LISTEN_TIMEOUT_MS / 1000} s`,
       );
     }
-  }
-
-  /**
-   * The workers listen: the reservation must go (the kernel would otherwise queue connections
-   * on a socket that nobody accepts from), and new connections are first steered away from it.
-   * What was queued on it before the workers listened is lost (a client that connected in the
-   * first instants of the start).
-   */
-  async #release(reservation: Deno.TcpListener, group: ReuseportGroup | undefined): Promise<void> {
-    const steered = group?.steerToNewcomers(this.#config.workers) && group.pinToFirstNewcomer();
-    reservation.close();
-    if (steered) await group!.release();
   }
 
   /**

@@ -23,7 +23,7 @@ import { readProxyHeader } from "../../../shared/proxy_protocol.ts";
 import { handshake } from "../../../shared/tls_handshake.ts";
 import { type ServerSocket, type TlsSettings, TlsTerminator } from "../../../shared/tls_socket.ts";
 import { workerName } from "../../../shared/worker_slot.ts";
-import { listenTcp } from "../../../main_thread/listen.ts";
+import { listenTcp, probeAddress } from "../../../main_thread/listen.ts";
 import {
   handOffBeforeClosing,
   ReuseportGroup,
@@ -131,22 +131,22 @@ export class MainDispatch implements Server {
   async start(): Promise<Deno.NetAddr> {
     const config = this.#config;
     // Another echoserver already listening on the port (a hand-over): counted before joining.
-    const group = config.port === 0 || !config.reusePort
+    const group = config.port === 0 || !config.join
       ? undefined
       : ReuseportGroup.capture(config.port, 0);
+    // A port in use is refused before the workers start (unless joining it); the port is bound
+    // once they are ready, so that no connection waits on it for a handler still loading.
+    const probed = config.join
+      ? undefined
+      : probeAddress({ host: config.host, port: config.port, log: this.#log });
+    await this.#pool.start();
     const listener = listenTcp({
-      host: config.host,
+      host: config.host ?? probed?.hostname,
       port: config.port,
       // So that a new release can listen on the port while this one drains (see README).
       reusePort: config.reusePort,
       log: this.#log,
     });
-    try {
-      await this.#pool.start();
-    } catch (error) {
-      listener.close();
-      throw error;
-    }
     this.#listener = listener;
     this.#acceptLoopDone = acceptLoop(listener, {
       onConnection: (conn) => this.#admit(conn),
