@@ -229,6 +229,33 @@ tlsTest(
 );
 
 tlsTest(
+  "TLS ghosts (connect, maybe part of a ClientHello, then FIN) give their slots back at once",
+  async (dispatch, certs) => {
+    // A handshake timeout far longer than the test: only the peer's EOF can free the slots.
+    await using server = await start(
+      dispatch,
+      certs,
+      "--max-connections",
+      "50",
+      "--tls-handshake-timeout",
+      "600",
+    );
+    // The first 50 bytes of a ClientHello: a handshake record of 512 bytes, TLS 1.2, random.
+    const hello = new Uint8Array(50).fill(0x2a);
+    hello.set([0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03]);
+    await Promise.all(Array.from({ length: 50 }, async (_, i) => {
+      const conn = await Deno.connect({ hostname: "127.0.0.1", port: server.port });
+      if (i % 2 === 1) await writeAll(conn, hello);
+      conn.close();
+    }));
+    await waitForTotal(server.metricsPort!, "echoserver_tls_handshake_failures_total", 50, 30_000);
+    await waitForTotal(server.metricsPort!, "echoserver_connections_active", 0);
+    using real = await connectTls(server.port, certs);
+    await echoOnce(real, utf8("served after the ghosts\n"));
+  },
+);
+
+tlsTest(
   "a plain-text client and a stalled handshake are dropped and counted; others served",
   async (dispatch, certs) => {
     await using server = await start(dispatch, certs, "--tls-handshake-timeout", "1");
@@ -259,7 +286,19 @@ for (const dispatch of DISPATCHES) {
       try {
         const certs = await makeCertificates(dir);
         await Deno.writeTextFile(`${dir}/garbage.pem`, "garbage\n");
+        // A file that never ends, and one far too large to be a certificate: refused before
+        // they are read (they were read whole: 3 GB in 7 s from /dev/zero).
+        await Deno.symlink("/dev/zero", `${dir}/zero.crt`);
+        await Deno.writeFile(`${dir}/huge.crt`, new Uint8Array(5 * 1024 * 1024).fill(0x41));
         const cases: [string[], RegExp][] = [
+          [
+            ["--tls-cert", `${dir}/zero.crt`, "--tls-key", certs.serverA.key],
+            /Cannot read TLS certificate '.*zero\.crt': not a regular file/,
+          ],
+          [
+            ["--tls-cert", `${dir}/huge.crt`, "--tls-key", certs.serverA.key],
+            /Cannot read TLS certificate '.*huge\.crt': 5242880 bytes, more than the 4 MiB/,
+          ],
           [
             ["--tls-cert", `${dir}/missing.crt`, "--tls-key", certs.serverA.key],
             /Cannot read TLS certificate '.*missing\.crt': no such file/,

@@ -95,10 +95,43 @@ export function loadTls(files: TlsFiles, now: Date = new Date()): LoadedTls {
   };
 }
 
+/**
+ * Largest certificate, key or CA file read. A chain of a few certificates is some KB, and a CA
+ * bundle of every public root about 250 KB; a file past this is a mistake (or `/dev/zero`),
+ * not a certificate, and reading it whole could take all the memory.
+ */
+export const MAX_PEM_BYTES = 4 * 1024 * 1024;
+
 function readPem(path: string, what: string): string {
   try {
-    return Deno.readTextFileSync(path);
+    // A device or a FIFO would be read without end: regular files only, their size checked
+    // first, and the read itself bounded too (the file may grow meanwhile).
+    const info = Deno.statSync(path);
+    if (!info.isFile) {
+      throw new TlsFileError(`Cannot read TLS ${what} '${path}': not a regular file`);
+    }
+    if (info.size > MAX_PEM_BYTES) {
+      throw new TlsFileError(
+        `Cannot read TLS ${what} '${path}': ${info.size} bytes, more than the ` +
+          `${MAX_PEM_BYTES / 1024 / 1024} MiB a PEM file may have`,
+      );
+    }
+    using file = Deno.openSync(path);
+    const bytes = new Uint8Array(MAX_PEM_BYTES + 1);
+    let length = 0;
+    for (let n: number | null = 0; n !== null && length < bytes.length;) {
+      n = file.readSync(bytes.subarray(length));
+      if (n !== null) length += n;
+    }
+    if (length > MAX_PEM_BYTES) {
+      throw new TlsFileError(
+        `Cannot read TLS ${what} '${path}': more than the ${MAX_PEM_BYTES / 1024 / 1024} MiB ` +
+          "a PEM file may have",
+      );
+    }
+    return new TextDecoder().decode(bytes.subarray(0, length));
   } catch (error) {
+    if (error instanceof TlsFileError) throw error;
     const why = error instanceof Deno.errors.NotFound
       ? "no such file"
       : error instanceof Deno.errors.NotCapable || error instanceof Deno.errors.PermissionDenied

@@ -104,9 +104,14 @@ export class TlsTerminator {
         () => fail(`no TLS handshake within ${this.#timeoutMs / 1000} s`),
         this.#timeoutMs,
       );
+      // A client that ends its side before the handshake is done can never finish it (it has
+      // its Finished to send): free its slot now, not at the timeout (nginx does the same).
+      const ended = () => fail("the client closed its connection during the TLS handshake");
+      transport.once("end", ended);
       socket.once("secure", () => {
         clearTimeout(timer);
         socket.removeAllListeners("close");
+        transport.off("end", ended);
         resolve(conn);
       });
       socket.once("error", (error: Error) => fail(describe(error), error));
