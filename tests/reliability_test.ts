@@ -350,6 +350,63 @@ test("drain: input that arrives while the worker's thread is held is echoed, not
   assert.match(server.log(), /Stopped: 2 connection\(s\) finished, 0 idle closed, none cut/);
 });
 
+test("drain: during a connect storm every client is served or refused, never reset, and the last line adds up", async (dispatch) => {
+  await using server = await startServer([
+    ...base(dispatch),
+    "--shutdown-timeout",
+    "60",
+    "--drain-idle",
+    "0",
+  ]);
+  let served = 0;
+  let refused = 0;
+  const broken: string[] = [];
+  let stop = false;
+  // Each client connects, echoes one line and closes, again and again, until it is refused.
+  const clients = Array.from({ length: 16 }, async (_, i) => {
+    const message = utf8(`client ${i}\n`);
+    while (!stop) {
+      let conn: Deno.TcpConn;
+      try {
+        conn = await connect(server.port);
+      } catch (error) {
+        if (error instanceof Deno.errors.ConnectionRefused) refused++;
+        else broken.push(`connect: ${(error as Error).message}`);
+        return;
+      }
+      try {
+        await writeAll(conn, message);
+        const echo = await readBytes(conn, message.length, 60_000, { resetIsEnd: false });
+        if (echo.length !== message.length) broken.push(`EOF after ${echo.length} bytes`);
+        else served++;
+      } catch (error) {
+        broken.push(`${(error as Error).name}: ${(error as Error).message}`);
+      } finally {
+        conn.close();
+      }
+      if (broken.length > 0) return;
+    }
+  });
+  try {
+    for (const deadline = Date.now() + 60_000; served < 300;) {
+      assert.ok(Date.now() < deadline && broken.length === 0, `storm: ${served} served ${broken}`);
+      await delay(10);
+    }
+    server.process.kill("SIGTERM");
+    const status = await server.exited(90_000);
+    assert.equal(status.code, 0, server.log());
+  } finally {
+    stop = true;
+    await Promise.all(clients);
+  }
+  assert.deepEqual(broken, [], `clients saw a connection broken after it was accepted`);
+  assert.equal(refused, 16, "every client ends refused once the server has stopped");
+  const draining = Number(/draining (\d+) connection/.exec(server.log())?.[1] ?? 0);
+  const [, finished, idle] = /Stopped: (\d+) connection\(s\) finished, (\d+) idle closed, none cut/
+    .exec(server.log()) ?? [];
+  assert.equal(Number(finished) + Number(idle), draining, server.log());
+});
+
 test("drain: a connection silent for --drain-idle with nothing pending is closed and counted", async (dispatch) => {
   await using server = await startServer([
     ...base(dispatch),

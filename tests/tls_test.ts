@@ -256,6 +256,36 @@ tlsTest(
 );
 
 tlsTest(
+  "a drain counts the handshakes under way at the signal: the last line adds up",
+  async (dispatch, certs) => {
+    await using server = await start(dispatch, certs, "--tls-handshake-timeout", "3");
+    using real = await connectTls(server.port, certs);
+    await echoOnce(real, utf8("served\n"));
+    // Ten clients in the middle of their handshakes (half a ClientHello, then nothing).
+    const hello = new Uint8Array(50).fill(0x2a);
+    hello.set([0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03]);
+    const stalled = await Promise.all(Array.from({ length: 10 }, async () => {
+      const conn = await Deno.connect({ hostname: "127.0.0.1", port: server.port });
+      await writeAll(conn, hello);
+      return conn;
+    }));
+    try {
+      // Accepted by now, or at the latest while the stop empties the listen queue.
+      server.process.kill("SIGTERM");
+      await server.waitForLog(/draining 11 connection/);
+      await real.closeWrite();
+      const status = await server.exited();
+      assert.equal(status.code, 0, server.log());
+      // The stalled ones end at the handshake timeout: finished, as far as the server is
+      // concerned (the client never completed its part).
+      assert.match(server.log(), /Stopped: 11 connection\(s\) finished, 0 idle closed, none cut/);
+    } finally {
+      for (const conn of stalled) conn.close();
+    }
+  },
+);
+
+tlsTest(
   "a plain-text client and a stalled handshake are dropped and counted; others served",
   async (dispatch, certs) => {
     await using server = await start(dispatch, certs, "--tls-handshake-timeout", "1");

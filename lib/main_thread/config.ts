@@ -388,6 +388,7 @@ Signals:
   SIGUSR2          rolling reload: fresh workers load the handler anew and take new
                    connections; the old ones finish theirs, then end
   SIGHUP           re-read the TLS certificate and key (ignored without TLS)
+  SIGUSR1, SIGQUIT, SIGALRM  logged and ignored
 
 Exit status:
   0    stopped on SIGINT/SIGTERM after draining: no connection was cut

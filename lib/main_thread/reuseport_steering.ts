@@ -37,6 +37,7 @@ import {
   canSteer,
   listenersOf,
   portListeners,
+  refuseNewConnections,
   steerGroup,
   unsteerGroup,
 } from "../shared/libc.ts";
@@ -191,6 +192,21 @@ export async function handOffBeforeClosing(port: number, ours: number[]): Promis
   steerGroup(ours[0]!, ours.length, 1);
   await waitForEmptyQueues(ours, MIN_QUEUE_WAIT_MS);
   return true;
+}
+
+/**
+ * Before a stop closes this process's listeners (no successor on the port): they refuse new
+ * connections from now on (see `refuseNewConnections`), and the connections already queued are
+ * left to be accepted, so that they are served and drained instead of reset by the close.
+ *
+ * @param ours This process's listeners' descriptors (whoever accepts from them keeps doing so).
+ * @returns Connections still queued when it stopped waiting (the close resets them), or
+ *   undefined where the queues cannot be seen (no `--allow-ffi`, not Linux).
+ */
+export async function emptyQueuesBeforeClosing(ours: number[]): Promise<number | undefined> {
+  if (ours.length === 0 || !canSteer()) return undefined;
+  for (const fd of ours) refuseNewConnections(fd);
+  return await waitForEmptyQueues(ours, MIN_QUEUE_WAIT_MS);
 }
 
 /**

@@ -40,6 +40,11 @@ export class ConnectionSet<C extends SetMember> {
   /** During a drain, a connection with nothing pending and silent this long has finished. */
   readonly drainIdleMs: number;
   #connections = new Map<number, C>();
+  /** Accepted and not yet added: a TLS handshake or a PROXY header under way. */
+  #admitting = 0;
+  /** Admissions that ended without the connection being served, during a drain of all. */
+  #unserved = 0;
+  #drainingAll = false;
   #reclaimer = new MemoryReclaimer(() => this.#connections.size);
   #onEmpty: (() => void) | undefined;
   #sweepTimer: ReturnType<typeof setInterval> | undefined;
@@ -52,6 +57,29 @@ export class ConnectionSet<C extends SetMember> {
   /** How many are open. */
   get size(): number {
     return this.#connections.size;
+  }
+
+  /** Connections accepted whose TLS handshake or PROXY header is still under way. */
+  get admitting(): number {
+    return this.#admitting;
+  }
+
+  /** A connection was accepted; it is added once its TLS handshake or PROXY header is done. */
+  beginAdmission(): void {
+    this.#admitting++;
+  }
+
+  /**
+   * An admission ended: the connection was added (`served`), or closed (its handshake or
+   * header failed). A drain counts the latter as finished: the client went away, or never
+   * spoke the protocol.
+   *
+   * @param served Whether it was added.
+   */
+  endAdmission(served: boolean): void {
+    this.#admitting--;
+    if (!served && this.#drainingAll) this.#unserved++;
+    if (this.#admitting === 0 && this.#connections.size === 0) this.#onEmpty?.();
   }
 
   /**
@@ -98,7 +126,7 @@ export class ConnectionSet<C extends SetMember> {
   delete(id: number): void {
     this.#connections.delete(id);
     this.#reclaimer.update();
-    if (this.#connections.size === 0) this.#onEmpty?.();
+    if (this.#connections.size === 0 && this.#admitting === 0) this.#onEmpty?.();
   }
 
   /**
@@ -130,22 +158,30 @@ export class ConnectionSet<C extends SetMember> {
    *
    * A drain of some of the connections (those of workers a reload retired) leaves the others
    * alone. A drain of all stops the timeout sweeps: it watches activity itself, and its
-   * deadline bounds all.
+   * deadline bounds all. It also waits for the admissions under way (TLS handshakes, PROXY
+   * headers): one that completes is served and drained like the rest, one that fails counts as
+   * finished, and one still under way at the deadline as cut (the thread's end closes it).
    *
    * @param ms Most milliseconds to wait.
    * @param which The connections to drain; all if omitted.
    * @returns How the connections open at the start ended (and any that joined meanwhile).
    */
   async drain(ms: number, which?: (connection: C) => boolean): Promise<DrainResult> {
-    if (which === undefined) this.stopSweeps();
+    const all = which === undefined;
+    if (all) {
+      this.stopSweeps();
+      this.#drainingAll = true;
+      this.#unserved = 0;
+    }
     const members = () => [...this.#connections.values()].filter((c) => which?.(c) ?? true);
+    const admitting = () => all ? this.#admitting : 0;
     const start = performance.now();
     const deadline = start + ms;
     const lastActive = new Map<C, number>();
     const seen = new Set<C>(members());
     let idle = 0;
     let cut = 0;
-    while (members().length > 0 && performance.now() < deadline) {
+    while ((members().length > 0 || admitting() > 0) && performance.now() < deadline) {
       await this.waitUntilNone(Math.min(DRAIN_POLL_MS, deadline - performance.now()), which);
       const now = performance.now();
       for (const connection of members()) {
@@ -168,7 +204,9 @@ export class ConnectionSet<C extends SetMember> {
       if (connection.cut) cut++;
       else idle++;
     }
-    return { finished: seen.size - idle - cut, idle, cut };
+    const unfinished = admitting();
+    const unserved = all ? this.#unserved : 0;
+    return { finished: seen.size - idle - cut + unserved, idle, cut: cut + unfinished };
   }
 
   /**
@@ -182,7 +220,7 @@ export class ConnectionSet<C extends SetMember> {
    */
   waitUntilNone(ms: number, which?: (connection: C) => boolean): Promise<void> {
     const none = () => {
-      if (which === undefined) return this.#connections.size === 0;
+      if (which === undefined) return this.#connections.size === 0 && this.#admitting === 0;
       for (const connection of this.#connections.values()) if (which(connection)) return false;
       return true;
     };

@@ -55,10 +55,11 @@ const FIRST_CLOSED = 12;
 /** Rows per worker slot: see the module's documentation. */
 export const LANES = 2;
 const ROW = FIRST_CLOSED + CLOSE_REASONS.length;
-/** Int32 header: open connections, next connection id. */
+/** Int32 header: open connections, next connection id, whether the drain's count was taken. */
 const HEADER_BYTES = 16;
 const OPEN = 0;
 const NEXT_ID = 1;
+const COUNTED = 2;
 
 /** A slot's row of counters. Only the thread serving the slot writes it. */
 export class SlotCounters {
@@ -222,9 +223,24 @@ export class ServerCounters {
    * Counts connections closed (undoes {@linkcode ServerCounters.tryOpen}).
    *
    * @param n How many.
+   * @returns Whether the drain's count was taken before (see
+   *   {@linkcode ServerCounters.countForDrain}).
    */
-  release(n = 1): void {
+  release(n = 1): boolean {
     Atomics.sub(this.#shared, OPEN, n);
+    return Atomics.load(this.#shared, COUNTED) === 1;
+  }
+
+  /**
+   * A stop begins: takes the count of connections that the drain must account for. A thread
+   * whose own drain has not begun yet tallies what closes from now on as finished (see
+   * {@linkcode ServerCounters.release}), so that the final figures add up to this one.
+   *
+   * @returns Connections open now, server-wide.
+   */
+  countForDrain(): number {
+    Atomics.store(this.#shared, COUNTED, 1);
+    return this.open;
   }
 
   /** Connections open now, server-wide. */

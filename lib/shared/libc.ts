@@ -23,6 +23,7 @@ const SOL_SOCKET = 1;
 const SO_LINGER = 13;
 const SO_ACCEPTCONN = 30;
 const SO_ATTACH_REUSEPORT_CBPF = 51;
+const SO_ATTACH_FILTER = 26;
 const SO_DETACH_REUSEPORT_BPF = 68;
 /** `IPPROTO_TCP` and `TCP_INFO`. */
 const IPPROTO_TCP = 6;
@@ -302,19 +303,50 @@ export function acceptQueueLength(fd: number): number | undefined {
  * @returns Whether the program was attached.
  */
 export function steerGroup(fd: number, first: number, count: number): boolean {
+  // A = random; A %= count; A += first; return A (SKF_AD_OFF + SKF_AD_RANDOM = -0x1000 + 56).
+  return attachProgram(fd, SO_ATTACH_REUSEPORT_CBPF, [
+    [0x20, 0, 0, -0x1000 + 56],
+    [0x94, 0, 0, count],
+    [0x04, 0, 0, first],
+    [0x16, 0, 0, 0],
+  ]);
+}
+
+/**
+ * Makes a listening socket drop new connection attempts (SYNs) while it goes on completing the
+ * handshakes already under way, so that its accept queue can be emptied before it closes:
+ * closing a listener resets every connection still queued on it, which their clients took for
+ * established. A dropped SYN is sent again by its client, which then finds the port closed
+ * (refused), or a successor listening.
+ *
+ * @param fd A listening TCP socket.
+ * @returns Whether the filter was attached.
+ */
+export function refuseNewConnections(fd: number): boolean {
+  // The program sees the TCP header: A = flags; if (A & (SYN|ACK)) == SYN drop, else accept.
+  return attachProgram(fd, SO_ATTACH_FILTER, [
+    [0x30, 0, 0, 13],
+    [0x54, 0, 0, 0x12],
+    [0x15, 1, 0, 0x02],
+    [0x06, 0, 0, 0xffffffff],
+    [0x06, 0, 0, 0],
+  ]);
+}
+
+/** Attaches a classic BPF program (`code, jt, jf, k` per instruction) with `setsockopt`. */
+function attachProgram(
+  fd: number,
+  option: number,
+  program: [code: number, jt: number, jf: number, k: number][],
+): boolean {
   const c = loadLibc();
   if (c === null) return false;
-  // A = random; A %= count; A += first; return A (SKF_AD_OFF + SKF_AD_RANDOM = -0x1000 + 56).
-  const program: [code: number, k: number][] = [
-    [0x20, -0x1000 + 56],
-    [0x94, count],
-    [0x04, first],
-    [0x16, 0],
-  ];
   const filter = new Uint8Array(program.length * 8);
   const view = new DataView(filter.buffer);
-  program.forEach(([code, k], i) => {
+  program.forEach(([code, jt, jf, k], i) => {
     view.setUint16(i * 8, code, true);
+    view.setUint8(i * 8 + 2, jt);
+    view.setUint8(i * 8 + 3, jf);
     view.setUint32(i * 8 + 4, k >>> 0, true);
   });
   // struct sock_fprog { unsigned short len; struct sock_filter *filter; }
@@ -322,7 +354,7 @@ export function steerGroup(fd: number, first: number, count: number): boolean {
   const header = new DataView(fprog.buffer);
   header.setUint16(0, program.length, true);
   header.setBigUint64(8, BigInt(Deno.UnsafePointer.value(Deno.UnsafePointer.of(filter))), true);
-  return c.setsockopt(fd, SOL_SOCKET, SO_ATTACH_REUSEPORT_CBPF, fprog, fprog.length) === 0;
+  return c.setsockopt(fd, SOL_SOCKET, option, fprog, fprog.length) === 0;
 }
 
 /**

@@ -20,6 +20,7 @@ import { getLog } from "../../../shared/log.ts";
 import type { TlsSettings } from "../../../shared/tls_socket.ts";
 import { ListenError, probeAddress } from "../../../main_thread/listen.ts";
 import {
+  emptyQueuesBeforeClosing,
   handOffBeforeClosing,
   ReuseportGroup,
   unsteerWhenAlone,
@@ -289,8 +290,13 @@ export class KernelDispatch implements Server {
     pool.stopReplacing();
     // A successor shares the port (a hand-over): close the listeners only once new
     // connections go to it and their queues are empty, so that nothing waiting is reset.
-    await handOffBeforeClosing(this.#port, listenersOf(this.#port, pool.all.length));
-    const open = this.#counters.open;
+    // Without one, new connections are refused from now on and the workers accept what is
+    // queued, which is then drained with the rest instead of reset by the close.
+    const ours = listenersOf(this.#port, pool.all.length);
+    const unaccepted = await handOffBeforeClosing(this.#port, ours)
+      ? 0
+      : await emptyQueuesBeforeClosing(ours) ?? 0;
+    const open = this.#counters.countForDrain();
     if (open > 0) {
       this.#log.info("Shutting down: draining {count} connection(s), up to {timeout} s", {
         count: open,
@@ -301,6 +307,7 @@ export class KernelDispatch implements Server {
     // A worker stuck in a handler's endless loop never answers: what it still holds is cut
     // when it is terminated.
     if (silent > 0) result.cut += this.#counters.open;
+    result.cut += unaccepted;
     pool.close();
     return result;
   }

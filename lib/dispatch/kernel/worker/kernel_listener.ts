@@ -48,6 +48,10 @@ export class KernelListener {
   #listener: Deno.TcpListener | undefined;
   #connections: ConnectionSet<OwnedSocket>;
   #stopping = false;
+  /** This worker's drain has begun (it tallies closes from then on). */
+  #draining = false;
+  /** Connections closed after the drain's count was taken and before this worker's drain. */
+  #closedBeforeDrain = 0;
   #acceptLoopDone: Promise<void> = Promise.resolve();
   #budget: BufferBudget;
   #perAddress: AddressLimit | undefined;
@@ -124,8 +128,19 @@ export class KernelListener {
     this.#stopping = true;
     if (this.#listener !== undefined) closeQuietly(this.#listener);
     await this.#acceptLoopDone;
+    // From here on the drain tallies every close itself (it notes its connections at once).
+    this.#draining = true;
     const result = await this.#connections.drain(timeout * 1000);
+    result.finished += this.#closedBeforeDrain;
     return result;
+  }
+
+  /**
+   * Gives a connection's place in `--max-connections` back. One that closes after the main
+   * thread took the drain's count and before this worker's drain began is tallied here.
+   */
+  #release(): void {
+    if (this.#counters.release() && !this.#draining) this.#closedBeforeDrain++;
   }
 
   #admit(conn: Deno.TcpConn): void {
@@ -157,7 +172,7 @@ export class KernelListener {
       this.#perAddress === undefined ||
       this.#perAddress.tryOpen(this.#rowIndex, client.hostname)
     ) return true;
-    this.#counters.release();
+    this.#release();
     this.#row.add(Counter.perAddressRejected);
     this.#log.debug("Connection from {addr} rejected: {limit} open from that address", {
       addr: formatAddr(client.hostname, client.port),
@@ -170,22 +185,29 @@ export class KernelListener {
   /** Reads the PROXY header, then serves the connection as coming from the client it names. */
   async #admitProxied(conn: Deno.TcpConn): Promise<void> {
     const addr = remoteText(conn);
+    // A drain waits for it, and serves it if it comes through (see ConnectionSet.drain).
+    this.#connections.beginAdmission();
+    let served = false;
     try {
       const { header, rest } = await readProxyHeader(conn);
-      if (this.#stopping) throw new Error("server shutting down");
       const source = header.command === "proxy" ? header.source : undefined;
       const client = displayAddr(source ?? conn.remoteAddr);
-      if (this.#admitAddress(conn, client)) this.#start(conn, client, rest);
+      if (this.#admitAddress(conn, client)) {
+        this.#start(conn, client, rest);
+        served = true;
+      }
     } catch (error) {
       // Count first: the main thread serves /metrics, and a client that sees the close
       // before this thread has counted it would read a stale figure.
-      this.#counters.release();
+      this.#release();
       this.#row.add(Counter.proxyRejected);
       closeQuietly(conn);
       this.#rejections.warn("proxy", "Connection from {addr} rejected: {reason}", {
         addr,
         reason: (error as Error).message,
       });
+    } finally {
+      this.#connections.endAdmission(served);
     }
   }
 
@@ -198,17 +220,16 @@ export class KernelListener {
       this.#serve(conn, client, descriptorOf(conn), initial);
       return;
     }
+    this.#connections.beginAdmission();
     const secure = await handshake(this.#tls, conn, initial, {
       counters: this.#row,
       log: this.#rejections,
     });
-    if (secure === undefined || this.#stopping) {
-      if (secure !== undefined) closeQuietly(secure);
+    if (secure === undefined) {
       this.#perAddress?.release(this.#rowIndex, client.hostname);
-      this.#counters.release();
-      return;
-    }
-    this.#serve(secure, client, undefined);
+      this.#release();
+    } else this.#serve(secure, client, undefined); // during a drain too: it is drained
+    this.#connections.endAdmission(secure !== undefined);
   }
 
   /**
@@ -247,7 +268,7 @@ export class KernelListener {
   #closed(connection: OwnedSocket, reason: CloseReason): void {
     this.#connections.delete(connection.id);
     this.#perAddress?.release(this.#rowIndex, connection.remoteAddr.hostname);
-    this.#counters.release();
+    this.#release();
     this.#row.closed(reason);
     this.#log.debug("Connection {id} closed: {reason} ({bytesIn} B in, {bytesOut} B out)", {
       id: connection.id,

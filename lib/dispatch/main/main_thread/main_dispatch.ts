@@ -25,6 +25,7 @@ import { type ServerSocket, type TlsSettings, TlsTerminator } from "../../../sha
 import { workerName } from "../../../shared/worker_slot.ts";
 import { listenTcp, probeAddress } from "../../../main_thread/listen.ts";
 import {
+  emptyQueuesBeforeClosing,
   handOffBeforeClosing,
   ReuseportGroup,
   unsteerWhenAlone,
@@ -67,9 +68,9 @@ export class MainDispatch implements Server {
   #connections: ConnectionSet<RelayConnection>;
   #nextId = 1;
   #stopping = false;
+  /** The listener is closing: the accept loop ends (later than `#stopping`, see shutdown). */
+  #listenerClosed = false;
   #acceptLoopDone: Promise<void> = Promise.resolve();
-  /** Admitted, not yet served: waiting for their PROXY header or TLS handshake. */
-  #starting = 0;
   #tls: TlsTerminator | undefined;
   #budget: BufferBudget;
   #perAddress: AddressLimit | undefined;
@@ -152,7 +153,7 @@ export class MainDispatch implements Server {
       onConnection: (conn) => this.#admit(conn),
       onFailure: () => this.#counters.main.add(Counter.acceptFailures),
       onPeerAbort: () => this.#counters.main.add(Counter.acceptAborted),
-      stopping: () => this.#stopping,
+      stopping: () => this.#listenerClosed,
       log: this.#log,
     });
     this.#connections.startSweeps(this.#config.idleTimeout, this.#config.writeTimeout);
@@ -227,21 +228,30 @@ export class MainDispatch implements Server {
     if (this.#stopping) return { finished: 0, idle: 0, cut: 0 };
     this.#stopping = true;
     this.#stopWatching?.();
+    /** Connections left in the listen queue as it closed (the kernel resets them). */
+    let unaccepted = 0;
     if (this.#listener !== undefined) {
-      // A successor shares the port (a hand-over): close only once new connections go to it
-      // and the queue is empty, so that nothing waiting in it is reset.
+      // Close only once the queue is empty, so that nothing waiting in it is reset: with a
+      // successor on the port (a hand-over) new connections go to it; without, they are
+      // refused meanwhile, and those queued are accepted and drained with the rest.
       const port = this.#listener.addr.port;
-      await handOffBeforeClosing(port, listenersOf(port, 1));
+      const ours = listenersOf(port, 1);
+      if (!await handOffBeforeClosing(port, ours)) {
+        unaccepted = await emptyQueuesBeforeClosing(ours) ?? 0;
+      }
+      this.#listenerClosed = true;
       closeQuietly(this.#listener);
     }
     await this.#acceptLoopDone;
-    if (this.#connections.size > 0) {
+    const open = this.#connections.size + this.#connections.admitting;
+    if (open > 0) {
       this.#log.info("Shutting down: draining {count} connection(s), up to {timeout} s", {
-        count: this.#connections.size,
+        count: open,
         timeout,
       });
     }
     const report = await this.#connections.drain(timeout * 1000);
+    report.cut += unaccepted;
     // The workers hold no connection now; draining them runs the handler's teardown.
     await this.#pool.drain(0);
     this.#pool.close();
@@ -249,7 +259,7 @@ export class MainDispatch implements Server {
   }
 
   #admit(conn: Deno.TcpConn): void {
-    const open = this.#connections.size + this.#starting;
+    const open = this.#connections.size + this.#connections.admitting;
     const link = open < this.#config.maxConnections ? this.#pool.next() : undefined;
     if (link === undefined) {
       this.#counters.main.add(Counter.rejected);
@@ -283,16 +293,15 @@ export class MainDispatch implements Server {
   /** Reads the PROXY header, then serves the connection as coming from the client it names. */
   async #admitProxied(conn: Deno.TcpConn, link: WorkerLink): Promise<void> {
     const addr = remoteText(conn);
-    this.#starting++;
+    // A drain waits for it, and serves it if it comes through (see ConnectionSet.drain).
+    this.#connections.beginAdmission();
+    let served = false;
     try {
       const { header, rest } = await readProxyHeader(conn);
-      if (this.#stopping) {
-        closeQuietly(conn);
-        return;
-      }
       const source = header.command === "proxy" ? header.source : undefined;
       if (!this.#admitAddress(conn, displayAddr(source ?? conn.remoteAddr))) return;
       this.#start(conn, link, source, rest);
+      served = true;
     } catch (error) {
       this.#counters.main.add(Counter.proxyRejected);
       closeQuietly(conn);
@@ -301,7 +310,7 @@ export class MainDispatch implements Server {
         reason: (error as Error).message,
       });
     } finally {
-      this.#starting--;
+      this.#connections.endAdmission(served);
     }
   }
 
@@ -320,18 +329,15 @@ export class MainDispatch implements Server {
       return;
     }
     const client = displayAddr(remoteAddr ?? conn.remoteAddr);
-    this.#starting++;
+    this.#connections.beginAdmission();
     const secure = await handshake(this.#tls, conn, initial, {
       counters: this.#counters.main,
       log: this.#rejections,
     });
-    this.#starting--;
-    if (secure === undefined || this.#stopping) {
-      if (secure !== undefined) closeQuietly(secure);
-      this.#perAddress?.release(0, client.hostname);
-      return;
-    }
-    this.#serve(secure, link, { remoteAddr: client, fd: undefined });
+    if (secure === undefined) this.#perAddress?.release(0, client.hostname);
+    // During a drain too: it is drained like the rest.
+    else this.#serve(secure, link, { remoteAddr: client, fd: undefined });
+    this.#connections.endAdmission(secure !== undefined);
   }
 
   #serve(
