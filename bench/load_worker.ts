@@ -10,7 +10,7 @@
  * @module
  */
 
-import { answer } from "../lib/handlers/hash.ts";
+import { answer } from "../lib/handlers/builtin/hash.ts";
 
 /** Work for one load worker. */
 export interface LoadJob {

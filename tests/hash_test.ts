@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { answer, hash, MAX_ROUNDS, sha256 } from "../lib/handlers/hash.ts";
+import { answer, handler as hash, MAX_ROUNDS, sha256 } from "../lib/handlers/builtin/hash.ts";
 import { MemorySocket } from "../lib/worker/memory_socket.ts";
 import { bothModes, readBytes, startServer, text, utf8, writeAll } from "./helpers.ts";
 

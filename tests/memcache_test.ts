@@ -8,9 +8,9 @@
  */
 
 import assert from "node:assert/strict";
-import { decodeBase64, encodeBase64 } from "../lib/handlers/memcache/base64.ts";
-import * as memcache from "../lib/handlers/memcache/memcache.ts";
-import { safeStrtol, safeStrtoul, safeStrtoull } from "../lib/handlers/memcache/numbers.ts";
+import { decodeBase64, encodeBase64 } from "../lib/handlers/builtin/memcache/base64.ts";
+import * as memcache from "../lib/handlers/builtin/memcache/memcache.ts";
+import { safeStrtol, safeStrtoul, safeStrtoull } from "../lib/handlers/builtin/memcache/numbers.ts";
 import {
   ItemFlag,
   NO_MEMORY,
@@ -18,8 +18,8 @@ import {
   type StoreSettings,
   storeSize,
   TOO_LARGE,
-} from "../lib/handlers/memcache/shared_store.ts";
-import { Tokens } from "../lib/handlers/memcache/tokens.ts";
+} from "../lib/handlers/builtin/memcache/shared_store.ts";
+import { Tokens } from "../lib/handlers/builtin/memcache/tokens.ts";
 import { MemorySocket } from "../lib/worker/memory_socket.ts";
 import { TRANSCRIPTS } from "./fixtures/memcache_transcripts.ts";
 import { handlerContext } from "./helpers.ts";

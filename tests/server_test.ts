@@ -291,6 +291,48 @@ bothModes(
   { ignore: Deno.build.os !== "linux" },
 );
 
+bothModes(
+  "every built-in handler loads from its file as a user's module does",
+  async (dispatch) => {
+    // The built-ins are templates: a copy of one, given by path, serves as the built-in does.
+    const cases: [string, string, (line: string) => string][] = [
+      ["echo", "hello\n", (line) => line],
+      [
+        "hash",
+        "abc\n",
+        () => `${"ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"}\n`,
+      ],
+    ];
+    for (const [name, line, expected] of cases) {
+      for (const spec of [name, `./lib/handlers/builtin/${name}.ts`]) {
+        await using server = await startServer([
+          "--dispatch",
+          dispatch,
+          "--workers",
+          "1",
+          "--handler",
+          spec,
+        ]);
+        using conn = await Deno.connect({ hostname: "127.0.0.1", port: server.port });
+        await writeAll(conn, utf8(line));
+        const want = expected(line);
+        assert.equal(text(await readBytes(conn, want.length)), want, `${spec}`);
+      }
+    }
+    for (const name of ["chat", "memcache"]) {
+      await using server = await startServer([
+        "--dispatch",
+        dispatch,
+        "--workers",
+        "1",
+        "--handler",
+        `lib/handlers/builtin/${name === "memcache" ? "memcache/memcache" : name}.ts`,
+      ]);
+      assert.match(server.log(), /listening on/);
+    }
+  },
+);
+
 bothModes("a bad listen address exits 1 with one line", async (dispatch) => {
   const { code, stderr } = await runServer([
     "--host",

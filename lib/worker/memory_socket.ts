@@ -47,7 +47,7 @@ export interface MemorySocketOptions {
  * @example Testing a byte handler
  * ```ts
  * import { MemorySocket } from "./memory_socket.ts";
- * import { echo } from "../handlers/echo.ts";
+ * import { handler as echo } from "../handlers/builtin/echo.ts";
  * import assert from "node:assert/strict";
  * const socket = new MemorySocket(echo);
  * socket.push("hello\nquit\n");

@@ -6,8 +6,8 @@
  * @module
  */
 
-import { indexOfByte } from "./bytes.ts";
-import type { Connection, Handler, SocketHandler } from "./handler.ts";
+import { indexOfByte } from "../bytes.ts";
+import type { Connection, Handler, SocketHandler } from "../handler.ts";
 
 const NEWLINE = 0x0a;
 const QUIT = [0x71, 0x75, 0x69, 0x74]; // "quit"
@@ -79,12 +79,12 @@ export class QuitDetector {
  *
  * @example Serving it by hand (the server does this for `--handler echo`)
  * ```ts ignore
- * import { echo } from "./echo.ts";
- * echo.open!(socket);
- * echo.data(socket, bytes); // writes bytes back
+ * import { handler } from "./echo.ts";
+ * handler.open!(socket);
+ * handler.data(socket, bytes); // writes bytes back
  * ```
  */
-export const echo: SocketHandler<QuitDetector> = {
+export const handler: SocketHandler<QuitDetector> = {
   open(socket) {
     socket.data = new QuitDetector();
   },

@@ -22,9 +22,9 @@
  * @module
  */
 
-import type { HandlerContext, HandlerOption, SocketHandler } from "../handler.ts";
-import { indexOfByte } from "../bytes.ts";
-import { sizeOption } from "../handler_options.ts";
+import type { HandlerContext, HandlerOption, SocketHandler } from "../../handler.ts";
+import { indexOfByte } from "../../bytes.ts";
+import { sizeOption } from "../../handler_options.ts";
 import { completeValue, processCommand, resumeGet } from "./commands.ts";
 import { FLUSH_AT, Reply } from "./reply.ts";
 import { Session } from "./session.ts";

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
-import { echo, echoStream, QuitDetector } from "./echo.ts";
-import { MemorySocket } from "../worker/memory_socket.ts";
+import { echoStream, handler as echo, QuitDetector } from "./echo.ts";
+import { MemorySocket } from "../../worker/memory_socket.ts";
 
 const bytes = (s: string) => new TextEncoder().encode(s);
 

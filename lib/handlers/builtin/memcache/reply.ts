@@ -9,7 +9,7 @@
  * @module
  */
 
-import type { Socket } from "../handler.ts";
+import type { Socket } from "../../handler.ts";
 
 /** A reply larger than this goes to the socket in pieces, as it is made. */
 export const FLUSH_AT = 64 * 1024;

@@ -19,8 +19,8 @@
 
 import { createHash } from "node:crypto";
 import { setImmediate } from "node:timers";
-import type { Socket, SocketHandler } from "./handler.ts";
-import { isQuit, LineReader } from "./lines.ts";
+import type { Socket, SocketHandler } from "../handler.ts";
+import { isQuit, LineReader } from "../lines.ts";
 
 /** Most rounds a line may ask for: about 10 ms of CPU at about 4 us a round. */
 export const MAX_ROUNDS = 2_500;
@@ -91,7 +91,7 @@ const TURN_EVERY_MS = 5;
  * A chunk whose work takes longer than {@linkcode TURN_EVERY_MS} returns a promise, which holds
  * the connection's next chunk back until its lines are all answered.
  */
-export const hash: SocketHandler<LineReader> = {
+export const handler: SocketHandler<LineReader> = {
   open(socket) {
     socket.data = new LineReader(MAX_LINE);
   },

@@ -21,10 +21,10 @@
  * @module
  */
 
-import { indexOfByte } from "./bytes.ts";
-import type { HandlerContext, HandlerOption, Socket, SocketHandler } from "./handler.ts";
-import { sizeOption } from "./handler_options.ts";
-import { isQuit, LineReader } from "./lines.ts";
+import { indexOfByte } from "../bytes.ts";
+import type { HandlerContext, HandlerOption, Socket, SocketHandler } from "../handler.ts";
+import { sizeOption } from "../handler_options.ts";
+import { isQuit, LineReader } from "../lines.ts";
 
 /** Settings for `--handler-option`. */
 export const options: Record<string, HandlerOption> = {

@@ -9,7 +9,7 @@
  * @module
  */
 
-import type { Socket } from "../handler.ts";
+import type { Socket } from "../../handler.ts";
 import type { Reply } from "./reply.ts";
 import type { SharedStore } from "./shared_store.ts";
 import type { StoreMode } from "./storage.ts";
