@@ -407,7 +407,9 @@ export class WorkerPool {
       );
     }
     const lost = links.find((link) => !link.alive);
-    if (lost !== undefined) throw new ReloadError(`${workerName(lost.slot)} died`);
+    if (lost !== undefined) {
+      throw new ReloadError(`${workerName(lost.slot)} died during the reload; try again shortly`);
+    }
     return values;
   }
 
