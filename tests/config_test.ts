@@ -1,3 +1,4 @@
+import { metricsTable } from "../lib/main_thread/metrics.ts";
 import assert from "node:assert/strict";
 import { FLAGS, parseCommandLine, USAGE, UsageError } from "../lib/main_thread/config.ts";
 
@@ -255,4 +256,14 @@ Deno.test("USAGE lists every flag with its default, and the README's flag table 
       );
     }
   }
+});
+
+Deno.test("docs/reliability.md's metrics table is the one made from METRICS", () => {
+  const doc = Deno.readTextFileSync(new URL("../docs/reliability.md", import.meta.url));
+  // deno fmt pads the cells: compare them trimmed.
+  const cells = (row: string) => row.split("|").slice(1, -1).map((cell) => cell.trim());
+  const documented = doc.split("\n").filter((line) => /^\| `(echoserver|process)_/.test(line))
+    .map(cells);
+  const made = metricsTable().slice(2).map(cells);
+  assert.deepEqual(documented, made);
 });
