@@ -27,8 +27,8 @@ import {
   type WorkerHandle,
   WorkerStartError,
 } from "./lib/main_thread/worker_pool.ts";
-import { errorReason, formatAddr } from "./lib/shared/address.ts";
-import { getLog, printError, printOut, setupLogging } from "./lib/shared/log.ts";
+import { errorReason, formatAddr } from "./lib/sockets/address.ts";
+import { getLog, printError, printOut, setupLogging } from "./lib/log.ts";
 
 /** Exit code for a bad command line (or a handler that cannot be loaded). */
 const EXIT_USAGE = 2;

@@ -66,7 +66,7 @@ export {
   parseHandlerOptions,
   sizeOption,
 } from "./lib/handlers/handler_options.ts";
-export { fnv1a32, shardOf } from "./lib/shared/shard.ts";
+export { fnv1a32, shardOf } from "./lib/handlers/shard.ts";
 export {
   JobError,
   type SubmitOptions,
@@ -80,4 +80,4 @@ export {
   type ProxyHeader,
   ProxyProtocolError,
   readProxyHeader,
-} from "./lib/shared/proxy_protocol.ts";
+} from "./lib/sockets/proxy_protocol.ts";

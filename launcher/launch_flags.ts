@@ -20,7 +20,7 @@
  * 50 connections or with 64 KiB messages (`deno task bench`, S1, S3, S4).
  *
  * `--expose-gc`: after a burst of connections has left, each thread runs one full collection so
- * that their buffers are freed and the memory can go back to the OS (`lib/shared/reclaim.ts`).
+ * that their buffers are freed and the memory can go back to the OS (`lib/sockets/reclaim.ts`).
  */
 export const V8_FLAGS = "--v8-flags=--heap-growing-percent=50,--expose-gc";
 
@@ -34,7 +34,7 @@ export const UNSTABLE_FLAGS = "--unstable-net";
  * `--allow-ffi`: for the few libc calls the server makes. At `--shutdown-timeout` (and on write
  * timeouts) a connection with output still pending must be reset, not closed with a FIN that
  * makes a short echo look complete; Deno 2.9.6 cannot set `SO_LINGER`, so
- * `lib/shared/libc.ts` calls libc's `setsockopt` through `Deno.dlopen`. The same permission lets
+ * `lib/sockets/libc.ts` calls libc's `setsockopt` through `Deno.dlopen`. The same permission lets
  * a socket write go out in the call (libc's non-blocking `send`) instead of as an asynchronous
  * operation, and lets handlers search bytes with `memchr`. Without it the server still runs,
  * slower, and a cut connection may end in a FIN.

@@ -12,7 +12,7 @@
  */
 
 import { parseArgs } from "node:util";
-import { printError, printOut } from "../lib/shared/log.ts";
+import { printError, printOut } from "../lib/log.ts";
 
 /** The pid file `deno task serve --pid-file echoserver.pid` writes, in the working folder. */
 const DEFAULT_PID_FILE = "echoserver.pid";

@@ -16,7 +16,7 @@
  */
 
 import { parseArgs } from "node:util";
-import { printError, printOut } from "../lib/shared/log.ts";
+import { printError, printOut } from "../lib/log.ts";
 
 /** After SIGINT, how long the suite may take to report and stop before it is killed. */
 const GRACE_MS = 30_000;

@@ -8,7 +8,7 @@
 
 import assert from "node:assert/strict";
 import { answer } from "../lib/handlers/builtin/hash.ts";
-import { resetAndClose } from "../lib/shared/socket_reset.ts";
+import { resetAndClose } from "../lib/sockets/socket_reset.ts";
 import {
   bothModes,
   delay,

@@ -55,7 +55,8 @@ Deno.test("layout: code that runs in workers, or on both threads, never imports 
   for (const file of PROJECT) {
     const from = relative(file);
     const workerSide = from.startsWith("workers/") || from.startsWith("lib/worker/") ||
-      from.startsWith("lib/shared/") || from.startsWith("lib/handlers/") ||
+      from.startsWith("lib/threads/") || from.startsWith("lib/sockets/") ||
+      from === "lib/log.ts" || from.startsWith("lib/handlers/") ||
       /^lib\/dispatch\/[^/]+\/(worker\/|[^/]+\.ts$)/.test(from);
     if (!workerSide) continue;
     for (const target of importsOf(file)) {

@@ -7,7 +7,7 @@
 import assert from "node:assert/strict";
 import { PeerError } from "../lib/handlers/handler.ts";
 import { PeerNetwork, WINDOW_BYTES, WINDOW_MESSAGES } from "../lib/worker/peer_network.ts";
-import { fnv1a32, shardOf } from "../lib/shared/shard.ts";
+import { fnv1a32, shardOf } from "../lib/handlers/shard.ts";
 
 const quiet = { trace() {}, debug() {}, info() {}, warn() {}, error() {} };
 

@@ -3,7 +3,7 @@ import {
   parseProxyHeader,
   ProxyProtocolError,
   V2_SIGNATURE,
-} from "../lib/shared/proxy_protocol.ts";
+} from "../lib/sockets/proxy_protocol.ts";
 import {
   bothModes,
   readBytes,

@@ -6,7 +6,7 @@
 
 import assert from "node:assert/strict";
 import { haveOpenssl, makeCertificates } from "../launcher/certificates.ts";
-import { TlsTerminator } from "../lib/shared/tls_socket.ts";
+import { TlsTerminator } from "../lib/sockets/tls_socket.ts";
 
 Deno.test({
   name: `TlsServerConn keeps delivering after its reader pauses, and ends with close_notify${

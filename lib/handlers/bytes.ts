@@ -7,7 +7,7 @@
  * @module
  */
 
-import { canFindByte, findByte } from "../shared/libc.ts";
+import { canFindByte, findByte } from "../sockets/libc.ts";
 
 /**
  * From this many bytes on, libc's `memchr` (through FFI) beats `indexOf`; below it, the call

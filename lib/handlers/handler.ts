@@ -20,7 +20,7 @@
  * @module
  */
 
-import type { CloseReason } from "../shared/close_reason.ts";
+import type { CloseReason } from "../sockets/close_reason.ts";
 
 export type { CloseReason };
 

@@ -14,7 +14,7 @@ import {
   parseHandlerOptions,
 } from "../handlers/handler_options.ts";
 import { BUILTIN_HANDLERS } from "../handlers/registry.ts";
-import { LOG_FORMATS, LOG_LEVELS, type LogFormat, type LogLevelName } from "../shared/log.ts";
+import { LOG_FORMATS, LOG_LEVELS, type LogFormat, type LogLevelName } from "../log.ts";
 
 /** The server's settings, after validation. */
 export interface Config {

@@ -8,7 +8,7 @@
  */
 
 import type { Logger } from "@logtape/logtape";
-import { errorReason, formatAddr } from "../shared/address.ts";
+import { errorReason, formatAddr } from "../sockets/address.ts";
 
 /** Listening failed: port in use, permission denied, bad address. The message is one line. */
 export class ListenError extends Error {

@@ -7,9 +7,9 @@
  * @module
  */
 
-import { CLOSE_REASONS } from "../shared/close_reason.ts";
-import { Counter } from "../shared/counters.ts";
-import { workerNumber } from "../shared/worker_slot.ts";
+import { CLOSE_REASONS } from "../sockets/close_reason.ts";
+import { Counter } from "../threads/counters.ts";
+import { workerNumber } from "../threads/worker_slot.ts";
 import type { ServerSnapshot } from "./server.ts";
 
 /** What `echoserver_build_info` says of the running server. */

@@ -11,8 +11,8 @@
  */
 
 import type { Logger } from "@logtape/logtape";
-import { closeQuietly } from "../shared/address.ts";
-import { acceptLoop } from "../shared/accept_loop.ts";
+import { closeQuietly } from "../sockets/address.ts";
+import { acceptLoop } from "../sockets/accept_loop.ts";
 
 /** Longest request head read; a longer one is refused with 431. */
 const MAX_HEAD = 8 * 1024;

@@ -7,7 +7,7 @@
  * @module
  */
 
-import { errorReason } from "../shared/address.ts";
+import { errorReason } from "../sockets/address.ts";
 
 /**
  * Checks, before the server starts, that the pid file may be written. Asked, not tried: a write

@@ -40,7 +40,7 @@ import {
   refuseNewConnections,
   steerGroup,
   unsteerGroup,
-} from "../shared/libc.ts";
+} from "../sockets/libc.ts";
 
 /** After steering, wait at least this long for handshakes begun before it to complete. */
 const MIN_QUEUE_WAIT_MS = 100;

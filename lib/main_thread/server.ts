@@ -9,9 +9,9 @@
  * @module
  */
 
-import type { DrainResult } from "../shared/connection_set.ts";
-import type { ServerCounters } from "../shared/counters.ts";
-import type { TlsSettings } from "../shared/tls_socket.ts";
+import type { DrainResult } from "../sockets/connection_set.ts";
+import type { ServerCounters } from "../threads/counters.ts";
+import type { TlsSettings } from "../sockets/tls_socket.ts";
 import type { Config } from "./config.ts";
 
 /** A point-in-time view of the server, for metrics. */

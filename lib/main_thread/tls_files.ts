@@ -10,7 +10,7 @@
  */
 
 import { createPrivateKey, X509Certificate } from "node:crypto";
-import type { TlsSettings } from "../shared/tls_socket.ts";
+import type { TlsSettings } from "../sockets/tls_socket.ts";
 import type { TlsFiles } from "./config.ts";
 
 /** A TLS file that cannot be used. The message is one line naming the file and the reason. */

@@ -7,7 +7,7 @@
  * @module
  */
 
-import type { Dispatch } from "../shared/messages.ts";
+import type { Dispatch } from "../threads/messages.ts";
 import type { ServerConfig } from "./server.ts";
 import type { InitSettings } from "./worker_pool.ts";
 

@@ -17,18 +17,18 @@
  * @module
  */
 
-import type { DrainResult } from "../shared/connection_set.ts";
-import { LANES } from "../shared/counters.ts";
-import { getLog } from "../shared/log.ts";
+import type { DrainResult } from "../sockets/connection_set.ts";
+import { LANES } from "../threads/counters.ts";
+import { getLog } from "../log.ts";
 import {
   type FramesMessage,
   type FromWorker,
   isFromWorker,
   type PeerPort,
   type ToWorker,
-} from "../shared/messages.ts";
-import { SharedBufferRegistry } from "../shared/shared_buffers.ts";
-import { workerName } from "../shared/worker_slot.ts";
+} from "../threads/messages.ts";
+import { SharedBufferRegistry } from "../threads/shared_buffers.ts";
+import { workerName } from "../threads/worker_slot.ts";
 import { RoundRobin } from "./round_robin.ts";
 
 /** The `init` message a worker starts with. */

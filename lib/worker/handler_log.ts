@@ -8,7 +8,7 @@
  */
 
 import type { HandlerLog } from "../handlers/handler.ts";
-import { getLog } from "../shared/log.ts";
+import { getLog } from "../log.ts";
 
 type Properties = Record<string, unknown> | undefined;
 

@@ -17,7 +17,7 @@ import type {
   SocketHandler,
 } from "../handlers/handler.ts";
 import { isSocketHandler } from "../handlers/handler.ts";
-import { localSharedBuffers } from "../shared/shared_buffers.ts";
+import { localSharedBuffers } from "../threads/shared_buffers.ts";
 import { PeerNetwork } from "./peer_network.ts";
 import { ServedSocket, setDebugBuffers } from "./served_socket.ts";
 import { streamsView } from "./streams_view.ts";

@@ -38,7 +38,7 @@ import {
   type PeerSendOptions,
   type RequestListener,
 } from "../handlers/handler.ts";
-import { shardOf } from "../shared/shard.ts";
+import { shardOf } from "../handlers/shard.ts";
 
 /** Most messages and requests unanswered on one directed link. */
 export const WINDOW_MESSAGES = 256;

@@ -34,11 +34,11 @@ import {
   loadHandler,
   withDeadline,
 } from "../handlers/registry.ts";
-import { getLog, setupLogging } from "../shared/log.ts";
-import type { DrainResult } from "../shared/connection_set.ts";
-import { type FromWorker, isToWorker, type ToWorker } from "../shared/messages.ts";
-import { RateLimitedLog } from "../shared/rate_limited_log.ts";
-import { workerName } from "../shared/worker_slot.ts";
+import { getLog, setupLogging } from "../log.ts";
+import type { DrainResult } from "../sockets/connection_set.ts";
+import { type FromWorker, isToWorker, type ToWorker } from "../threads/messages.ts";
+import { RateLimitedLog } from "../sockets/rate_limited_log.ts";
+import { workerName } from "../threads/worker_slot.ts";
 import { workerLog } from "./handler_log.ts";
 import { PeerNetwork } from "./peer_network.ts";
 import { SharedBufferClient } from "./shared_buffer_client.ts";

@@ -21,7 +21,7 @@ import type {
   Socket,
   SocketHandler,
 } from "../handlers/handler.ts";
-import { getLog } from "../shared/log.ts";
+import { getLog } from "../log.ts";
 import { connectionLog } from "./handler_log.ts";
 
 /** Most bytes of output that may wait for a connection's client, by default. */

@@ -7,7 +7,7 @@
  * @module
  */
 
-import type { FromWorker, ToWorker } from "../shared/messages.ts";
+import type { FromWorker, ToWorker } from "../threads/messages.ts";
 
 type Shared = Extract<ToWorker, { type: "shared" }>;
 

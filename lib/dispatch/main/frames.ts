@@ -16,8 +16,8 @@
  */
 
 import { setImmediate } from "node:timers";
-import { CLOSE_REASONS, type CloseReason } from "../../shared/close_reason.ts";
-import type { FramesMessage } from "../../shared/messages.ts";
+import { CLOSE_REASONS, type CloseReason } from "../../sockets/close_reason.ts";
+import type { FramesMessage } from "../../threads/messages.ts";
 import { type BufferPool, discard } from "./buffer_pool.ts";
 
 /** Frame kinds. Which side sends which is noted on each. */

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { Frame, FrameWriter, HEADER_SIZE, readFrames } from "./frames.ts";
-import { isFromWorker, isToWorker } from "../../shared/messages.ts";
+import { isFromWorker, isToWorker } from "../../threads/messages.ts";
 
 type Seen = [number, number, number, string | undefined];
 

@@ -14,10 +14,10 @@
  * @module
  */
 
-import { AddressLimit } from "../../../shared/address_limit.ts";
-import { Counter, LANES, ServerCounters } from "../../../shared/counters.ts";
-import { getLog } from "../../../shared/log.ts";
-import type { TlsSettings } from "../../../shared/tls_socket.ts";
+import { AddressLimit } from "../../../sockets/address_limit.ts";
+import { Counter, LANES, ServerCounters } from "../../../threads/counters.ts";
+import { getLog } from "../../../log.ts";
+import type { TlsSettings } from "../../../sockets/tls_socket.ts";
 import { ListenError, probeAddress } from "../../../main_thread/listen.ts";
 import {
   emptyQueuesBeforeClosing,
@@ -40,7 +40,7 @@ import {
   WorkerPool,
   WorkerStartError,
 } from "../../../main_thread/worker_pool.ts";
-import { listenersOf } from "../../../shared/libc.ts";
+import { listenersOf } from "../../../sockets/libc.ts";
 
 /**
  * Young-generation cap per worker, in MiB (Node's measure: all of it, about three semi-spaces).

@@ -11,21 +11,21 @@
  */
 
 import type { HandlerContext, SocketHandler } from "../../../handlers/handler.ts";
-import { closeQuietly, displayAddr, formatAddr, remoteText } from "../../../shared/address.ts";
-import { acceptLoop } from "../../../shared/accept_loop.ts";
-import { AddressLimit } from "../../../shared/address_limit.ts";
-import { BufferBudget } from "../../../shared/buffer_budget.ts";
-import { ConnectionSet, type DrainResult } from "../../../shared/connection_set.ts";
-import type { CloseReason } from "../../../shared/close_reason.ts";
-import { Counter, ServerCounters, type SlotCounters } from "../../../shared/counters.ts";
-import { descriptorOf } from "../../../shared/libc.ts";
-import { getLog } from "../../../shared/log.ts";
-import { workerName } from "../../../shared/worker_slot.ts";
-import { RateLimitedLog } from "../../../shared/rate_limited_log.ts";
-import type { KernelDispatchInit } from "../../../shared/messages.ts";
-import { readProxyHeader } from "../../../shared/proxy_protocol.ts";
-import { handshake } from "../../../shared/tls_handshake.ts";
-import { type ServerSocket, type TlsSettings, TlsTerminator } from "../../../shared/tls_socket.ts";
+import { closeQuietly, displayAddr, formatAddr, remoteText } from "../../../sockets/address.ts";
+import { acceptLoop } from "../../../sockets/accept_loop.ts";
+import { AddressLimit } from "../../../sockets/address_limit.ts";
+import { BufferBudget } from "../../../sockets/buffer_budget.ts";
+import { ConnectionSet, type DrainResult } from "../../../sockets/connection_set.ts";
+import type { CloseReason } from "../../../sockets/close_reason.ts";
+import { Counter, ServerCounters, type SlotCounters } from "../../../threads/counters.ts";
+import { descriptorOf } from "../../../sockets/libc.ts";
+import { getLog } from "../../../log.ts";
+import { workerName } from "../../../threads/worker_slot.ts";
+import { RateLimitedLog } from "../../../sockets/rate_limited_log.ts";
+import type { KernelDispatchInit } from "../../../threads/messages.ts";
+import { readProxyHeader } from "../../../sockets/proxy_protocol.ts";
+import { handshake } from "../../../sockets/tls_handshake.ts";
+import { type ServerSocket, type TlsSettings, TlsTerminator } from "../../../sockets/tls_socket.ts";
 import { OwnedSocket } from "./owned_socket.ts";
 
 /** Settings of a worker in `kernel` dispatch: the init message's, plus the worker's place. */

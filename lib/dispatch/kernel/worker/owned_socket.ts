@@ -22,14 +22,14 @@
  */
 
 import type { CloseReason, HandlerContext, SocketHandler } from "../../../handlers/handler.ts";
-import { closeQuietly } from "../../../shared/address.ts";
-import type { BufferBudget } from "../../../shared/buffer_budget.ts";
-import type { SetMember } from "../../../shared/connection_set.ts";
-import { Counter, type SlotCounters } from "../../../shared/counters.ts";
-import { MIN_READ, nextReadSize } from "../../../shared/read_size.ts";
-import { type OutputEvents, SocketOutput } from "../../../shared/socket_output.ts";
-import { resetAndClose } from "../../../shared/socket_reset.ts";
-import type { ServerSocket } from "../../../shared/tls_socket.ts";
+import { closeQuietly } from "../../../sockets/address.ts";
+import type { BufferBudget } from "../../../sockets/buffer_budget.ts";
+import type { SetMember } from "../../../sockets/connection_set.ts";
+import { Counter, type SlotCounters } from "../../../threads/counters.ts";
+import { MIN_READ, nextReadSize } from "../../../sockets/read_size.ts";
+import { type OutputEvents, SocketOutput } from "../../../sockets/socket_output.ts";
+import { resetAndClose } from "../../../sockets/socket_reset.ts";
+import type { ServerSocket } from "../../../sockets/tls_socket.ts";
 import { ServedSocket } from "../../../worker/served_socket.ts";
 
 /** Output waiting past this stops the reads, and makes `write` return false. */

@@ -9,20 +9,20 @@
  * @module
  */
 
-import { closeQuietly, displayAddr, formatAddr, remoteText } from "../../../shared/address.ts";
-import { acceptLoop } from "../../../shared/accept_loop.ts";
-import { AddressLimit } from "../../../shared/address_limit.ts";
-import { BufferBudget } from "../../../shared/buffer_budget.ts";
-import { ConnectionSet } from "../../../shared/connection_set.ts";
-import type { CloseReason } from "../../../shared/close_reason.ts";
-import { Counter, ServerCounters } from "../../../shared/counters.ts";
-import { descriptorOf } from "../../../shared/libc.ts";
-import { getLog } from "../../../shared/log.ts";
-import { RateLimitedLog } from "../../../shared/rate_limited_log.ts";
-import { readProxyHeader } from "../../../shared/proxy_protocol.ts";
-import { handshake } from "../../../shared/tls_handshake.ts";
-import { type ServerSocket, type TlsSettings, TlsTerminator } from "../../../shared/tls_socket.ts";
-import { workerName } from "../../../shared/worker_slot.ts";
+import { closeQuietly, displayAddr, formatAddr, remoteText } from "../../../sockets/address.ts";
+import { acceptLoop } from "../../../sockets/accept_loop.ts";
+import { AddressLimit } from "../../../sockets/address_limit.ts";
+import { BufferBudget } from "../../../sockets/buffer_budget.ts";
+import { ConnectionSet } from "../../../sockets/connection_set.ts";
+import type { CloseReason } from "../../../sockets/close_reason.ts";
+import { Counter, ServerCounters } from "../../../threads/counters.ts";
+import { descriptorOf } from "../../../sockets/libc.ts";
+import { getLog } from "../../../log.ts";
+import { RateLimitedLog } from "../../../sockets/rate_limited_log.ts";
+import { readProxyHeader } from "../../../sockets/proxy_protocol.ts";
+import { handshake } from "../../../sockets/tls_handshake.ts";
+import { type ServerSocket, type TlsSettings, TlsTerminator } from "../../../sockets/tls_socket.ts";
+import { workerName } from "../../../threads/worker_slot.ts";
 import { listenTcp, probeAddress } from "../../../main_thread/listen.ts";
 import {
   emptyQueuesBeforeClosing,
@@ -44,8 +44,8 @@ import {
   type WorkerLink,
   WorkerPool,
 } from "../../../main_thread/worker_pool.ts";
-import { listenersOf } from "../../../shared/libc.ts";
-import type { FramesMessage } from "../../../shared/messages.ts";
+import { listenersOf } from "../../../sockets/libc.ts";
+import type { FramesMessage } from "../../../threads/messages.ts";
 import { Frame, FrameWriter, postingBatches, readFrames, reasonOf } from "../frames.ts";
 import { RelayConnection, reuseBulkBuffer, type WorkerChannel } from "./relay_connection.ts";
 

@@ -23,15 +23,15 @@
  * @module
  */
 
-import { closeQuietly, displayAddr } from "../../../shared/address.ts";
-import type { BufferBudget } from "../../../shared/buffer_budget.ts";
-import type { CloseReason } from "../../../shared/close_reason.ts";
-import type { SetMember } from "../../../shared/connection_set.ts";
-import { Counter, type SlotCounters } from "../../../shared/counters.ts";
-import { MAX_READ, MIN_READ, nextReadSize } from "../../../shared/read_size.ts";
-import { type OutputEvents, SocketOutput } from "../../../shared/socket_output.ts";
-import { resetAndClose } from "../../../shared/socket_reset.ts";
-import type { ServerSocket } from "../../../shared/tls_socket.ts";
+import { closeQuietly, displayAddr } from "../../../sockets/address.ts";
+import type { BufferBudget } from "../../../sockets/buffer_budget.ts";
+import type { CloseReason } from "../../../sockets/close_reason.ts";
+import type { SetMember } from "../../../sockets/connection_set.ts";
+import { Counter, type SlotCounters } from "../../../threads/counters.ts";
+import { MAX_READ, MIN_READ, nextReadSize } from "../../../sockets/read_size.ts";
+import { type OutputEvents, SocketOutput } from "../../../sockets/socket_output.ts";
+import { resetAndClose } from "../../../sockets/socket_reset.ts";
+import type { ServerSocket } from "../../../sockets/tls_socket.ts";
 import type { WorkerLink } from "../../../main_thread/worker_pool.ts";
 import { BufferPool } from "../buffer_pool.ts";
 import {

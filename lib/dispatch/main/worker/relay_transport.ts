@@ -9,8 +9,8 @@
  */
 
 import type { HandlerContext, SocketHandler } from "../../../handlers/handler.ts";
-import type { FromWorker } from "../../../shared/messages.ts";
-import { MemoryReclaimer } from "../../../shared/reclaim.ts";
+import type { FromWorker } from "../../../threads/messages.ts";
+import { MemoryReclaimer } from "../../../sockets/reclaim.ts";
 import { Frame, FrameWriter, postingBatches, readFrames, reasonOf } from "../frames.ts";
 import { bulkBuffers, RelayedSocket } from "./relayed_socket.ts";
 

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import type { HandlerContext, SocketHandler } from "../../../handlers/handler.ts";
-import type { FromWorker } from "../../../shared/messages.ts";
+import type { FromWorker } from "../../../threads/messages.ts";
 import { loneWorker } from "../../../worker/memory_socket.ts";
 import { Frame, FrameWriter } from "../frames.ts";
 import { RelayTransport } from "./relay_transport.ts";

@@ -18,7 +18,7 @@
  * @module
  */
 
-import { CLOSE_REASONS, type CloseReason } from "./close_reason.ts";
+import { CLOSE_REASONS, type CloseReason } from "../sockets/close_reason.ts";
 
 /** The fields of a slot's row. */
 export const Counter = {

@@ -9,7 +9,7 @@
  */
 
 import { remoteText } from "./address.ts";
-import { Counter, type SlotCounters } from "./counters.ts";
+import { Counter, type SlotCounters } from "../threads/counters.ts";
 import type { RateLimitedLog } from "./rate_limited_log.ts";
 import { type TlsServerConn, type TlsTerminator } from "./tls_socket.ts";
 

@@ -9,9 +9,9 @@
  * @module
  */
 
-import type { DrainResult } from "./connection_set.ts";
-import type { LogFormat, LogLevelName } from "./log.ts";
-import type { TlsSettings } from "./tls_socket.ts";
+import type { DrainResult } from "../sockets/connection_set.ts";
+import type { LogFormat, LogLevelName } from "../log.ts";
+import type { TlsSettings } from "../sockets/tls_socket.ts";
 
 /** A batch of frames (see `lib/dispatch/main/frames.ts`), either way. */
 export interface FramesMessage {

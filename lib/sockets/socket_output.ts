@@ -23,7 +23,7 @@
  */
 
 import type { BufferBudget } from "./buffer_budget.ts";
-import { Counter, type SlotCounters } from "./counters.ts";
+import { Counter, type SlotCounters } from "../threads/counters.ts";
 import { canSendNow, sendNow } from "./libc.ts";
 import type { ServerSocket } from "./tls_socket.ts";
 
