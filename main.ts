@@ -285,8 +285,10 @@ async function main(): Promise<void> {
   for (const signal of ["SIGUSR1", "SIGQUIT", "SIGALRM"] as const) {
     try {
       Deno.addSignalListener(signal, () => {
-        log.info("{signal} received: ignored, still serving (SIGTERM or SIGINT stops)", {
+        log.info("{signal} received: ignored, still serving (SIGTERM or SIGINT stops){note}", {
           signal,
+          // Deno 2.9.2+ does this itself, whatever the program does (as Node does).
+          note: signal === "SIGUSR1" ? "; Deno opens its inspector on 127.0.0.1:9229" : "",
         });
       });
     } catch {
