@@ -103,6 +103,13 @@ function servedName(port: number, certs: Certificates): Promise<string> {
   });
 }
 
+/** The first 50 bytes of a ClientHello: a handshake record of 512 bytes, TLS 1.2, the rest. */
+function partialClientHello(): Uint8Array {
+  const hello = new Uint8Array(50).fill(0x2a);
+  hello.set([0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03]);
+  return hello;
+}
+
 /** Echoes one message on a connection and checks it. */
 async function echoOnce(conn: Deno.Conn, message: Uint8Array): Promise<void> {
   const reading = readBytes(conn, message.length);
@@ -240,9 +247,7 @@ tlsTest(
       "--tls-handshake-timeout",
       "600",
     );
-    // The first 50 bytes of a ClientHello: a handshake record of 512 bytes, TLS 1.2, random.
-    const hello = new Uint8Array(50).fill(0x2a);
-    hello.set([0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03]);
+    const hello = partialClientHello();
     await Promise.all(Array.from({ length: 50 }, async (_, i) => {
       const conn = await Deno.connect({ hostname: "127.0.0.1", port: server.port });
       if (i % 2 === 1) await writeAll(conn, hello);
@@ -262,8 +267,7 @@ tlsTest(
     using real = await connectTls(server.port, certs);
     await echoOnce(real, utf8("served\n"));
     // Ten clients in the middle of their handshakes (half a ClientHello, then nothing).
-    const hello = new Uint8Array(50).fill(0x2a);
-    hello.set([0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03]);
+    const hello = partialClientHello();
     const stalled = await Promise.all(Array.from({ length: 10 }, async () => {
       const conn = await Deno.connect({ hostname: "127.0.0.1", port: server.port });
       await writeAll(conn, hello);
