@@ -52,6 +52,15 @@ function spawnConnectionWorker(name: string, options: SpawnOptions): WorkerHandl
   return new Worker(WORKER_MODULE, { type: "module", name });
 }
 
+/** Listens for `signal` where the platform has it (Windows has only SIGINT of these). */
+function onSignalIfAny(signal: Deno.Signal, listener: () => void): void {
+  try {
+    Deno.addSignalListener(signal, listener);
+  } catch {
+    // This platform cannot deliver it.
+  }
+}
+
 /** The server for the configured dispatch mode. */
 function createServer(config: ServerConfig, spawn: WorkerFactory): Server {
   return config.dispatch === "kernel"
@@ -224,76 +233,59 @@ async function main(): Promise<void> {
     if (cut > 0) log.warning(done + " at --shutdown-timeout (reset)", { finished, idle, cut });
     else log.info(done, { finished, idle, cut });
   };
-  try {
-    // A reload waits for the previous one's old workers to end: run them one after another.
-    Deno.addSignalListener("SIGUSR2", () => {
-      log.info(
-        pending++ === 0
-          ? "SIGUSR2 received"
-          : "SIGUSR2 received: it runs once the reload before it has finished",
-      );
-      reloads = reloads.then(reload);
-    });
-  } catch {
-    // No SIGUSR2 on Windows.
-  }
-
+  // A reload waits for the previous one's old workers to end: run them one after another.
+  onSignalIfAny("SIGUSR2", () => {
+    log.info(
+      pending++ === 0
+        ? "SIGUSR2 received"
+        : "SIGUSR2 received: it runs once the reload before it has finished",
+    );
+    reloads = reloads.then(reload);
+  });
   for (const signal of ["SIGINT", "SIGTERM"] as const) {
-    try {
-      Deno.addSignalListener(signal, () => onSignal(signal));
-    } catch {
-      // Windows has no SIGTERM: skip the signals this platform cannot deliver.
+    onSignalIfAny(signal, () => onSignal(signal));
+  }
+  // A closed terminal or SSH session sends SIGHUP, whose default is to end the process at
+  // once with no drain. A server keeps running; with TLS, SIGHUP is the certificate reload.
+  onSignalIfAny("SIGHUP", async () => {
+    if (!started) {
+      log.info("SIGHUP received during start-up: nothing to reload yet, still starting");
+      return;
     }
-  }
-  try {
-    // A closed terminal or SSH session sends SIGHUP, whose default is to end the process at
-    // once with no drain. A server keeps running; with TLS, SIGHUP is the certificate reload.
-    Deno.addSignalListener("SIGHUP", async () => {
-      if (!started) {
-        log.info("SIGHUP received during start-up: nothing to reload yet, still starting");
-        return;
-      }
-      if (parsed.tls === undefined) {
-        log.info("SIGHUP received: nothing to reload (no TLS), still serving");
-        return;
-      }
-      try {
-        const reloaded = loadTls(parsed.tls);
-        // Said once every thread that accepts connections uses it: a client that connects after
-        // this line gets the new certificate.
-        await server.reloadTls(reloaded.settings);
-        log.info(
-          "SIGHUP: TLS certificate reloaded ({subject}, valid until {validTo}) for new connections",
-          {
-            subject: reloaded.subject,
-            validTo: reloaded.validTo,
-          },
-        );
-      } catch (error) {
-        if (!(error instanceof TlsFileError)) throw error;
-        log.error("SIGHUP: TLS reload failed, still serving the previous certificate: {reason}", {
-          reason: error.message,
-        });
-      }
-    });
-  } catch {
-    // No SIGHUP on Windows.
-  }
+    if (parsed.tls === undefined) {
+      log.info("SIGHUP received: nothing to reload (no TLS), still serving");
+      return;
+    }
+    try {
+      const reloaded = loadTls(parsed.tls);
+      // Said once every thread that accepts connections uses it: a client that connects after
+      // this line gets the new certificate.
+      await server.reloadTls(reloaded.settings);
+      log.info(
+        "SIGHUP: TLS certificate reloaded ({subject}, valid until {validTo}) for new connections",
+        {
+          subject: reloaded.subject,
+          validTo: reloaded.validTo,
+        },
+      );
+    } catch (error) {
+      if (!(error instanceof TlsFileError)) throw error;
+      log.error("SIGHUP: TLS reload failed, still serving the previous certificate: {reason}", {
+        reason: error.message,
+      });
+    }
+  });
   // Their default is to end the process at once, with no drain: a stray one (a log rotation
   // script's SIGUSR1, nginx's "reopen logs"; a terminal's Ctrl-\; an alarm) must not cut every
   // connection. Logs go to stdout and stderr, so there is nothing to reopen.
   for (const signal of ["SIGUSR1", "SIGQUIT", "SIGALRM"] as const) {
-    try {
-      Deno.addSignalListener(signal, () => {
-        log.info("{signal} received: ignored, still serving (SIGTERM or SIGINT stops){note}", {
-          signal,
-          // Deno 2.9.2+ does this itself, whatever the program does (as Node does).
-          note: signal === "SIGUSR1" ? "; Deno opens its inspector on 127.0.0.1:9229" : "",
-        });
+    onSignalIfAny(signal, () => {
+      log.info("{signal} received: ignored, still serving (SIGTERM or SIGINT stops){note}", {
+        signal,
+        // Deno 2.9.2+ does this itself, whatever the program does (as Node does).
+        note: signal === "SIGUSR1" ? "; Deno opens its inspector on 127.0.0.1:9229" : "",
       });
-    } catch {
-      // Not on Windows.
-    }
+    });
   }
   let addr: Deno.NetAddr;
   try {

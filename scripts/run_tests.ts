@@ -134,7 +134,7 @@ export async function runTests(args: string[]): Promise<number> {
     clearTimeout(limit);
     if (timedOut) {
       // Servers and clients the interrupted tests started outlive them unless stopped here:
-      // orphaned, they are this process's children now (or, without prctl, the suite's were).
+      // orphaned, they are this process's children now (without prctl they cannot be found).
       const spinning = new Set(spinners.map((spinner) => spinner.pid));
       const strays = reaper ? descendants(Deno.pid) : [];
       for (const pid of strays.filter((pid) => !spinning.has(pid))) {

@@ -46,6 +46,19 @@ function test(name: string, fn: (dispatch: "main" | "kernel") => Promise<void>):
 }
 const connect = (port: number) => Deno.connect({ hostname: "127.0.0.1", port });
 
+/** One worker whose handler can be told to hold its thread (`tests/fixtures/blocking_handler.ts`). */
+function startBlocking(dispatch: string, ...extra: string[]) {
+  return startServer([
+    "--workers",
+    "1",
+    "--dispatch",
+    dispatch,
+    "--handler",
+    "tests/fixtures/blocking_handler.ts",
+    ...extra,
+  ]);
+}
+
 /** Opens `n` connections, a few hundred at a time, closing them all on dispose. */
 async function connectMany(port: number, n: number) {
   const conns: Deno.TcpConn[] = [];
@@ -226,16 +239,7 @@ test("idle timeout: not closed before the deadline, then closed, socket really r
 });
 
 test("idle timeout: input waiting for a held worker thread is not idle", async (dispatch) => {
-  await using server = await startServer([
-    "--workers",
-    "1",
-    "--dispatch",
-    dispatch,
-    "--handler",
-    "tests/fixtures/blocking_handler.ts",
-    "--idle-timeout",
-    "1",
-  ]);
+  await using server = await startBlocking(dispatch, "--idle-timeout", "1");
   using waiting = await connect(server.port);
   using blocker = await connect(server.port);
   await writeAll(blocker, utf8("block 3000\n"));
@@ -302,16 +306,7 @@ test("drain: on SIGTERM 1,000 connections keep being served until they finish, e
 test("drain: input that arrives while the worker's thread is held is echoed, not closed as idle", async (dispatch) => {
   // A thread held longer than the drain's idle rule (a handler that computes, a machine that
   // starves the worker): the input that waits meanwhile, in the kernel or relayed, is served.
-  await using server = await startServer([
-    "--workers",
-    "1",
-    "--dispatch",
-    dispatch,
-    "--handler",
-    "tests/fixtures/blocking_handler.ts",
-    "--shutdown-timeout",
-    "30",
-  ]);
+  await using server = await startBlocking(dispatch, "--shutdown-timeout", "30");
   using talker = await connect(server.port);
   using blocker = await connect(server.port);
   await writeAll(blocker, utf8("hello\n"));

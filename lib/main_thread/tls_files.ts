@@ -106,16 +106,11 @@ function readPem(path: string, what: string): string {
   try {
     // A device or a FIFO would be read without end: regular files only, their size checked
     // first, and the read itself bounded too (the file may grow meanwhile).
+    const refuse = (why: string) => new TlsFileError(`Cannot read TLS ${what} '${path}': ${why}`);
+    const tooLarge = `more than the ${MAX_PEM_BYTES / 1024 / 1024} MiB a PEM file may have`;
     const info = Deno.statSync(path);
-    if (!info.isFile) {
-      throw new TlsFileError(`Cannot read TLS ${what} '${path}': not a regular file`);
-    }
-    if (info.size > MAX_PEM_BYTES) {
-      throw new TlsFileError(
-        `Cannot read TLS ${what} '${path}': ${info.size} bytes, more than the ` +
-          `${MAX_PEM_BYTES / 1024 / 1024} MiB a PEM file may have`,
-      );
-    }
+    if (!info.isFile) throw refuse("not a regular file");
+    if (info.size > MAX_PEM_BYTES) throw refuse(`${info.size} bytes, ${tooLarge}`);
     using file = Deno.openSync(path);
     const bytes = new Uint8Array(MAX_PEM_BYTES + 1);
     let length = 0;
@@ -123,12 +118,7 @@ function readPem(path: string, what: string): string {
       n = file.readSync(bytes.subarray(length));
       if (n !== null) length += n;
     }
-    if (length > MAX_PEM_BYTES) {
-      throw new TlsFileError(
-        `Cannot read TLS ${what} '${path}': more than the ${MAX_PEM_BYTES / 1024 / 1024} MiB ` +
-          "a PEM file may have",
-      );
-    }
+    if (length > MAX_PEM_BYTES) throw refuse(tooLarge);
     return new TextDecoder().decode(bytes.subarray(0, length));
   } catch (error) {
     if (error instanceof TlsFileError) throw error;

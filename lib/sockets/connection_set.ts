@@ -59,9 +59,14 @@ export class ConnectionSet<C extends SetMember> {
     return this.#connections.size;
   }
 
-  /** Connections accepted whose TLS handshake or PROXY header is still under way. */
-  get admitting(): number {
-    return this.#admitting;
+  /** Connections held: open ones, and those whose TLS handshake or PROXY header is under way. */
+  get held(): number {
+    return this.#connections.size + this.#admitting;
+  }
+
+  /** Whether a drain of all has begun: from then on it tallies every close itself. */
+  get drainingAll(): boolean {
+    return this.#drainingAll;
   }
 
   /** A connection was accepted; it is added once its TLS handshake or PROXY header is done. */

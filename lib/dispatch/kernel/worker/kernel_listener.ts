@@ -48,8 +48,6 @@ export class KernelListener {
   #listener: Deno.TcpListener | undefined;
   #connections: ConnectionSet<OwnedSocket>;
   #stopping = false;
-  /** This worker's drain has begun (it tallies closes from then on). */
-  #draining = false;
   /** Connections closed after the drain's count was taken and before this worker's drain. */
   #closedBeforeDrain = 0;
   #acceptLoopDone: Promise<void> = Promise.resolve();
@@ -128,8 +126,6 @@ export class KernelListener {
     this.#stopping = true;
     if (this.#listener !== undefined) closeQuietly(this.#listener);
     await this.#acceptLoopDone;
-    // From here on the drain tallies every close itself (it notes its connections at once).
-    this.#draining = true;
     const result = await this.#connections.drain(timeout * 1000);
     result.finished += this.#closedBeforeDrain;
     return result;
@@ -140,7 +136,7 @@ export class KernelListener {
    * thread took the drain's count and before this worker's drain began is tallied here.
    */
   #release(): void {
-    if (this.#counters.release() && !this.#draining) this.#closedBeforeDrain++;
+    if (this.#counters.release() && !this.#connections.drainingAll) this.#closedBeforeDrain++;
   }
 
   #admit(conn: Deno.TcpConn): void {

@@ -243,7 +243,7 @@ export class MainDispatch implements Server {
       closeQuietly(this.#listener);
     }
     await this.#acceptLoopDone;
-    const open = this.#connections.size + this.#connections.admitting;
+    const open = this.#connections.held;
     if (open > 0) {
       this.#log.info("Shutting down: draining {count} connection(s), up to {timeout} s", {
         count: open,
@@ -259,7 +259,7 @@ export class MainDispatch implements Server {
   }
 
   #admit(conn: Deno.TcpConn): void {
-    const open = this.#connections.size + this.#connections.admitting;
+    const open = this.#connections.held;
     const link = open < this.#config.maxConnections ? this.#pool.next() : undefined;
     if (link === undefined) {
       this.#counters.main.add(Counter.rejected);
