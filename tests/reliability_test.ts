@@ -46,15 +46,21 @@ function test(name: string, fn: (dispatch: "main" | "kernel") => Promise<void>):
 }
 const connect = (port: number) => Deno.connect({ hostname: "127.0.0.1", port });
 
-/** One worker whose handler can be told to hold its thread (`tests/fixtures/blocking_handler.ts`). */
-function startBlocking(dispatch: string, ...extra: string[]) {
+/** The handlers that can be told to hold their worker's thread, one per handler contract. */
+const BLOCKING = {
+  socket: "tests/fixtures/blocking_handler.ts",
+  streams: "tests/fixtures/blocking_stream_handler.ts",
+} as const;
+
+/** One worker whose handler (of either contract) can be told to hold its thread. */
+function startBlocking(dispatch: string, contract: keyof typeof BLOCKING, ...extra: string[]) {
   return startServer([
     "--workers",
     "1",
     "--dispatch",
     dispatch,
     "--handler",
-    "tests/fixtures/blocking_handler.ts",
+    BLOCKING[contract],
     ...extra,
   ]);
 }
@@ -238,18 +244,20 @@ test("idle timeout: not closed before the deadline, then closed, socket really r
   assert.equal(fds, fdsBefore, "descriptor leaked");
 });
 
-test("idle timeout: input waiting for a held worker thread is not idle", async (dispatch) => {
-  await using server = await startBlocking(dispatch, "--idle-timeout", "1");
-  using waiting = await connect(server.port);
-  using blocker = await connect(server.port);
-  await writeAll(blocker, utf8("block 3000\n"));
-  await server.waitForLog(/blocking for 3000 ms/);
-  // Read at once (main dispatch) or left in the kernel (kernel dispatch), then not touched
-  // for longer than --idle-timeout while the thread is held: still echoed.
-  await writeAll(waiting, utf8("waiting\n"));
-  assert.equal(text(await readBytes(waiting, 8)), "waiting\n");
-  assert.equal(text(await readBytes(blocker, 11)), "block 3000\n");
-});
+for (const contract of ["socket", "streams"] as const) {
+  test(`idle timeout (${contract} handler): input waiting for a held worker thread is not idle`, async (dispatch) => {
+    await using server = await startBlocking(dispatch, contract, "--idle-timeout", "1");
+    using waiting = await connect(server.port);
+    using blocker = await connect(server.port);
+    await writeAll(blocker, utf8("block 3000\n"));
+    await server.waitForLog(/blocking for 3000 ms/);
+    // Read at once (main dispatch) or left in the kernel (kernel dispatch), then not touched
+    // for longer than --idle-timeout while the thread is held: still echoed.
+    await writeAll(waiting, utf8("waiting\n"));
+    assert.equal(text(await readBytes(waiting, 8)), "waiting\n");
+    assert.equal(text(await readBytes(blocker, 11)), "block 3000\n");
+  });
+}
 
 test("drain: on SIGTERM 1,000 connections keep being served until they finish, exit 0", async (dispatch) => {
   // --drain-idle 0: every connection is served until its client finishes, however long a busy
@@ -303,47 +311,49 @@ test("drain: on SIGTERM 1,000 connections keep being served until they finish, e
   );
 });
 
-test("drain: input that arrives while the worker's thread is held is echoed, not closed as idle", async (dispatch) => {
-  // A thread held longer than the drain's idle rule (a handler that computes, a machine that
-  // starves the worker): the input that waits meanwhile, in the kernel or relayed, is served.
-  await using server = await startBlocking(dispatch, "--shutdown-timeout", "30");
-  using talker = await connect(server.port);
-  using blocker = await connect(server.port);
-  await writeAll(blocker, utf8("hello\n"));
-  assert.equal(text(await readBytes(blocker, 6)), "hello\n");
-  server.process.kill("SIGTERM");
-  await server.waitForLog(/SIGTERM received/);
-  // The talker converses throughout, so that the drain has seen it active just before.
-  let stop = false;
-  let echoed = 0;
-  const talking = (async () => {
-    for (let i = 0; !stop; i++) {
-      const message = utf8(`message ${i}\n`);
-      await writeAll(talker, message);
-      assert.equal(text(await readBytes(talker, message.length)), text(message), `message ${i}`);
-      echoed++;
-      await delay(20);
+for (const contract of ["socket", "streams"] as const) {
+  test(`drain (${contract} handler): input that arrives while the worker's thread is held is echoed, not closed as idle`, async (dispatch) => {
+    // A thread held longer than the drain's idle rule (a handler that computes, a machine that
+    // starves the worker): the input that waits meanwhile, in the kernel or relayed, is served.
+    await using server = await startBlocking(dispatch, contract, "--shutdown-timeout", "30");
+    using talker = await connect(server.port);
+    using blocker = await connect(server.port);
+    await writeAll(blocker, utf8("hello\n"));
+    assert.equal(text(await readBytes(blocker, 6)), "hello\n");
+    server.process.kill("SIGTERM");
+    await server.waitForLog(/SIGTERM received/);
+    // The talker converses throughout, so that the drain has seen it active just before.
+    let stop = false;
+    let echoed = 0;
+    const talking = (async () => {
+      for (let i = 0; !stop; i++) {
+        const message = utf8(`message ${i}\n`);
+        await writeAll(talker, message);
+        assert.equal(text(await readBytes(talker, message.length)), text(message), `message ${i}`);
+        echoed++;
+        await delay(20);
+      }
+    })();
+    try {
+      while (echoed < 20) await Promise.race([talking, delay(20)]);
+      await writeAll(blocker, utf8("block 3000\n"));
+      await server.waitForLog(/blocking for 3000 ms/);
+      const before = echoed;
+      // The talker's next message waits for the held thread; then it goes on being echoed.
+      while (echoed < before + 5) await Promise.race([talking, delay(20)]);
+    } finally {
+      stop = true;
+      await talking.catch(() => {});
     }
-  })();
-  try {
-    while (echoed < 20) await Promise.race([talking, delay(20)]);
-    await writeAll(blocker, utf8("block 3000\n"));
-    await server.waitForLog(/blocking for 3000 ms/);
-    const before = echoed;
-    // The talker's next message waits for the held thread; then it goes on being echoed.
-    while (echoed < before + 5) await Promise.race([talking, delay(20)]);
-  } finally {
-    stop = true;
-    await talking.catch(() => {});
-  }
-  await talking; // fails here with what the talker saw, if it lost an echo
-  talker.closeWrite();
-  blocker.closeWrite();
-  assert.equal(text(await readBytes(blocker, Infinity)), "block 3000\n");
-  const status = await server.exited();
-  assert.equal(status.code, 0, server.log());
-  assert.match(server.log(), /Stopped: 2 connection\(s\) finished, 0 idle closed, none cut/);
-});
+    await talking; // fails here with what the talker saw, if it lost an echo
+    talker.closeWrite();
+    blocker.closeWrite();
+    assert.equal(text(await readBytes(blocker, Infinity)), "block 3000\n");
+    const status = await server.exited();
+    assert.equal(status.code, 0, server.log());
+    assert.match(server.log(), /Stopped: 2 connection\(s\) finished, 0 idle closed, none cut/);
+  });
+}
 
 test("drain: during a connect storm every client is served or refused, never reset, and the last line adds up", async (dispatch) => {
   await using server = await startServer([
