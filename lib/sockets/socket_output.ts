@@ -11,9 +11,9 @@
  *   `--allow-ffi` on Linux, libc's non-blocking `send()` (`libc.ts`) writes in the call: the
  *   common case (the kernel takes the whole answer) costs one call, no copy and no promise,
  *   and the caller's bytes are free again as soon as `write` returns.
- * - Whatever is not taken at once goes into a staging buffer that this output keeps and
- *   reuses (two of them: one being written, one being filled), so a backlog costs a copy but no
- *   allocation per chunk, and coalesces small writes into one `conn.write()`.
+ * - Whatever is not taken at once is copied into a queue of fixed-size segments (small writes
+ *   coalesce into one `conn.write()`), so what a backlog holds is its bytes plus at most one
+ *   partly filled segment: a slow reader's memory is what `--max-buffered` counts.
  * - Without the fast path (a TLS connection, another OS, the permission withheld) every write
  *   is staged and written asynchronously: the same promises, slower.
  *
@@ -27,8 +27,11 @@ import { Counter, type SlotCounters } from "../threads/counters.ts";
 import { canSendNow, sendNow } from "./libc.ts";
 import type { ServerSocket } from "./tls_socket.ts";
 
-/** A staging buffer larger than this is dropped once empty, so an idle socket holds little. */
-const KEEP_STAGING = 64 * 1024;
+/**
+ * Output the socket did not take at once is copied into segments of this size (larger chunks get
+ * one of their own size), so a backlog holds at most one partly filled segment beyond its bytes.
+ */
+const SEGMENT = 16 * 1024;
 
 /**
  * What an output reports to its connection (the connection object itself implements it, so
@@ -58,31 +61,11 @@ export interface SocketOutputOptions {
   events: OutputEvents;
 }
 
-const EMPTY = new Uint8Array(0);
-
-/**
- * A growable byte buffer that is reused, not reallocated, while it stays small. Made on first
- * use: most connections never have output wait, and each buffer costs an `ArrayBuffer`.
- */
-class Staging {
-  bytes: Uint8Array = EMPTY;
-  length = 0;
-
-  append(chunk: Uint8Array): void {
-    const needed = this.length + chunk.length;
-    if (needed > this.bytes.length) {
-      const grown = new Uint8Array(Math.max(needed, this.bytes.length * 2, 1024));
-      grown.set(this.bytes.subarray(0, this.length));
-      this.bytes = grown;
-    }
-    this.bytes.set(chunk, this.length);
-    this.length = needed;
-  }
-
-  clear(): void {
-    this.length = 0;
-    if (this.bytes.length > KEEP_STAGING) this.bytes = EMPTY;
-  }
+/** One segment of queued output: `bytes[start, end)` is still to be written. */
+interface Segment {
+  readonly bytes: Uint8Array;
+  start: number;
+  end: number;
 }
 
 /** The output side of one socket. */
@@ -92,10 +75,9 @@ export class SocketOutput {
   #counters: SlotCounters;
   #budget: BufferBudget;
   #events: OutputEvents;
-  /** Filled while `#sending` is being written; both made when first needed. */
-  #filling: Staging | undefined;
-  #sending: Staging | undefined;
-  /** Bytes queued: in `#filling`, plus what of `#sending` is not written yet. */
+  /** Copies of what the socket has not taken yet, oldest first; the first is being written. */
+  #segments: Segment[] = [];
+  /** Bytes queued: the sum of the segments' unwritten ranges. */
   #queued = 0;
   #writing = false;
   #closed = false;
@@ -144,7 +126,7 @@ export class SocketOutput {
       }
       if (taken > 0) this.#events.onOutputWritten(taken);
     }
-    (this.#filling ??= new Staging()).append(taken === 0 ? bytes : bytes.subarray(taken));
+    this.#append(taken === 0 ? bytes : bytes.subarray(taken));
     this.#queued += length - taken;
     this.#budget.take(length - taken);
     if (!this.#writing) this.#flush();
@@ -158,24 +140,37 @@ export class SocketOutput {
     this.#drop();
   }
 
+  /** Copies `chunk` into the free end of the last segment, then into new ones. */
+  #append(chunk: Uint8Array): void {
+    let copied = 0;
+    const last = this.#segments.at(-1);
+    if (last !== undefined) {
+      // The last segment may be the one being written: only its free end is filled.
+      copied = Math.min(chunk.length, last.bytes.length - last.end);
+      last.bytes.set(chunk.subarray(0, copied), last.end);
+      last.end += copied;
+    }
+    if (copied < chunk.length) {
+      const bytes = new Uint8Array(Math.max(SEGMENT, chunk.length - copied));
+      bytes.set(chunk.subarray(copied));
+      this.#segments.push({ bytes, start: 0, end: chunk.length - copied });
+    }
+  }
+
   async #flush(): Promise<void> {
     this.#writing = true;
     try {
-      while (this.#filling !== undefined && this.#filling.length > 0 && !this.#closed) {
-        const sending = this.#filling;
-        this.#filling = this.#sending ?? new Staging();
-        this.#sending = sending;
-        const length = sending.length;
-        let offset = 0;
-        while (offset < length) {
-          const n = await this.#conn.write(sending.bytes.subarray(offset, length));
-          if (this.#closed) return;
-          offset += n;
-          this.#queued -= n;
-          this.#budget.give(n);
-          this.#events.onOutputWritten(n);
-        }
-        sending.clear();
+      let segment: Segment | undefined;
+      while ((segment = this.#segments[0]) !== undefined && !this.#closed) {
+        // Bytes appended to this segment meanwhile are written by the next turn of the loop.
+        const n = await this.#conn.write(segment.bytes.subarray(segment.start, segment.end));
+        if (this.#closed) return;
+        segment.start += n;
+        this.#queued -= n;
+        this.#budget.give(n);
+        this.#events.onOutputWritten(n);
+        // A written segment is dropped, not kept: an idle socket holds no output buffer.
+        if (segment.start === segment.end) this.#segments.shift();
       }
     } catch {
       if (this.#closed) return;
@@ -195,8 +190,7 @@ export class SocketOutput {
       this.#budget.give(this.#queued);
       this.#queued = 0;
     }
-    this.#filling?.clear();
-    // The buffer being written stays referenced by the pending write: never reuse it.
-    this.#sending = undefined;
+    // A segment being written stays referenced by the pending write: dropped, never reused.
+    this.#segments = [];
   }
 }
