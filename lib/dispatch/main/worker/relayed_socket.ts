@@ -104,9 +104,11 @@ export class RelayedSocket extends ServedSocket {
       this.#deliver(bytes);
       return this.lentHeld;
     }
-    // Kept for later: a payload of its own as it is, one in the batch copied out of it.
-    this.#pending.push(owned ? bytes : bytes.slice());
-    return owned;
+    // Kept for later: a payload that fills a buffer of its own as it is; any other is copied
+    // out, so that what a paused connection holds is its bytes, not the buffers they came in.
+    const whole = owned && bytes.byteLength === bytes.buffer.byteLength;
+    this.#pending.push(whole ? bytes : bytes.slice());
+    return whole;
   }
 
   /** An `EOF` frame: the client half-closed. */
