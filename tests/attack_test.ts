@@ -9,6 +9,9 @@
 import assert from "node:assert/strict";
 import { answer } from "../lib/handlers/builtin/hash.ts";
 import { resetAndClose } from "../lib/sockets/socket_reset.ts";
+import { MAX_READ } from "../lib/sockets/read_size.ts";
+import { WINDOW } from "../lib/dispatch/main/frames.ts";
+import { HIGH_WATER } from "../lib/dispatch/kernel/worker/owned_socket.ts";
 import {
   bothModes,
   delay,
@@ -127,6 +130,61 @@ bothModes(
 /** Slow readers in the --max-buffered test. */
 const CLIENTS = 20;
 
+/** Sends 8 KiB pieces on `conn` until `stopped()` or the connection fails; reads nothing. */
+async function sendUntil(conn: Deno.Conn, seed: number, stopped: () => boolean): Promise<void> {
+  const piece = pattern(8 * 1024, seed);
+  try {
+    while (!stopped()) await writeAll(conn, piece);
+  } catch {
+    // Closed by the test at the end.
+  }
+}
+
+/**
+ * Waits until the server has taken in all it will from clients that do not read (the
+ * kernel's buffers are full): bytes have arrived and their count has stood still for a second.
+ * (On a busy machine the clients may not have sent anything for a second yet: that is not
+ * "stood still".)
+ *
+ * @returns The peak of `echoserver_buffered_bytes` seen meanwhile.
+ */
+async function peakBufferedOnceSettled(metricsPort: number): Promise<number> {
+  let last = -1;
+  let peak = 0;
+  const deadline = Date.now() + 60_000;
+  for (let stable = 0; stable < 4;) {
+    assert.ok(Date.now() < deadline, "the server's intake never settled");
+    await delay(250);
+    const samples = await scrape(metricsPort);
+    const received = samples.get("echoserver_received_bytes_total") ?? 0;
+    peak = Math.max(peak, samples.get("echoserver_buffered_bytes") ?? 0);
+    stable = received === last && received > 0 ? stable + 1 : 0;
+    last = received;
+  }
+  return peak;
+}
+
+bothModes(
+  "a slow reader holds at most one window in the server, input and output together",
+  async (dispatch) => {
+    await using server = await serve(dispatch, "--metrics-port", "0");
+    const conn = await connectFrom("127.0.0.1", server.port);
+    let stop = false;
+    const sending = sendUntil(conn, 1, () => stop);
+    try {
+      const peak = await peakBufferedOnceSettled(server.metricsPort!);
+      // Past the mark the connection stops being read; the read in hand still lands.
+      const bound = (dispatch === "kernel" ? HIGH_WATER : WINDOW) + MAX_READ;
+      assert.ok(peak > 0, "the gauge moved");
+      assert.ok(peak <= bound, `buffered ${peak} B, bound ${bound} B`);
+    } finally {
+      stop = true;
+      conn.close();
+      await sending;
+    }
+  },
+);
+
 bothModes(
   "slow readers: --max-buffered bounds what the server holds, a bystander is still served",
   async (dispatch) => {
@@ -148,31 +206,13 @@ bothModes(
       for (let i = 0; i < CLIENTS; i++) {
         const conn = await connectFrom("127.0.0.1", server.port);
         readers.push(conn);
-        sending.push(
-          (async () => {
-            const piece = pattern(8 * 1024, i);
-            while (!stop) await writeAll(conn, piece);
-          })().catch(() => {}),
-        );
+        sending.push(sendUntil(conn, i, () => stop));
       }
-      // Wait until the server has taken in all it will (the kernel's buffers are full): bytes
-      // have arrived and their count has stood still for a second. (On a busy machine the
-      // clients may not have sent anything for a second yet: that is not "stood still".)
-      let last = -1;
-      let peak = 0;
-      const deadline = Date.now() + 60_000;
-      for (let stable = 0; stable < 4;) {
-        assert.ok(Date.now() < deadline, "the server's intake never settled");
-        await delay(250);
-        const samples = await scrape(server.metricsPort!);
-        const received = samples.get("echoserver_received_bytes_total") ?? 0;
-        peak = Math.max(peak, samples.get("echoserver_buffered_bytes") ?? 0);
-        stable = received === last && received > 0 ? stable + 1 : 0;
-        last = received;
-      }
+      const peak = await peakBufferedOnceSettled(server.metricsPort!);
       // The budget is 1 MiB; past it each heavy connection may still finish the chunk in hand
-      // (up to 64 KiB in kernel mode, a window's remainder in main mode).
-      const bound = dispatch === "kernel" ? 1024 * 1024 + CLIENTS * 64 * 1024 : 12 * 1024 * 1024;
+      // (up to 64 KiB in kernel mode, a window's remainder and a read in main mode).
+      const each = dispatch === "kernel" ? MAX_READ : WINDOW + MAX_READ;
+      const bound = 1024 * 1024 + CLIENTS * each;
       assert.ok(peak > 0, "the gauge moved");
       assert.ok(peak <= bound, `buffered ${peak} B, bound ${bound} B`);
       using bystander = await connectFrom("::1", server.port);

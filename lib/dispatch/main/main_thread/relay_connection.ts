@@ -5,11 +5,12 @@
  *
  * Runs on the main thread only.
  *
- * Flow control: at most `WINDOW` bytes read from the socket may wait unacknowledged in the
- * worker; past that the read loop pauses, so a client whose answers are not being read (a slow
- * reader) stops being read from, and memory stays bounded. Past the thread's buffer budget
- * (`--max-buffered`) heavy connections pause too. A paused connection gives its read buffer
- * back.
+ * Flow control: a connection holds at most `WINDOW` bytes both ways together (input read from
+ * the socket and unacknowledged by the worker, plus output waiting for the socket); past that
+ * the read loop pauses. So a client whose answers are not being read (a slow reader) stops
+ * being read from as soon as its answers back up, and costs one window, not one per direction.
+ * Past the thread's buffer budget (`--max-buffered`) heavy connections pause too. A paused
+ * connection gives its read buffer back.
  *
  * Output goes to the socket at once where the kernel takes it (`SocketOutput`: the bytes are
  * written straight from the batch they arrived in); only what it does not take is copied.
@@ -241,7 +242,7 @@ export class RelayConnection implements SetMember, OutputEvents {
   acknowledge(bytes: number): void {
     this.#inFlight -= bytes;
     this.#budget.give(bytes);
-    if (this.#inFlight < WINDOW) this.#wakeReader();
+    if (this.#inFlight + this.#output.queued < WINDOW) this.#wakeReader();
   }
 
   /** The handler is done: send what it wrote, then close. */
@@ -280,8 +281,9 @@ export class RelayConnection implements SetMember, OutputEvents {
 
   async #readLoop(): Promise<void> {
     while (!this.#closed) {
-      const overBudget = this.#budget.mustPause(this.#inFlight + this.#output.queued);
-      if ((this.#inFlight >= WINDOW || overBudget) && !this.#inputStopped) {
+      const held = this.#inFlight + this.#output.queued;
+      const overBudget = this.#budget.mustPause(held);
+      if ((held >= WINDOW || overBudget) && !this.#inputStopped) {
         this.#releaseBuffer();
         await new Promise<void>((resolve) => {
           this.#resumeRead = resolve;
@@ -349,6 +351,10 @@ export class RelayConnection implements SetMember, OutputEvents {
     this.wrote = true; // any byte taken counts as progress for --write-timeout
     this.bytesOut += n;
     this.#written += n;
+    // Output leaving frees room in the connection's window for input.
+    if (this.#resumeRead !== undefined && this.#inFlight + this.#output.queued < WINDOW) {
+      this.#wakeReader();
+    }
     // The worker's credit back for what the socket took: in steps, and early once nothing
     // waits here, so that the worker's view of what is buffered stays close to the truth.
     if (
