@@ -21,10 +21,12 @@ import type { DrainResult } from "../sockets/connection_set.ts";
 import { LANES } from "../threads/counters.ts";
 import { getLog } from "../log.ts";
 import {
+  framesInRing,
   type FramesMessage,
   type FromWorker,
   isFromWorker,
   type PeerPort,
+  type RingBatch,
   type ToWorker,
 } from "../threads/messages.ts";
 import { SharedBufferRegistry } from "../threads/shared_buffers.ts";
@@ -87,7 +89,7 @@ export interface WorkerLink {
    * @param message The message.
    * @param transfer Objects to transfer.
    */
-  post(message: ToWorker, transfer?: Transferable[]): void;
+  post(message: ToWorker | RingBatch, transfer?: Transferable[]): void;
 }
 
 /** Options for {@linkcode WorkerPool}. */
@@ -174,7 +176,7 @@ class Link implements WorkerLink {
     this.worker = worker;
   }
 
-  post(message: ToWorker, transfer: Transferable[] = []): void {
+  post(message: ToWorker | RingBatch, transfer: Transferable[] = []): void {
     if (this.alive) this.worker.postMessage(message, transfer);
   }
 }
@@ -600,7 +602,8 @@ export class WorkerPool {
     const ready = started.promise.finally(() => clearTimeout(timer));
     const { resolve, reject } = started;
     worker.onmessage = (event: MessageEvent) => {
-      const message = event.data;
+      const data = event.data;
+      const message = typeof data === "number" ? framesInRing(data) : data;
       if (!isFromWorker(message)) return;
       this.#receive(link, message, resolve, reject);
     };

@@ -16,8 +16,13 @@ import type { TlsSettings } from "../sockets/tls_socket.ts";
 /** A batch of frames (see `lib/dispatch/main/frames.ts`), either way. */
 export interface FramesMessage {
   type: "frames";
-  /** Frames in the first `length` bytes; transferred. */
-  buffer: ArrayBuffer;
+  /**
+   * Frames in the first `length` bytes; transferred. Absent: the frames are the next `length`
+   * bytes of the sender's ring (`BatchRing` in `frames.ts`).
+   */
+  buffer?: ArrayBuffer;
+  /** The sender's ring, with the first batch that uses it. */
+  ring?: SharedArrayBuffer;
   length: number;
   /** Payload buffers of the batch's `DATA_REF` frames, in order; transferred. */
   attached: ArrayBuffer[];
@@ -28,6 +33,35 @@ export interface FramesMessage {
    * when there are none (most batches): every property is cloned with every message.
    */
   spare?: ArrayBuffer[];
+}
+
+/**
+ * A batch of frames waiting in the sender's ring (`BatchRing` in `frames.ts`), posted as a bare
+ * number, `length * 2 + (done ? 1 : 0)`: a number is the cheapest message to clone, and in
+ * `main` dispatch one goes each way per request of a request/response protocol. Receivers turn
+ * it back into a {@linkcode FramesMessage} with {@linkcode framesInRing} before their `switch`.
+ */
+export type RingBatch = number;
+
+/**
+ * A {@linkcode RingBatch} for a batch of `length` bytes.
+ *
+ * @param length Bytes of frames.
+ * @param done See {@linkcode FramesMessage.done}.
+ * @returns The number to post.
+ */
+export function ringBatch(length: number, done: boolean): RingBatch {
+  return length * 2 + (done ? 1 : 0);
+}
+
+/**
+ * The batch a {@linkcode RingBatch} announces.
+ *
+ * @param value The number received.
+ * @returns It as a `frames` message without a buffer (the frames are in the ring).
+ */
+export function framesInRing(value: RingBatch): FramesMessage {
+  return { type: "frames", length: Math.floor(value / 2), attached: [], done: value % 2 === 1 };
 }
 
 /**

@@ -27,6 +27,7 @@ import {
 } from "../handlers/handler.ts";
 import { KernelListener } from "../dispatch/kernel/worker/kernel_listener.ts";
 import { RelayTransport } from "../dispatch/main/worker/relay_transport.ts";
+import { BatchRing } from "../dispatch/main/frames.ts";
 import { parseHandlerOptions } from "../handlers/handler_options.ts";
 import {
   describeLoadError,
@@ -36,7 +37,13 @@ import {
 } from "../handlers/registry.ts";
 import { getLog, setupLogging } from "../log.ts";
 import type { DrainResult } from "../sockets/connection_set.ts";
-import { type FromWorker, isToWorker, type ToWorker } from "../threads/messages.ts";
+import {
+  framesInRing,
+  type FromWorker,
+  isToWorker,
+  type RingBatch,
+  type ToWorker,
+} from "../threads/messages.ts";
 import { RateLimitedLog } from "../sockets/rate_limited_log.ts";
 import { workerName } from "../threads/worker_slot.ts";
 import { workerLog } from "./handler_log.ts";
@@ -50,7 +57,7 @@ export interface WorkerScope {
   /** Receives messages from the main thread. */
   onmessage: ((event: MessageEvent) => void) | null;
   /** Sends a message to the main thread. */
-  postMessage(message: FromWorker, transfer?: Transferable[]): void;
+  postMessage(message: FromWorker | RingBatch, transfer?: Transferable[]): void;
   /** Ends the worker. */
   close(): void;
 }
@@ -80,7 +87,7 @@ export function runWorker(scope: WorkerScope): void {
     return result;
   };
   let unheeded: RateLimitedLog | undefined;
-  const post = (message: FromWorker, transfer: Transferable[] = []) =>
+  const post = (message: FromWorker | RingBatch, transfer: Transferable[] = []) =>
     scope.postMessage(message, transfer);
   const close = scope.close.bind(scope);
   const shared = new SharedBufferClient(post);
@@ -127,7 +134,8 @@ export function runWorker(scope: WorkerScope): void {
     die(event.reason);
   });
   scope.onmessage = async (event: MessageEvent) => {
-    const message = event.data;
+    const data = event.data;
+    const message = typeof data === "number" ? framesInRing(data) : data;
     if (!isToWorker(message)) return;
     switch (message.type) {
       case "init": {
@@ -158,7 +166,7 @@ export function runWorker(scope: WorkerScope): void {
             // A generation's workers listen when told (`listen`), once all of them are ready.
             if (!dispatch.listenWhenTold) sockets.start();
           } else {
-            relay = new RelayTransport(handler, context, post);
+            relay = new RelayTransport(handler, context, post, new BatchRing());
           }
           post({ type: "ready" });
         } catch (error) {
@@ -168,7 +176,7 @@ export function runWorker(scope: WorkerScope): void {
         break;
       }
       case "frames":
-        relay?.receive(message.buffer, message.length, message.attached, message.spare);
+        relay?.receive(message);
         break;
       case "peer":
         peers?.connect(message.slot, message.port, message.serial);

@@ -1,6 +1,20 @@
 import assert from "node:assert/strict";
-import { Frame, FrameWriter, HEADER_SIZE, readFrames } from "./frames.ts";
-import { isFromWorker, isToWorker } from "../../threads/messages.ts";
+import {
+  BatchInbox,
+  BatchRing,
+  Frame,
+  FrameWriter,
+  HEADER_SIZE,
+  postingBatches,
+  readFrames,
+} from "./frames.ts";
+import {
+  framesInRing,
+  type FramesMessage,
+  isFromWorker,
+  isToWorker,
+  type RingBatch,
+} from "../../threads/messages.ts";
 
 type Seen = [number, number, number, string | undefined];
 
@@ -14,7 +28,9 @@ function decode(buffer: ArrayBuffer, length: number, attached: ArrayBuffer[] = [
 
 Deno.test("FrameWriter batches every frame of a turn into one send", async () => {
   const batches: Seen[][] = [];
-  const writer = new FrameWriter((buffer, length) => batches.push(decode(buffer, length)));
+  const writer = new FrameWriter((buffer, length) => {
+    batches.push(decode(buffer, length));
+  });
   writer.payload(Frame.OPEN, 1, new TextEncoder().encode('{"a":1}'));
   writer.data(1, new TextEncoder().encode("hello"));
   writer.control(Frame.ACK, 1, 131072);
@@ -35,7 +51,9 @@ Deno.test("FrameWriter batches every frame of a turn into one send", async () =>
 
 Deno.test("FrameWriter.data() copies, so the caller may reuse its buffer", () => {
   let sent: Seen[] = [];
-  const writer = new FrameWriter((buffer, length) => sent = decode(buffer, length));
+  const writer = new FrameWriter((buffer, length) => {
+    sent = decode(buffer, length);
+  });
   const buffer = new TextEncoder().encode("abc");
   writer.data(9, buffer);
   buffer.fill(0x7a);
@@ -84,7 +102,9 @@ Deno.test("FrameWriter.attach() moves the buffer itself, in order with copied fr
 Deno.test("FrameWriter with oneInFlight holds the next batch until release()", async () => {
   const batches: Seen[][] = [];
   const writer = new FrameWriter(
-    (buffer, length) => batches.push(decode(buffer, length)),
+    (buffer, length) => {
+      batches.push(decode(buffer, length));
+    },
     { oneInFlight: true },
   );
   writer.control(Frame.EOF, 1);
@@ -102,7 +122,9 @@ Deno.test("FrameWriter with oneInFlight holds the next batch until release()", a
 
 Deno.test("FrameWriter.markDone() sends a batch even without frames, flagged done", async () => {
   const dones: [number, boolean][] = [];
-  const writer = new FrameWriter((_buffer, length, _attached, done) => dones.push([length, done]));
+  const writer = new FrameWriter((_buffer, length, _attached, done) => {
+    dones.push([length, done]);
+  });
   writer.markDone();
   await new Promise((resolve) => setTimeout(resolve, 5));
   writer.control(Frame.END, 1);
@@ -141,4 +163,70 @@ Deno.test("isToWorker() and isFromWorker() accept only their own message types",
   for (const junk of [null, undefined, 1, "ready", {}]) {
     assert.ok(!isToWorker(junk) && !isFromWorker(junk));
   }
+});
+
+Deno.test("BatchRing carries batches in order across its end, and refuses one that does not fit", () => {
+  const producer = new BatchRing();
+  const consumer = new BatchRing(producer.shared);
+  const capacity = producer.shared.byteLength - 8;
+  let seed = 7;
+  const random = () => (seed = (seed * 1103515245 + 12345) % 2147483648) / 2147483648;
+  const queued: Uint8Array[] = [];
+  let wrapsAtLeast = 0;
+  for (let i = 0; i < 2000; i++) {
+    const batch = new Uint8Array(Math.floor(random() * 40_000)).fill(i % 251);
+    while (!producer.put(batch)) {
+      // Full: the consumer takes the oldest, which must come out as it went in.
+      assert.ok(queued.length > 0, `a ${batch.length}-byte batch never fits an empty ring`);
+      const expected = queued.shift()!;
+      const out = new Uint8Array(expected.length);
+      consumer.take(out);
+      assert.deepEqual(out, expected);
+    }
+    queued.push(batch);
+    wrapsAtLeast += batch.length;
+  }
+  for (const expected of queued) {
+    const out = new Uint8Array(expected.length);
+    consumer.take(out);
+    assert.deepEqual(out, expected);
+  }
+  assert.ok(wrapsAtLeast > 100 * capacity, "the test went round the ring many times");
+  assert.ok(!producer.put(new Uint8Array(capacity + 1)), "a batch larger than the ring fit");
+});
+
+Deno.test("postingBatches: small batches go through the ring as numbers, others as transfers", () => {
+  const messages: (FramesMessage | RingBatch)[] = [];
+  const writer = new FrameWriter(
+    postingBatches((message) => messages.push(message), new BatchRing()),
+  );
+  const receiver = new FrameWriter(() => {});
+  const inbox = new BatchInbox();
+  const received: Seen[][] = [];
+  const receive = () => {
+    for (const data of messages.splice(0)) {
+      const message = typeof data === "number" ? framesInRing(data) : data;
+      const buffer = inbox.open(message, receiver);
+      received.push(decode(buffer, message.length, message.attached));
+    }
+  };
+  writer.data(1, new TextEncoder().encode("first"));
+  writer.flush();
+  writer.data(2, new TextEncoder().encode("second"));
+  writer.markDone();
+  writer.flush();
+  writer.attach(3, new TextEncoder().encode("bulk").buffer, 4);
+  writer.flush();
+  const kinds = messages.map((m) =>
+    typeof m === "number" ? "number" : m.buffer ? "transfer" : "ring"
+  );
+  // The first announces the ring; a batch with an attached buffer is transferred.
+  assert.deepEqual(kinds, ["ring", "number", "transfer"]);
+  assert.equal(framesInRing(messages[1] as number).done, true);
+  receive();
+  assert.deepEqual(received, [
+    [[Frame.DATA, 1, 5, "first"]],
+    [[Frame.DATA, 2, 6, "second"]],
+    [[Frame.DATA, 3, 4, "bulk"]],
+  ]);
 });

@@ -46,7 +46,15 @@ import {
 } from "../../../main_thread/worker_pool.ts";
 import { listenersOf } from "../../../sockets/libc.ts";
 import type { FramesMessage } from "../../../threads/messages.ts";
-import { Frame, FrameWriter, postingBatches, readFrames, reasonOf } from "../frames.ts";
+import {
+  BatchInbox,
+  BatchRing,
+  Frame,
+  FrameWriter,
+  postingBatches,
+  readFrames,
+  reasonOf,
+} from "../frames.ts";
 import { RelayConnection, reuseBulkBuffer, type WorkerChannel } from "./relay_connection.ts";
 
 /**
@@ -396,10 +404,10 @@ export class MainDispatch implements Server {
     let channel = this.#channels.get(link);
     if (channel === undefined) {
       const writer = new FrameWriter(
-        postingBatches((message, transfer) => link.post(message, transfer)),
+        postingBatches((message, transfer) => link.post(message, transfer), new BatchRing()),
         { oneInFlight: true },
       );
-      channel = { link, writer };
+      channel = { link, writer, inbox: new BatchInbox() };
       this.#channels.set(link, channel);
     }
     return channel;
@@ -407,8 +415,10 @@ export class MainDispatch implements Server {
 
   #receive(link: WorkerLink, message: FramesMessage): void {
     for (const free of message.spare ?? []) reuseBulkBuffer(free);
+    const { writer, inbox } = this.#channel(link);
+    const buffer = inbox.open(message, writer);
     readFrames(
-      message.buffer,
+      buffer,
       message.length,
       message.attached,
       (kind, id, value, payload, owned) => {
@@ -433,9 +443,8 @@ export class MainDispatch implements Server {
         }
       },
     );
-    const writer = this.#channel(link).writer;
     // Nothing views the batch now (output not taken at once was copied): it may carry ours.
-    writer.recycle(message.buffer);
+    writer.recycle(buffer);
     // The worker has processed our last batch: the next may go.
     if (message.done) writer.release();
   }

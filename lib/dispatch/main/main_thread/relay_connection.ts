@@ -38,6 +38,7 @@ import { BufferPool } from "../buffer_pool.ts";
 import {
   ACK_THRESHOLD,
   ATTACH_THRESHOLD,
+  type BatchInbox,
   BULK_BUFFER_SIZE,
   EAGER_ACK_THRESHOLD,
   Frame,
@@ -52,6 +53,8 @@ export interface WorkerChannel {
   readonly link: WorkerLink;
   /** Frames to it. */
   readonly writer: FrameWriter;
+  /** Its batches, as they arrive. */
+  readonly inbox: BatchInbox;
 }
 
 /** Called once when a connection has closed. */

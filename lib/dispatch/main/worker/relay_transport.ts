@@ -9,13 +9,21 @@
  */
 
 import type { HandlerContext, SocketHandler } from "../../../handlers/handler.ts";
-import type { FromWorker } from "../../../threads/messages.ts";
+import type { FramesMessage, FromWorker, RingBatch } from "../../../threads/messages.ts";
 import { MemoryReclaimer } from "../../../sockets/reclaim.ts";
-import { Frame, FrameWriter, postingBatches, readFrames, reasonOf } from "../frames.ts";
+import {
+  BatchInbox,
+  type BatchRing,
+  Frame,
+  FrameWriter,
+  postingBatches,
+  readFrames,
+  reasonOf,
+} from "../frames.ts";
 import { bulkBuffers, RelayedSocket } from "./relayed_socket.ts";
 
 /** Sends a message to the main thread, transferring the listed buffers. */
-export type PostToMain = (message: FromWorker, transfer: Transferable[]) => void;
+export type PostToMain = (message: FromWorker | RingBatch, transfer: Transferable[]) => void;
 
 const decoder = new TextDecoder();
 
@@ -24,6 +32,7 @@ export class RelayTransport {
   #handler: SocketHandler;
   #context: HandlerContext;
   #writer: FrameWriter;
+  #inbox = new BatchInbox();
   #connections = new Map<number, RelayedSocket>();
   #reclaimer = new MemoryReclaimer(() => this.#connections.size);
 
@@ -31,11 +40,18 @@ export class RelayTransport {
    * @param handler The handler's callbacks.
    * @param context What the handler knows of its worker.
    * @param post Sends a batch to the main thread.
+   * @param ring Where small batches to the main thread go (see `BatchRing`); without one,
+   *   every batch is transferred.
    */
-  constructor(handler: SocketHandler, context: HandlerContext, post: PostToMain) {
+  constructor(
+    handler: SocketHandler,
+    context: HandlerContext,
+    post: PostToMain,
+    ring?: BatchRing,
+  ) {
     this.#handler = handler;
     this.#context = context;
-    this.#writer = new FrameWriter(postingBatches(post));
+    this.#writer = new FrameWriter(postingBatches(post, ring));
   }
 
   /** Connections being served now. */
@@ -47,22 +63,17 @@ export class RelayTransport {
    * Handles a batch of frames from the main thread.
    *
    * @param buffer The batch.
-   * @param length Bytes of frames in it.
-   * @param attached Its transferred payload buffers.
-   * @param spare Bulk buffers the main thread gave back.
+   * @param message The batch, with its transferred payload buffers and the bulk buffers the
+   *   main thread gave back.
    */
-  receive(
-    buffer: ArrayBuffer,
-    length: number,
-    attached: ArrayBuffer[],
-    spare: ArrayBuffer[] = [],
-  ): void {
-    for (const free of spare) bulkBuffers.give(free);
+  receive(message: FramesMessage): void {
+    for (const free of message.spare ?? []) bulkBuffers.give(free);
+    const buffer = this.#inbox.open(message, this.#writer);
     // The main thread holds its next batch until this one is done: say so in this turn's batch.
     this.#writer.markDone();
     /** Whether a handler still holds a view of the batch (an async `data` call). */
     let held = false;
-    readFrames(buffer, length, attached, (kind, id, value, payload, owned) => {
+    readFrames(buffer, message.length, message.attached, (kind, id, value, payload, owned) => {
       if (kind === Frame.OPEN) {
         this.#open(id, payload!);
         return;
