@@ -26,8 +26,8 @@ export interface FramesMessage {
   length: number;
   /** Payload buffers of the batch's `DATA_REF` frames, in order; transferred. */
   attached: ArrayBuffer[];
-  /** The sender has processed the receiver's last batch (the receiver may send the next). */
-  done: boolean;
+  /** How many of the receiver's batches the sender has processed since its last batch. */
+  done: number;
   /**
    * Bulk buffers the sender has finished with, for the receiver to reuse; transferred. Absent
    * when there are none (most batches): every property is cloned with every message.
@@ -37,7 +37,8 @@ export interface FramesMessage {
 
 /**
  * A batch of frames waiting in the sender's ring (`BatchRing` in `frames.ts`), posted as a bare
- * number, `length * 2 + (done ? 1 : 0)`: a number is the cheapest message to clone, and in
+ * number, `length * 65536 + done` (`done` below 65536): a number is the cheapest message to
+ * clone, and in
  * `main` dispatch one goes each way per request of a request/response protocol. Receivers turn
  * it back into a {@linkcode FramesMessage} with {@linkcode framesInRing} before their `switch`.
  */
@@ -50,9 +51,12 @@ export type RingBatch = number;
  * @param done See {@linkcode FramesMessage.done}.
  * @returns The number to post.
  */
-export function ringBatch(length: number, done: boolean): RingBatch {
-  return length * 2 + (done ? 1 : 0);
+export function ringBatch(length: number, done: number): RingBatch {
+  return length * DONE_RANGE + done;
 }
+
+/** `done` counts at most this many batches less one in a {@linkcode RingBatch}. */
+export const DONE_RANGE = 65536;
 
 /**
  * The batch a {@linkcode RingBatch} announces.
@@ -61,7 +65,12 @@ export function ringBatch(length: number, done: boolean): RingBatch {
  * @returns It as a `frames` message without a buffer (the frames are in the ring).
  */
 export function framesInRing(value: RingBatch): FramesMessage {
-  return { type: "frames", length: Math.floor(value / 2), attached: [], done: value % 2 === 1 };
+  return {
+    type: "frames",
+    length: Math.floor(value / DONE_RANGE),
+    attached: [],
+    done: value % DONE_RANGE,
+  };
 }
 
 /**

@@ -17,7 +17,12 @@
 
 import { setImmediate } from "node:timers";
 import { CLOSE_REASONS, type CloseReason } from "../../sockets/close_reason.ts";
-import { type FramesMessage, type RingBatch, ringBatch } from "../../threads/messages.ts";
+import {
+  DONE_RANGE,
+  type FramesMessage,
+  type RingBatch,
+  ringBatch,
+} from "../../threads/messages.ts";
 import { type BufferPool, discard } from "./buffer_pool.ts";
 
 /** Frame kinds. Which side sends which is noted on each. */
@@ -129,7 +134,7 @@ export type BatchSender = (
   buffer: ArrayBuffer,
   length: number,
   attached: ArrayBuffer[],
-  done: boolean,
+  done: number,
   spare: ArrayBuffer[],
 ) => boolean | void;
 
@@ -242,7 +247,7 @@ export function postingBatches(
   let announced = false;
   return (buffer, length, attached, done, spare) => {
     if (
-      ring !== undefined && attached.length === 0 && spare.length === 0 &&
+      ring !== undefined && attached.length === 0 && spare.length === 0 && done < DONE_RANGE &&
       ring.put(new Uint8Array(buffer, 0, length))
     ) {
       if (announced) post(ringBatch(length, done), []);
@@ -258,18 +263,6 @@ export function postingBatches(
     );
     return false;
   };
-}
-
-/** Options for {@linkcode FrameWriter}. */
-export interface FrameWriterOptions {
-  /**
-   * Keep at most one batch in flight: hold the next one until {@linkcode FrameWriter.release}
-   * says the receiver has processed the last. Under load, batches then grow instead of
-   * multiplying, and the receiving thread is woken once per batch, not once per turn (each
-   * wake-up of a parked thread costs tens of microseconds here).
-   * @default {false}
-   */
-  oneInFlight?: boolean;
 }
 
 /**
@@ -299,25 +292,22 @@ export class FrameWriter {
   /** Bulk buffers going back to the other side with the next batch. */
   #spare: ArrayBuffer[] = [];
   #scheduled = false;
-  #oneInFlight: boolean;
-  #inFlight = false;
-  #owesDone = false;
+  /** Batches from the other side processed since the last batch sent. */
+  #owesDone = 0;
   /** Batches with frames sent so far. */
   #sent = 0;
-  /** How many of them the receiver has said it processed (`oneInFlight` writers). */
+  /** How many of them the receiver has said it processed. */
   #processed = 0;
   #flushSoon = () => {
     this.#scheduled = false;
-    if (!this.#inFlight) this.flush();
+    this.flush();
   };
 
   /**
    * @param send Called with each batch; the buffer is the receiver's from then on (transfer it).
-   * @param options Batching policy.
    */
-  constructor(send: BatchSender, options: FrameWriterOptions = {}) {
+  constructor(send: BatchSender) {
     this.#send = send;
-    this.#oneInFlight = options.oneInFlight ?? false;
   }
 
   /** Number of bytes waiting to be sent. */
@@ -400,11 +390,11 @@ export class FrameWriter {
   }
 
   /**
-   * Notes that a batch from the other side has been processed; the next batch sent says so
+   * Notes that a batch from the other side has been processed; the next batch sent counts it
    * (`done`), and one is sent this turn even if it carries no frames.
    */
   markDone(): void {
-    this.#owesDone = true;
+    this.#owesDone++;
     this.#schedule();
   }
 
@@ -414,8 +404,8 @@ export class FrameWriter {
   }
 
   /**
-   * Whether the receiver has processed batch `serial` and those before it (it says so with
-   * `done`; `oneInFlight` writers only). Batch 0 is the one before the first.
+   * Whether the receiver has processed batch `serial` and those before it (it counts them in
+   * its batches' `done`). Batch 0 is the one before the first.
    *
    * @param serial A batch number from {@linkcode FrameWriter.staging}.
    * @returns Whether it has.
@@ -424,17 +414,19 @@ export class FrameWriter {
     return serial <= this.#processed;
   }
 
-  /** The receiver has processed the last batch: send the held one, if any. */
-  release(): void {
-    this.#inFlight = false;
-    this.#processed = this.#sent;
-    if (this.#length > 0) this.flush();
+  /**
+   * The receiver has processed `count` more of the batches sent (a received batch's `done`).
+   *
+   * @param count How many.
+   */
+  processedBy(count: number): void {
+    this.#processed += count;
   }
 
   /** Sends what is queued now instead of at the end of the turn. */
   flush(): void {
     const length = this.#length;
-    if (length === 0 && !this.#owesDone) return;
+    if (length === 0 && this.#owesDone === 0) return;
     // The staging buffer itself goes to the other thread (a transfer, not a copy), and the next
     // batch is staged in a buffer that came back (see recycle): in steady traffic no batch
     // allocates, which matters because every ArrayBuffer costs about 0.7 us in Deno 2.9.6.
@@ -445,8 +437,7 @@ export class FrameWriter {
     this.#length = 0;
     this.#attached = [];
     if (spare.length > 0) this.#spare = [];
-    this.#owesDone = false;
-    this.#inFlight = this.#oneInFlight && length > 0;
+    this.#owesDone = 0;
     if (length > 0) this.#sent++;
     const copied = this.#send(batch, length, attached, done, spare) === true;
     // A batch copied into a ring leaves its buffer here, to stage the next in (unless it grew).

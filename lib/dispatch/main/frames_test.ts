@@ -99,37 +99,33 @@ Deno.test("FrameWriter.attach() moves the buffer itself, in order with copied fr
   assert.equal(moved[0], big);
 });
 
-Deno.test("FrameWriter with oneInFlight holds the next batch until release()", async () => {
-  const batches: Seen[][] = [];
-  const writer = new FrameWriter(
-    (buffer, length) => {
-      batches.push(decode(buffer, length));
-    },
-    { oneInFlight: true },
-  );
+Deno.test("FrameWriter.processed() follows the batches the receiver counts as done", () => {
+  const writer = new FrameWriter(() => {});
+  const first = writer.staging;
   writer.control(Frame.EOF, 1);
-  await new Promise((resolve) => setTimeout(resolve, 5));
+  writer.flush();
+  const second = writer.staging;
   writer.control(Frame.EOF, 2);
-  writer.control(Frame.EOF, 3);
-  await new Promise((resolve) => setTimeout(resolve, 5));
-  assert.equal(batches.length, 1, "second batch sent before the first was released");
-  writer.release();
-  assert.deepEqual(batches, [[[Frame.EOF, 1, 0, undefined]], [
-    [Frame.EOF, 2, 0, undefined],
-    [Frame.EOF, 3, 0, undefined],
-  ]]);
+  writer.flush();
+  assert.ok(writer.processed(0), "batch 0 is the one before the first");
+  assert.ok(!writer.processed(first));
+  writer.processedBy(1);
+  assert.ok(writer.processed(first) && !writer.processed(second), "one done is one batch");
+  writer.processedBy(1);
+  assert.ok(writer.processed(second));
 });
 
-Deno.test("FrameWriter.markDone() sends a batch even without frames, flagged done", async () => {
-  const dones: [number, boolean][] = [];
+Deno.test("FrameWriter.markDone() sends a batch even without frames, counting the batches done", async () => {
+  const dones: [number, number][] = [];
   const writer = new FrameWriter((_buffer, length, _attached, done) => {
     dones.push([length, done]);
   });
   writer.markDone();
+  writer.markDone();
   await new Promise((resolve) => setTimeout(resolve, 5));
   writer.control(Frame.END, 1);
   await new Promise((resolve) => setTimeout(resolve, 5));
-  assert.deepEqual(dones, [[0, true], [HEADER_SIZE, false]]);
+  assert.deepEqual(dones, [[0, 2], [HEADER_SIZE, 0]]);
 });
 
 Deno.test("readFrames() rejects truncated and unknown frames", () => {
@@ -151,7 +147,7 @@ Deno.test("isToWorker() and isFromWorker() accept only their own message types",
     buffer: new ArrayBuffer(0),
     length: 0,
     attached: [],
-    done: false,
+    done: 0,
   };
   assert.ok(isToWorker({ type: "init", index: 1, logLevel: "info", handler: "echo" }));
   assert.ok(isToWorker(frames));
@@ -222,7 +218,7 @@ Deno.test("postingBatches: small batches go through the ring as numbers, others 
   );
   // The first announces the ring; a batch with an attached buffer is transferred.
   assert.deepEqual(kinds, ["ring", "number", "transfer"]);
-  assert.equal(framesInRing(messages[1] as number).done, true);
+  assert.equal(framesInRing(messages[1] as number).done, 1);
   receive();
   assert.deepEqual(received, [
     [[Frame.DATA, 1, 5, "first"]],

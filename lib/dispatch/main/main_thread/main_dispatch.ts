@@ -399,13 +399,12 @@ export class MainDispatch implements Server {
     });
   }
 
-  /** The frames to a worker: one batch in flight at a time, the next held until it is done. */
+  /** The frames to a worker, and its batches as they arrive. */
   #channel(link: WorkerLink): WorkerChannel {
     let channel = this.#channels.get(link);
     if (channel === undefined) {
       const writer = new FrameWriter(
         postingBatches((message, transfer) => link.post(message, transfer), new BatchRing()),
-        { oneInFlight: true },
       );
       channel = { link, writer, inbox: new BatchInbox() };
       this.#channels.set(link, channel);
@@ -445,8 +444,8 @@ export class MainDispatch implements Server {
     );
     // Nothing views the batch now (output not taken at once was copied): it may carry ours.
     writer.recycle(buffer);
-    // The worker has processed our last batch: the next may go.
-    if (message.done) writer.release();
+    // How far the worker has got: a drain tells input in transit from input it holds.
+    writer.processedBy(message.done);
   }
 
   #closeAll(reason: CloseReason, link?: WorkerLink): void {

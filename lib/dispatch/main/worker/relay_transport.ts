@@ -69,7 +69,8 @@ export class RelayTransport {
   receive(message: FramesMessage): void {
     for (const free of message.spare ?? []) bulkBuffers.give(free);
     const buffer = this.#inbox.open(message, this.#writer);
-    // The main thread holds its next batch until this one is done: say so in this turn's batch.
+    // Counted in this turn's batch: the main thread's drain tells input still in transit to
+    // this worker from input it has taken.
     this.#writer.markDone();
     /** Whether a handler still holds a view of the batch (an async `data` call). */
     let held = false;

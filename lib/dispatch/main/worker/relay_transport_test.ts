@@ -20,7 +20,7 @@ function batch(id: number, text: string): { buffer: ArrayBuffer; length: number 
 
 /** A batch as the main thread posts it, its buffer transferred. */
 function frames(buffer: ArrayBuffer, length: number, attached: ArrayBuffer[] = []): FramesMessage {
-  return { type: "frames", buffer, length, attached, done: false };
+  return { type: "frames", buffer, length, attached, done: 0 };
 }
 
 const turn = () => new Promise((resolve) => setTimeout(resolve, 0));
