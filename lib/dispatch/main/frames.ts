@@ -235,9 +235,11 @@ export class BatchInbox {
  * A {@linkcode BatchSender} that posts each batch as a `frames` message, transferring its
  * buffers. `spare` is left out when empty, as it is in most batches: every property is cloned
  * with every message, and an empty array on each cost main dispatch 4-6% of its small round
- * trips.
+ * trips. With `ring`, a batch that carries no buffers is copied into it instead and announced
+ * by a number (a `RingBatch`; the first by a `frames` message that hands over the ring).
  *
  * @param post Sends a message to the other thread, transferring the listed objects.
+ * @param ring Where batches without buffers go, when they fit.
  * @returns The sender.
  */
 export function postingBatches(
