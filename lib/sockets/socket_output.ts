@@ -11,9 +11,11 @@
  *   `--allow-ffi` on Linux, libc's non-blocking `send()` (`libc.ts`) writes in the call: the
  *   common case (the kernel takes the whole answer) costs one call, no copy and no promise,
  *   and the caller's bytes are free again as soon as `write` returns.
- * - Whatever is not taken at once is copied into a queue of fixed-size segments (small writes
- *   coalesce into one `conn.write()`), so what a backlog holds is its bytes plus at most one
- *   partly filled segment: a slow reader's memory is what `--max-buffered` counts.
+ * - Whatever is not taken at once is copied into a queue of segments (small writes coalesce
+ *   into one `conn.write()`), so what a backlog holds is its bytes plus at most one partly
+ *   filled segment: a slow reader's memory is what `--max-buffered` counts. The last segment
+ *   written is kept for the next write, so a socket whose every write is queued (TLS) does not
+ *   allocate per write.
  * - Without the fast path (a TLS connection, another OS, the permission withheld) every write
  *   is staged and written asynchronously: the same promises, slower.
  *
@@ -28,10 +30,14 @@ import { canSendNow, sendNow } from "./libc.ts";
 import type { ServerSocket } from "./tls_socket.ts";
 
 /**
- * Output the socket did not take at once is copied into segments of this size (larger chunks get
- * one of their own size), so a backlog holds at most one partly filled segment beyond its bytes.
+ * Output the socket did not take at once is copied into segments of at most this size (larger
+ * chunks get one of their own size), so a backlog holds at most one partly filled segment beyond
+ * its bytes. Segments start at {@linkcode MIN_SEGMENT} and grow with the backlog, so that a
+ * socket with a small write waiting holds little.
  */
 const SEGMENT = 16 * 1024;
+/** Smallest segment. */
+const MIN_SEGMENT = 1024;
 
 /**
  * What an output reports to its connection (the connection object itself implements it, so
@@ -77,6 +83,8 @@ export class SocketOutput {
   #events: OutputEvents;
   /** Copies of what the socket has not taken yet, oldest first; the first is being written. */
   #segments: Segment[] = [];
+  /** The last segment written out, empty, for the next backlog (at most `SEGMENT` bytes). */
+  #spare: Uint8Array | undefined;
   /** Bytes queued: the sum of the segments' unwritten ranges. */
   #queued = 0;
   #writing = false;
@@ -150,10 +158,18 @@ export class SocketOutput {
       last.bytes.set(chunk.subarray(0, copied), last.end);
       last.end += copied;
     }
-    if (copied < chunk.length) {
-      const bytes = new Uint8Array(Math.max(SEGMENT, chunk.length - copied));
-      bytes.set(chunk.subarray(copied));
-      this.#segments.push({ bytes, start: 0, end: chunk.length - copied });
+    while (copied < chunk.length) {
+      const rest = chunk.length - copied;
+      const size = Math.max(rest, Math.min(SEGMENT, Math.max(MIN_SEGMENT, this.#queued)));
+      let bytes = this.#spare;
+      this.#spare = undefined;
+      if (bytes === undefined || bytes.length < Math.min(rest, SEGMENT)) {
+        bytes = new Uint8Array(size);
+      }
+      const n = Math.min(rest, bytes.length);
+      bytes.set(chunk.subarray(copied, copied + n));
+      this.#segments.push({ bytes, start: 0, end: n });
+      copied += n;
     }
   }
 
@@ -169,8 +185,11 @@ export class SocketOutput {
         this.#queued -= n;
         this.#budget.give(n);
         this.#events.onOutputWritten(n);
-        // A written segment is dropped, not kept: an idle socket holds no output buffer.
-        if (segment.start === segment.end) this.#segments.shift();
+        if (segment.start === segment.end) {
+          this.#segments.shift();
+          // No write refers to it any more: the next backlog may fill it.
+          if (segment.bytes.length <= SEGMENT) this.#spare = segment.bytes;
+        }
       }
     } catch {
       if (this.#closed) return;
@@ -192,5 +211,6 @@ export class SocketOutput {
     }
     // A segment being written stays referenced by the pending write: dropped, never reused.
     this.#segments = [];
+    this.#spare = undefined;
   }
 }
