@@ -21,11 +21,11 @@ import type { DrainResult } from "../sockets/connection_set.ts";
 import { LANES } from "../threads/counters.ts";
 import { getLog } from "../log.ts";
 import {
-  framesInRing,
   type FramesMessage,
   type FromWorker,
   isFromWorker,
   type PeerPort,
+  received,
   type RingBatch,
   type ToWorker,
 } from "../threads/messages.ts";
@@ -602,8 +602,7 @@ export class WorkerPool {
     const ready = started.promise.finally(() => clearTimeout(timer));
     const { resolve, reject } = started;
     worker.onmessage = (event: MessageEvent) => {
-      const data = event.data;
-      const message = typeof data === "number" ? framesInRing(data) : data;
+      const message = received(event.data);
       if (!isFromWorker(message)) return;
       this.#receive(link, message, resolve, reject);
     };

@@ -160,11 +160,12 @@ export class SocketOutput {
     }
     while (copied < chunk.length) {
       const rest = chunk.length - copied;
-      const size = Math.max(rest, Math.min(SEGMENT, Math.max(MIN_SEGMENT, this.#queued)));
       let bytes = this.#spare;
       this.#spare = undefined;
       if (bytes === undefined || bytes.length < Math.min(rest, SEGMENT)) {
-        bytes = new Uint8Array(size);
+        bytes = new Uint8Array(
+          Math.max(rest, Math.min(SEGMENT, Math.max(MIN_SEGMENT, this.#queued))),
+        );
       }
       const n = Math.min(rest, bytes.length);
       bytes.set(chunk.subarray(copied, copied + n));

@@ -37,12 +37,14 @@ export interface FramesMessage {
 
 /**
  * A batch of frames waiting in the sender's ring (`BatchRing` in `frames.ts`), posted as a bare
- * number, `length * 65536 + done` (`done` below 65536): a number is the cheapest message to
- * clone, and in
+ * number, `length * DONE_RANGE + done`: a number is the cheapest message to clone, and in
  * `main` dispatch one goes each way per request of a request/response protocol. Receivers turn
- * it back into a {@linkcode FramesMessage} with {@linkcode framesInRing} before their `switch`.
+ * it back into a {@linkcode FramesMessage} with {@linkcode received} before their `switch`.
  */
 export type RingBatch = number;
+
+/** `done` counts at most this many batches less one in a {@linkcode RingBatch}. */
+export const DONE_RANGE = 65536;
 
 /**
  * A {@linkcode RingBatch} for a batch of `length` bytes.
@@ -54,9 +56,6 @@ export type RingBatch = number;
 export function ringBatch(length: number, done: number): RingBatch {
   return length * DONE_RANGE + done;
 }
-
-/** `done` counts at most this many batches less one in a {@linkcode RingBatch}. */
-export const DONE_RANGE = 65536;
 
 /**
  * The batch a {@linkcode RingBatch} announces.
@@ -71,6 +70,17 @@ export function framesInRing(value: RingBatch): FramesMessage {
     attached: [],
     done: value % DONE_RANGE,
   };
+}
+
+/**
+ * A message as another thread posted it: a {@linkcode RingBatch} turned back into its `frames`
+ * message, anything else as it is (to be checked with `isToWorker` or `isFromWorker`).
+ *
+ * @param data The `data` of a message event.
+ * @returns The message.
+ */
+export function received(data: unknown): unknown {
+  return typeof data === "number" ? framesInRing(data) : data;
 }
 
 /**

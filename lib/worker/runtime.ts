@@ -38,9 +38,9 @@ import {
 import { getLog, setupLogging } from "../log.ts";
 import type { DrainResult } from "../sockets/connection_set.ts";
 import {
-  framesInRing,
   type FromWorker,
   isToWorker,
+  received,
   type RingBatch,
   type ToWorker,
 } from "../threads/messages.ts";
@@ -134,8 +134,7 @@ export function runWorker(scope: WorkerScope): void {
     die(event.reason);
   });
   scope.onmessage = async (event: MessageEvent) => {
-    const data = event.data;
-    const message = typeof data === "number" ? framesInRing(data) : data;
+    const message = received(event.data);
     if (!isToWorker(message)) return;
     switch (message.type) {
       case "init": {

@@ -443,14 +443,13 @@ export class FrameWriter {
     if (length > 0) this.#sent++;
     const copied = this.#send(batch, length, attached, done, spare) === true;
     // A batch copied into a ring leaves its buffer here, to stage the next in (unless it grew).
-    if (!copied || batch.byteLength !== BATCH_CAPACITY) {
-      this.#stage(this.#free.pop() ?? new ArrayBuffer(BATCH_CAPACITY));
-    }
+    if (!copied || batch.byteLength !== BATCH_CAPACITY) this.#stage(this.freeBuffer(0));
   }
 
   /**
-   * A buffer to copy a received batch of `length` bytes into: a free batch buffer when one
-   * is large enough. Give it back with {@linkcode FrameWriter.recycle} once nothing views it.
+   * A buffer for `length` bytes of frames (a received batch copied out of a ring, or the next
+   * batch to stage): a free batch buffer when one is large enough. Give a received one back
+   * with {@linkcode FrameWriter.recycle} once nothing views it.
    *
    * @param length The batch's length.
    * @returns The buffer.

@@ -245,7 +245,7 @@ export class RelayConnection implements SetMember, OutputEvents {
   acknowledge(bytes: number): void {
     this.#inFlight -= bytes;
     this.#budget.give(bytes);
-    if (this.#inFlight + this.#output.queued < WINDOW) this.#wakeReader();
+    this.#wakeIfRoom();
   }
 
   /** The handler is done: send what it wrote, then close. */
@@ -284,7 +284,7 @@ export class RelayConnection implements SetMember, OutputEvents {
 
   async #readLoop(): Promise<void> {
     while (!this.#closed) {
-      const held = this.#inFlight + this.#output.queued;
+      const held = this.#held;
       const overBudget = this.#budget.mustPause(held);
       if ((held >= WINDOW || overBudget) && !this.#inputStopped) {
         this.#releaseBuffer();
@@ -355,9 +355,7 @@ export class RelayConnection implements SetMember, OutputEvents {
     this.bytesOut += n;
     this.#written += n;
     // Output leaving frees room in the connection's window for input.
-    if (this.#resumeRead !== undefined && this.#inFlight + this.#output.queued < WINDOW) {
-      this.#wakeReader();
-    }
+    this.#wakeIfRoom();
     // The worker's credit back for what the socket took: in steps, and early once nothing
     // waits here, so that the worker's view of what is buffered stays close to the truth.
     if (
@@ -385,6 +383,16 @@ export class RelayConnection implements SetMember, OutputEvents {
     // Closing with unread input would send a reset, which can destroy the answer the client has
     // not read yet; so keep reading (and dropping) until its EOF, for a short while.
     this.#lingerTimer = setTimeout(() => this.disconnect("done"), LINGER_MS);
+  }
+
+  /** Bytes the connection holds both ways: input the worker has not acknowledged, output queued. */
+  get #held(): number {
+    return this.#inFlight + this.#output.queued;
+  }
+
+  /** Resumes a paused read once the window has room again (the budget is checked on resuming). */
+  #wakeIfRoom(): void {
+    if (this.#held < WINDOW) this.#wakeReader();
   }
 
   #wakeReader(): void {

@@ -62,7 +62,6 @@ export class RelayTransport {
   /**
    * Handles a batch of frames from the main thread.
    *
-   * @param buffer The batch.
    * @param message The batch, with its transferred payload buffers and the bulk buffers the
    *   main thread gave back.
    */
