@@ -105,8 +105,11 @@ function loadLibc(): Libc | null {
       recv: { parameters: ["i32", "buffer", "usize", "i32"], result: "i32" },
       close: { parameters: ["i32"], result: "i32" },
       malloc_trim: { parameters: ["usize"], result: "i32" },
-      memchr: { parameters: ["buffer", "i32", "usize"], result: "u32" },
-      memmove: { parameters: ["buffer", "buffer", "usize"], result: "u32" },
+      // u32 lengths (the buffers are under 4 GiB), like send's: a `usize` parameter takes a
+      // BigInt in optimised code, and a number there deoptimised every caller of findByte
+      // in a loop (memcache's parser recompiled every few milliseconds under load).
+      memchr: { parameters: ["buffer", "i32", "u32"], result: "u32" },
+      memmove: { parameters: ["buffer", "buffer", "u32"], result: "u32" },
     });
     libc = library.symbols as unknown as Libc;
   } catch {

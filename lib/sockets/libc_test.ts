@@ -44,3 +44,38 @@ Deno.test({
     assert.equal(findByte(bytes.subarray(77_778), 0x0a), 90_000 - 77_778);
   },
 });
+
+Deno.test({
+  name: "libc: a hot caller of findByte() stays optimised (no deoptimisation loop)",
+  ignore: Deno.build.os !== "linux",
+  async fn() {
+    // A `usize` parameter takes a BigInt in optimised code: passing a number deoptimised every
+    // caller, which V8 then recompiled, again and again (memcache's parser, under load).
+    const script = `
+      import { canFindByte, findByte } from ${
+      JSON.stringify(new URL("./libc.ts", import.meta.url).href)
+    };
+      if (!canFindByte()) throw new Error("no memchr");
+      const bytes = new Uint8Array(4096); bytes[4000] = 10;
+      function hot(b) { return findByte(b, 10); }
+      let sum = 0;
+      for (let i = 0; i < 200000; i++) sum += hot(bytes);
+      if (sum !== 4000 * 200000) throw new Error("wrong index");
+    `;
+    const output = await new Deno.Command(Deno.execPath(), {
+      args: ["run", "--allow-ffi", "--v8-flags=--trace-deopt", "-"],
+      stdin: "piped",
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
+    const writer = output.stdin.getWriter();
+    await writer.write(new TextEncoder().encode(script));
+    await writer.close();
+    const { success, stdout, stderr } = await output.output();
+    const text = new TextDecoder().decode(stdout) + new TextDecoder().decode(stderr);
+    assert.ok(success, text.slice(-2000));
+    // The FFI call's wrapper, or the caller it is inlined in, bails out for want of a BigInt.
+    const loops = text.split("\n").filter((line) => line.includes("reason: not a BigInt"));
+    assert.deepEqual(loops, [], "findByte's callers were deoptimised");
+  },
+});
