@@ -28,14 +28,16 @@ const RUN_DEADLINE_MS = 60_000;
  * Runs `main.ts` with `args` to completion (for flags that make it exit).
  *
  * @param args Flags.
+ * @param options `freePort: false` runs it on the port `args` give, or on the default one.
  * @returns Exit code and output.
  * @throws {Error} If it is still running after a minute (it is killed then).
  */
 export async function runServer(
   args: string[],
+  options: { freePort?: boolean } = {},
 ): Promise<{ code: number; stdout: string; stderr: string }> {
   // A free port unless the test names one: the suite must pass while 5555 is taken.
-  const { program, args: programArgs } = serverCommand(args);
+  const { program, args: programArgs } = serverCommand(args, options);
   const child = new Deno.Command(program, {
     args: programArgs,
     stdin: "null",

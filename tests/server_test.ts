@@ -5,6 +5,7 @@
 
 import assert from "node:assert/strict";
 import { fileURLToPath } from "node:url";
+import { parseCommandLine } from "../lib/main_thread/config.ts";
 import {
   bothModes,
   connectToWorker,
@@ -376,6 +377,44 @@ bothModes(
       assert.equal(code, 2, stderr);
       assert.equal(stderr.trim().split("\n").length, 1, stderr);
       assert.match(stderr, reason);
+    }
+  },
+);
+
+bothModes(
+  "with the default port held by another process, a bad handler still exits 2: it is loaded before the port is bound",
+  async (dispatch) => {
+    const command = parseCommandLine([], { cpus: 1 });
+    const port = command.kind === "serve" ? command.config.port : 0;
+    assert.ok(port > 0);
+    // Held here, or already held by someone's own server: taken either way. (The server listens
+    // on [::] dual-stack, which an IPv4 listener on the port refuses too.)
+    let holder: Deno.Listener | undefined;
+    try {
+      holder = Deno.listen({ hostname: "0.0.0.0", port });
+    } catch (error) {
+      if (!(error instanceof Deno.errors.AddrInUse)) throw error;
+    }
+    try {
+      // The control: a server that loads finds the port taken.
+      const busy = await runServer(["--dispatch", dispatch], { freePort: false });
+      assert.equal(busy.code, 1, busy.stderr);
+      for (
+        const [path, reason] of [
+          ["tests/fixtures/no_such_handler.ts", /Cannot load handler .*no_such_handler\.ts/],
+          ["tests/fixtures/throws_on_load.ts", /this module refuses to load/],
+          ["tests/fixtures/not_a_handler.ts", /Cannot load handler .*not_a_handler\.ts/],
+        ] as const
+      ) {
+        const { code, stderr } = await runServer(["--handler", path, "--dispatch", dispatch], {
+          freePort: false,
+        });
+        assert.equal(code, 2, stderr);
+        assert.equal(stderr.trim().split("\n").length, 1, stderr);
+        assert.match(stderr, reason);
+      }
+    } finally {
+      holder?.close();
     }
   },
 );

@@ -75,9 +75,10 @@ export function listenTcp(options: ListenOptions): Deno.TcpListener {
 
 /**
  * Checks that the address is free, without holding it: binds it without `SO_REUSEPORT` (which
- * fails on any listener there, a sharing one included) and closes at once. The server checks
- * before its workers start, and binds for real once they are ready, so that it never accepts
- * connections that nobody serves yet.
+ * fails on any listener there, a sharing one included) and closes at once. The server binds
+ * for real once its workers are ready, so that it never accepts connections that nobody serves
+ * yet, and reports a port in use only after the handler has loaded (a handler that cannot load
+ * is the error to report first).
  *
  * @param options Address (`reusePort` is ignored).
  * @returns The address as bound: the real port when 0 was asked for, and the host the IPv4

@@ -123,15 +123,23 @@ export class KernelDispatch implements Server {
       ? undefined
       : ReuseportGroup.capture(config.port, 0);
     // The main thread checks the address first, holding nothing: it learns the real port when 0
-    // was asked for, fails at once on a port in use (unless joining it), and IPv6 falls back to
-    // IPv4 in one place. The workers listen once all are ready.
-    const addr: Deno.NetAddr = config.join
-      ? {
-        transport: "tcp",
-        hostname: config.host ?? incumbents?.address ?? "::",
-        port: config.port,
+    // was asked for, finds a port in use (unless joining it), and IPv6 falls back to IPv4 in one
+    // place. The workers listen once all are ready; a port in use is reported then, so that a
+    // handler that cannot load fails as such (exit 2) first.
+    let addr: Deno.NetAddr = {
+      transport: "tcp",
+      hostname: config.host ?? incumbents?.address ?? "::",
+      port: config.port,
+    };
+    let unusable: ListenError | undefined;
+    if (!config.join) {
+      try {
+        addr = probeAddress({ host: config.host, port: config.port, log: this.#log });
+      } catch (error) {
+        if (!(error instanceof ListenError)) throw error;
+        unusable = error;
       }
-      : probeAddress({ host: config.host, port: config.port, log: this.#log });
+    }
     const handOver = incumbents !== undefined && incumbents.before > 0;
     const pool = new WorkerPool({
       size: config.workers,
@@ -156,7 +164,7 @@ export class KernelDispatch implements Server {
           tlsHandshakeTimeoutMs: config.tlsHandshakeTimeout * 1000,
           listenWhenTold: !replacement,
         }),
-      commit: (links) => this.#listen(links),
+      commit: (links) => unusable !== undefined ? Promise.reject(unusable) : this.#listen(links),
       spawnOptions: { youngGenerationMb: YOUNG_GENERATION_MB },
       onLost: (link) => this.#lost(link),
     });

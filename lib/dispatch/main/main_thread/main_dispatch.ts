@@ -143,12 +143,13 @@ export class MainDispatch implements Server {
     const group = config.port === 0 || !config.join
       ? undefined
       : ReuseportGroup.capture(config.port, 0);
-    // A port in use is refused before the workers start (unless joining it); the port is bound
-    // once they are ready, so that no connection waits on it for a handler still loading.
+    // The handler is loaded first: a module that cannot load fails as such (exit 2) even on a
+    // port in use. The port is checked (unless joining it) and bound once the workers are
+    // ready, so that no connection waits on it for a handler still loading.
+    await this.#pool.start();
     const probed = config.join
       ? undefined
       : probeAddress({ host: config.host, port: config.port, log: this.#log });
-    await this.#pool.start();
     const listener = listenTcp({
       host: config.host ?? probed?.hostname,
       port: config.port,
