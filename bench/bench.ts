@@ -28,6 +28,7 @@ import { type Certificates, haveOpenssl, makeCertificates } from "../launcher/ce
 import { findMemcached, startMemcached } from "../launcher/memcached.ts";
 import { serverCommand, startProcess } from "../launcher/server_process.ts";
 import { buildC, runCClient } from "./c_tools.ts";
+import { memcslapTable } from "./memcslap.ts";
 import { type ChartBar, renderChart } from "./chart.ts";
 import type { LoadJob, LoadReport } from "./load_worker.ts";
 import { peakRssMb, type ThreadCpu, threadCpu } from "./proc.ts";
@@ -661,6 +662,11 @@ async function main(): Promise<void> {
     rows: summarize(results, s, serversFor(s, servers)),
   }));
   const sections = summaries.map(({ scenario, rows }) => table(scenario, rows, options.cores));
+  if (!options.quick && options.scenarios.some((s) => s.name === "S6")) {
+    // S6's mix in memcached's own load tool, get and set apart (as `deno task bench:memcache`).
+    say("  S6 memcslap: get and set, 3 alternated rounds");
+    sections.push(`### S6 memcslap: get and set, against memcached\n\n${await memcslapTable(3)}`);
+  }
   const header = [
     `## Benchmark run ${new Date().toISOString()}`,
     "",

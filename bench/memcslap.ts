@@ -3,6 +3,8 @@
  * -c 8 -e 20000` and `-t set` (Debian's libmemcached-tools), each server with 2 threads, the
  * server's CPU per operation read from /proc. Part of `deno task bench:memcache`.
  *
+ * Also part of `deno task bench` (after S6, unless `--quick`).
+ *
  * Runs in the benchmark's process, never inside the server.
  *
  * @module
@@ -16,6 +18,16 @@ const TESTS = ["get", "set"] as const;
 /** memcslap's clients and its execute count. */
 const CLIENTS = 8;
 const EXECUTE = 20_000;
+
+/** Whether memcslap is on the PATH. */
+function haveMemcslap(): boolean {
+  try {
+    return new Deno.Command("memcslap", { args: ["--version"], stdout: "null", stderr: "null" })
+      .outputSync().success;
+  } catch {
+    return false;
+  }
+}
 
 interface Figure {
   opsPerSec: number;
@@ -65,6 +77,7 @@ async function measure(kind: CacheServer, test: string): Promise<Figure> {
  */
 export async function memcslapTable(rounds = 3): Promise<string> {
   if (findMemcached() === undefined) return "memcslap: memcached not installed, skipped";
+  if (!haveMemcslap()) return "memcslap: not installed (Debian's libmemcached-tools), skipped";
   const figures = new Map<string, Figure[]>();
   for (let round = 0; round < rounds; round++) {
     for (const test of TESTS) {
