@@ -130,6 +130,8 @@ export class RelayConnection implements SetMember, OutputEvents {
   #output: SocketOutput;
   /** The read buffer; given back while reading is paused, or handed to the worker. */
   #buffer: Uint8Array<ArrayBuffer> | undefined;
+  /** The last partial view of `#buffer` read into, reused while reads keep that length. */
+  #view: Uint8Array | undefined;
   #readSize = MIN_READ;
   /** Bytes sent to the worker and not yet acknowledged. */
   #inFlight = 0;
@@ -323,19 +325,33 @@ export class RelayConnection implements SetMember, OutputEvents {
         // Bulk: hand the read buffer itself to the worker (no copy): at most twice the bytes
         // it carries. The next read gets a buffer of its own.
         this.#writer.attach(this.id, buffer.buffer, n);
-        this.#buffer = undefined;
+        this.#dropBuffer();
       } else {
-        this.#writer.data(this.id, buffer.subarray(0, n)); // copied into the batch
-        if (this.#readSize !== buffer.length) this.#buffer = undefined;
+        this.#writer.data(this.id, this.#readView(buffer, n)); // copied into the batch
+        if (this.#readSize !== buffer.length) this.#dropBuffer();
       }
       this.#inputBatch = this.#writer.staging;
     }
   }
 
+  /** `buffer`'s first `n` bytes, without a new view per read while reads keep one length. */
+  #readView(buffer: Uint8Array, n: number): Uint8Array {
+    if (n === buffer.length) return buffer;
+    const last = this.#view;
+    if (last !== undefined && last.length === n && last.buffer === buffer.buffer) return last;
+    return this.#view = buffer.subarray(0, n);
+  }
+
   /** While paused, a connection holds no read buffer; a full-size one goes back to the pool. */
   #releaseBuffer(): void {
     if (this.#buffer?.length === MAX_READ) bulkBuffers.give(this.#buffer.buffer);
+    this.#dropBuffer();
+  }
+
+  /** Forgets the read buffer, and the view of it, so that neither keeps it alive. */
+  #dropBuffer(): void {
     this.#buffer = undefined;
+    this.#view = undefined;
   }
 
   /** See {@linkcode OutputEvents}. */
