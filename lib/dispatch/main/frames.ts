@@ -23,7 +23,7 @@ import {
   type RingBatch,
   ringBatch,
 } from "../../threads/messages.ts";
-import { type BufferPool, discard } from "./buffer_pool.ts";
+import { type BufferPool, discard } from "../../sockets/buffer_pool.ts";
 
 /** Frame kinds. Which side sends which is noted on each. */
 export const Frame = {

@@ -26,7 +26,8 @@ import { closeQuietly } from "../../../sockets/address.ts";
 import type { BufferBudget } from "../../../sockets/buffer_budget.ts";
 import type { SetMember } from "../../../sockets/connection_set.ts";
 import { Counter, type SlotCounters } from "../../../threads/counters.ts";
-import { MIN_READ, nextReadSize } from "../../../sockets/read_size.ts";
+import { BufferPool } from "../../../sockets/buffer_pool.ts";
+import { MAX_READ, MIN_READ, nextReadSize } from "../../../sockets/read_size.ts";
 import { type OutputEvents, SocketOutput } from "../../../sockets/socket_output.ts";
 import { resetAndClose } from "../../../sockets/socket_reset.ts";
 import type { ServerSocket } from "../../../sockets/tls_socket.ts";
@@ -64,6 +65,15 @@ export interface OwnedSocketOptions {
   /** The worker's budget for bytes held for clients. */
   budget: BufferBudget;
 }
+
+/**
+ * Full-size read buffers this worker's paused connections gave up, for the next that resumes or
+ * grows. A slow reader otherwise holds 64 KiB of read buffer that nothing counts while it waits;
+ * one the pool has no room for is freed at once.
+ */
+const readBuffers = new BufferPool(MAX_READ, 16);
+/** The read buffer of a connection that gave its own back while paused. */
+const RELEASED = new Uint8Array(0);
 
 /** A connection served by the worker that owns its socket. */
 export class OwnedSocket extends ServedSocket implements SetMember, OutputEvents {
@@ -223,9 +233,11 @@ export class OwnedSocket extends ServedSocket implements SetMember, OutputEvents
     while (!this.#gone) {
       const lingering = this.ended;
       if (lingering ? !this.#outputEnded : !this.#wanted()) {
+        if (!lingering) this.#releaseBuffer();
         await new Promise<void>((resolve) => this.#wake = resolve);
         continue;
       }
+      if (this.#buffer === RELEASED) this.#buffer = new Uint8Array(readBuffers.take());
       const buffer = this.#buffer;
       let n: number | null;
       this.#reading = true;
@@ -257,8 +269,23 @@ export class OwnedSocket extends ServedSocket implements SetMember, OutputEvents
       }
       this.receive(view);
       const size = nextReadSize(buffer.length, n);
-      if (size !== buffer.length) this.#buffer = new Uint8Array(size);
+      if (size !== buffer.length) {
+        this.#buffer = new Uint8Array(
+          size === MAX_READ ? readBuffers.take() : new ArrayBuffer(size),
+        );
+      }
     }
+  }
+
+  /**
+   * A paused connection gives a full-size read buffer back to the pool (unless a `data` call
+   * still holds a view of it): no read is under way here.
+   */
+  #releaseBuffer(): void {
+    if (this.#buffer.length !== MAX_READ || this.lentHeld) return;
+    readBuffers.give(this.#buffer.buffer);
+    this.#buffer = RELEASED;
+    this.#view = undefined;
   }
 
   /** Whether the next read may start: the handler wants input, and the budget allows it. */

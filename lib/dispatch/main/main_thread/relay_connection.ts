@@ -34,7 +34,7 @@ import { type OutputEvents, SocketOutput } from "../../../sockets/socket_output.
 import { resetAndClose } from "../../../sockets/socket_reset.ts";
 import type { ServerSocket } from "../../../sockets/tls_socket.ts";
 import type { WorkerLink } from "../../../main_thread/worker_pool.ts";
-import { BufferPool } from "../buffer_pool.ts";
+import { BufferPool } from "../../../sockets/buffer_pool.ts";
 import {
   ACK_THRESHOLD,
   ATTACH_THRESHOLD,

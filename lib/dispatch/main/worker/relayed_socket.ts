@@ -13,7 +13,7 @@
 
 import type { CloseReason, HandlerContext, SocketHandler } from "../../../handlers/handler.ts";
 import { ServedSocket } from "../../../worker/served_socket.ts";
-import { BufferPool } from "../buffer_pool.ts";
+import { BufferPool } from "../../../sockets/buffer_pool.ts";
 import {
   ACK_THRESHOLD,
   ATTACH_THRESHOLD,
