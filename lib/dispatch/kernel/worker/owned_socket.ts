@@ -27,7 +27,7 @@ import type { BufferBudget } from "../../../sockets/buffer_budget.ts";
 import type { SetMember } from "../../../sockets/connection_set.ts";
 import { Counter, type SlotCounters } from "../../../threads/counters.ts";
 import { BufferPool } from "../../../sockets/buffer_pool.ts";
-import { MAX_READ, MIN_READ, nextReadSize } from "../../../sockets/read_size.ts";
+import { MAX_READ, ReadBuffer } from "../../../sockets/read_size.ts";
 import { type OutputEvents, SocketOutput } from "../../../sockets/socket_output.ts";
 import { resetAndClose } from "../../../sockets/socket_reset.ts";
 import type { ServerSocket } from "../../../sockets/tls_socket.ts";
@@ -72,8 +72,6 @@ export interface OwnedSocketOptions {
  * one the pool has no room for is freed at once.
  */
 const readBuffers = new BufferPool(MAX_READ, 16);
-/** The read buffer of a connection that gave its own back while paused. */
-const RELEASED = new Uint8Array(0);
 
 /** A connection served by the worker that owns its socket. */
 export class OwnedSocket extends ServedSocket implements SetMember, OutputEvents {
@@ -99,9 +97,7 @@ export class OwnedSocket extends ServedSocket implements SetMember, OutputEvents
   #onClose: OwnedSocketCloseListener;
   #budget: BufferBudget;
   #output: SocketOutput;
-  #buffer: Uint8Array<ArrayBuffer> = new Uint8Array(MIN_READ);
-  /** The last partial view of `#buffer` lent, reused while reads keep that length. */
-  #view: Uint8Array | undefined;
+  #read = new ReadBuffer(readBuffers);
   #initial: Uint8Array | undefined;
   /** A `conn.read()` is under way. */
   #reading = false;
@@ -233,12 +229,13 @@ export class OwnedSocket extends ServedSocket implements SetMember, OutputEvents
     while (!this.#gone) {
       const lingering = this.ended;
       if (lingering ? !this.#outputEnded : !this.#wanted()) {
-        if (!lingering) this.#releaseBuffer();
+        // No read is under way: a full-size buffer goes back to the pool, unless a `data` call
+        // still holds a view of it.
+        if (!lingering && !this.lentHeld) this.#read.release();
         await new Promise<void>((resolve) => this.#wake = resolve);
         continue;
       }
-      if (this.#buffer === RELEASED) this.#buffer = new Uint8Array(readBuffers.take());
-      const buffer = this.#buffer;
+      const buffer = this.#read.bytes;
       let n: number | null;
       this.#reading = true;
       try {
@@ -260,32 +257,9 @@ export class OwnedSocket extends ServedSocket implements SetMember, OutputEvents
       this.bytesIn += n;
       this.#counters.add(Counter.bytesIn, n);
       if (this.ended) continue; // lingering: read and drop
-      let view: Uint8Array = buffer;
-      if (n !== buffer.length) {
-        const last = this.#view;
-        view = last !== undefined && last.length === n && last.buffer === buffer.buffer
-          ? last
-          : (this.#view = buffer.subarray(0, n));
-      }
-      this.receive(view);
-      const size = nextReadSize(buffer.length, n);
-      if (size !== buffer.length) {
-        this.#buffer = new Uint8Array(
-          size === MAX_READ ? readBuffers.take() : new ArrayBuffer(size),
-        );
-      }
+      this.receive(this.#read.filled(n));
+      this.#read.adapt(n);
     }
-  }
-
-  /**
-   * A paused connection gives a full-size read buffer back to the pool (unless a `data` call
-   * still holds a view of it): no read is under way here.
-   */
-  #releaseBuffer(): void {
-    if (this.#buffer.length !== MAX_READ || this.lentHeld) return;
-    readBuffers.give(this.#buffer.buffer);
-    this.#buffer = RELEASED;
-    this.#view = undefined;
   }
 
   /** Whether the next read may start: the handler wants input, and the budget allows it. */

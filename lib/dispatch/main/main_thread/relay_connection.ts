@@ -29,7 +29,7 @@ import type { BufferBudget } from "../../../sockets/buffer_budget.ts";
 import type { CloseReason } from "../../../sockets/close_reason.ts";
 import type { SetMember } from "../../../sockets/connection_set.ts";
 import { Counter, type SlotCounters } from "../../../threads/counters.ts";
-import { MAX_READ, MIN_READ, nextReadSize } from "../../../sockets/read_size.ts";
+import { ReadBuffer } from "../../../sockets/read_size.ts";
 import { type OutputEvents, SocketOutput } from "../../../sockets/socket_output.ts";
 import { resetAndClose } from "../../../sockets/socket_reset.ts";
 import type { ServerSocket } from "../../../sockets/tls_socket.ts";
@@ -129,10 +129,7 @@ export class RelayConnection implements SetMember, OutputEvents {
   #budget: BufferBudget;
   #output: SocketOutput;
   /** The read buffer; given back while reading is paused, or handed to the worker. */
-  #buffer: Uint8Array<ArrayBuffer> | undefined;
-  /** The last partial view of `#buffer` read into, reused while reads keep that length. */
-  #view: Uint8Array | undefined;
-  #readSize = MIN_READ;
+  #read = new ReadBuffer(bulkBuffers);
   /** Bytes sent to the worker and not yet acknowledged. */
   #inFlight = 0;
   /** The batch that carries (or carried) the latest input to the worker. */
@@ -289,14 +286,16 @@ export class RelayConnection implements SetMember, OutputEvents {
       const held = this.#held;
       const overBudget = this.#budget.mustPause(held);
       if ((held >= WINDOW || overBudget) && !this.#inputStopped) {
-        this.#releaseBuffer();
+        // While paused, a connection holds no read buffer; a full-size one goes back to the pool.
+        this.#read.release();
+        this.#read.forget();
         await new Promise<void>((resolve) => {
           this.#resumeRead = resolve;
           if (overBudget) this.#budget.onRelief(() => this.#wakeReader());
         });
         continue;
       }
-      const buffer = this.#buffer ??= newReadBuffer(this.#readSize);
+      const buffer = this.#read.bytes;
       let n: number | null;
       try {
         n = await this.#conn.read(buffer);
@@ -320,38 +319,18 @@ export class RelayConnection implements SetMember, OutputEvents {
       if (this.#inputStopped) continue; // the handler has ended: read and drop
       this.#inFlight += n;
       this.#budget.take(n);
-      this.#readSize = nextReadSize(buffer.length, n);
       if (n >= ATTACH_THRESHOLD && n * 2 >= buffer.length) {
         // Bulk: hand the read buffer itself to the worker (no copy): at most twice the bytes
         // it carries. The next read gets a buffer of its own.
+        this.#read.adapt(n);
         this.#writer.attach(this.id, buffer.buffer, n);
-        this.#dropBuffer();
+        this.#read.forget();
       } else {
-        this.#writer.data(this.id, this.#readView(buffer, n)); // copied into the batch
-        if (this.#readSize !== buffer.length) this.#dropBuffer();
+        this.#writer.data(this.id, this.#read.filled(n)); // copied into the batch
+        this.#read.adapt(n);
       }
       this.#inputBatch = this.#writer.staging;
     }
-  }
-
-  /** `buffer`'s first `n` bytes, without a new view per read while reads keep one length. */
-  #readView(buffer: Uint8Array, n: number): Uint8Array {
-    if (n === buffer.length) return buffer;
-    const last = this.#view;
-    if (last !== undefined && last.length === n && last.buffer === buffer.buffer) return last;
-    return this.#view = buffer.subarray(0, n);
-  }
-
-  /** While paused, a connection holds no read buffer; a full-size one goes back to the pool. */
-  #releaseBuffer(): void {
-    if (this.#buffer?.length === MAX_READ) bulkBuffers.give(this.#buffer.buffer);
-    this.#dropBuffer();
-  }
-
-  /** Forgets the read buffer, and the view of it, so that neither keeps it alive. */
-  #dropBuffer(): void {
-    this.#buffer = undefined;
-    this.#view = undefined;
   }
 
   /** See {@linkcode OutputEvents}. */
@@ -416,9 +395,4 @@ export class RelayConnection implements SetMember, OutputEvents {
     this.#resumeRead = undefined;
     resume?.();
   }
-}
-
-/** A read buffer of `size` bytes; full-size ones are reused bulk buffers when there are any. */
-function newReadBuffer(size: number): Uint8Array<ArrayBuffer> {
-  return size === MAX_READ ? new Uint8Array(bulkBuffers.take()) : new Uint8Array(size);
 }
