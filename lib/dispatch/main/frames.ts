@@ -208,7 +208,8 @@ export class BatchRing {
 
 /**
  * The receiving side of a link's batches: a batch's buffer as it was transferred, or a copy of
- * it taken out of the sender's {@linkcode BatchRing}.
+ * it taken out of the sender's {@linkcode BatchRing}. Copied, not viewed in place: payloads are
+ * lent to handlers, and a view of shared memory is refused by APIs such as `TextDecoder`.
  */
 export class BatchInbox {
   #ring: BatchRing | undefined;
